@@ -1,0 +1,1 @@
+"""jaxprune: pruning for JAX/Flax, large language models first."""

@@ -1,0 +1,246 @@
+"""LLaMA-family decoder (LLaMA 1/2/3, Mistral-style, SmolLM) in Flax NNX.
+
+One readable file: grouped-query attention, rotary embeddings (optionally with LLaMA-3 frequency
+scaling), RMSNorm, SwiGLU MLP, tied or untied embeddings, causal mask.
+
+Parameter names mirror Hugging Face's so that a path such as ``layers/3/mlp/down_proj/kernel`` means
+the same thing in both worlds. Kernels use the Flax layout ``(in, out)``.
+
+Every block can hand back the inputs of its linear layers ("taps") so that the calibration engine can
+collect statistics without knowing anything else about the architecture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# The linears of one block, grouped by the input they read. The engine computes one set of statistics
+# per tap and prunes the groups in this order when running "true sequential".
+SEQUENTIAL_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("attn_in", ("self_attn/q_proj", "self_attn/k_proj", "self_attn/v_proj")),
+    ("o_in", ("self_attn/o_proj",)),
+    ("mlp_in", ("mlp/gate_proj", "mlp/up_proj")),
+    ("down_in", ("mlp/down_proj",)),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+    """Hyper-parameters of a LLaMA-family decoder (names follow ``transformers.LlamaConfig``)."""
+
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    # LLaMA-3.1 style frequency scaling as a tuple of (key, value) pairs so the config stays hashable.
+    rope_scaling: tuple[tuple[str, Any], ...] | None = None
+    tie_word_embeddings: bool = False
+    max_position_embeddings: int = 2048
+    bos_token_id: int | None = 1
+    eos_token_id: int | None = 2
+
+    family = "llama"
+
+    def __post_init__(self):
+        if self.num_key_value_heads is None:
+            object.__setattr__(self, "num_key_value_heads", self.num_attention_heads)
+        if self.head_dim is None:
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads={self.num_attention_heads} must be a multiple of "
+                f"num_key_value_heads={self.num_key_value_heads}"
+            )
+        if isinstance(self.rope_scaling, dict):
+            object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if self.rope_scaling is not None:
+            d["rope_scaling"] = dict(self.rope_scaling)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LlamaConfig:
+        """Builds a config from a dict such as a Hugging Face ``config.json`` (unknown keys ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in names}
+        scaling = kwargs.get("rope_scaling")
+        if isinstance(scaling, dict):
+            rope_type = scaling.get("rope_type", scaling.get("type"))
+            if rope_type in (None, "default"):
+                kwargs["rope_scaling"] = None
+            elif rope_type != "llama3":
+                raise ValueError(
+                    f"rope_scaling type {rope_type!r} is not supported (supported: default, llama3)"
+                )
+        for key in ("bos_token_id", "eos_token_id"):
+            if isinstance(kwargs.get(key), list):
+                kwargs[key] = kwargs[key][0]
+        return cls(**kwargs)
+
+
+def rope_inverse_frequencies(config: LlamaConfig) -> jax.Array:
+    """Inverse frequencies of the rotary embedding, with LLaMA-3 scaling when configured."""
+    dim = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+    if config.rope_scaling is None:
+        return inv_freq
+    s = dict(config.rope_scaling)
+    factor = s["factor"]
+    low, high = s.get("low_freq_factor", 1.0), s.get("high_freq_factor", 4.0)
+    old_len = s.get("original_max_position_embeddings", 8192)
+    wavelen = 2 * math.pi / inv_freq
+    low_wavelen, high_wavelen = old_len / low, old_len / high
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+    scaled = jnp.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    is_medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return jnp.where(is_medium, smoothed, scaled)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+    """Rotates ``x`` of shape (batch, seq, heads, head_dim) by position (HF "rotate half" layout)."""
+    angles = positions[..., :, None].astype(jnp.float32) * inv_freq  # (..., seq, dim/2)
+    angles = jnp.concatenate([angles, angles], axis=-1)[..., :, None, :]
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    x32 = x.astype(jnp.float32)
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
+    return (x32 * cos + rotated * sin).astype(x.dtype)
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float, *, dtype=jnp.float32):
+        self.scale = nnx.Param(jnp.ones((dim,), dtype))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (normed * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+def _linear(d_in: int, d_out: int, rngs: nnx.Rngs, dtype) -> nnx.Linear:
+    return nnx.Linear(
+        d_in,
+        d_out,
+        use_bias=False,
+        dtype=dtype,
+        param_dtype=dtype,
+        kernel_init=nnx.initializers.normal(0.02),
+        rngs=rngs,
+    )
+
+
+class Attention(nnx.Module):
+    def __init__(self, config: LlamaConfig, rngs: nnx.Rngs, dtype):
+        c = config
+        self.config = c
+        self.q_proj = _linear(c.hidden_size, c.num_attention_heads * c.head_dim, rngs, dtype)
+        self.k_proj = _linear(c.hidden_size, c.num_key_value_heads * c.head_dim, rngs, dtype)
+        self.v_proj = _linear(c.hidden_size, c.num_key_value_heads * c.head_dim, rngs, dtype)
+        self.o_proj = _linear(c.num_attention_heads * c.head_dim, c.hidden_size, rngs, dtype)
+
+    def __call__(self, x: jax.Array, positions: jax.Array, taps: dict | None) -> jax.Array:
+        c = self.config
+        b, t, _ = x.shape
+        q = self.q_proj(x).reshape(b, t, c.num_attention_heads, c.head_dim)
+        k = self.k_proj(x).reshape(b, t, c.num_key_value_heads, c.head_dim)
+        v = self.v_proj(x).reshape(b, t, c.num_key_value_heads, c.head_dim)
+        inv_freq = rope_inverse_frequencies(c)
+        q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+        # Grouped-query attention: each key/value head serves `groups` consecutive query heads.
+        groups = c.num_attention_heads // c.num_key_value_heads
+        q = q.reshape(b, t, c.num_key_value_heads, groups, c.head_dim)
+        scores = jnp.einsum("bqhgd,bkhd->bhgqk", q, k).astype(jnp.float32) / math.sqrt(c.head_dim)
+        causal = jnp.tril(jnp.ones((t, t), dtype=bool))
+        scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        out = jnp.einsum("bhgqk,bkhd->bqhgd", probs, v).reshape(b, t, -1)
+        if taps is not None:
+            taps["o_in"] = out
+        return self.o_proj(out)
+
+
+class MLP(nnx.Module):
+    def __init__(self, config: LlamaConfig, rngs: nnx.Rngs, dtype):
+        c = config
+        self.gate_proj = _linear(c.hidden_size, c.intermediate_size, rngs, dtype)
+        self.up_proj = _linear(c.hidden_size, c.intermediate_size, rngs, dtype)
+        self.down_proj = _linear(c.intermediate_size, c.hidden_size, rngs, dtype)
+
+    def __call__(self, x: jax.Array, taps: dict | None) -> jax.Array:
+        hidden = jax.nn.silu(self.gate_proj(x)) * self.up_proj(x)
+        if taps is not None:
+            taps["down_in"] = hidden
+        return self.down_proj(hidden)
+
+
+class DecoderBlock(nnx.Module):
+    def __init__(self, config: LlamaConfig, rngs: nnx.Rngs, dtype=jnp.float32):
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype)
+        self.self_attn = Attention(config, rngs, dtype)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype)
+        self.mlp = MLP(config, rngs, dtype)
+
+    def __call__(self, x: jax.Array, positions: jax.Array, capture: bool = False):
+        """Returns the block output, and with ``capture`` also the inputs of its linears by tap."""
+        taps: dict | None = {} if capture else None
+        h = self.input_layernorm(x)
+        if capture:
+            taps["attn_in"] = h
+        x = x + self.self_attn(h, positions, taps)
+        h = self.post_attention_layernorm(x)
+        if capture:
+            taps["mlp_in"] = h
+        x = x + self.mlp(h, taps)
+        return (x, taps) if capture else x
+
+
+class LlamaForCausalLM(nnx.Module):
+    """A LLaMA-family causal language model. ``model(tokens)`` returns logits (batch, seq, vocab)."""
+
+    def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        self.config = config
+        self.embed_tokens = nnx.Embed(
+            config.vocab_size,
+            config.hidden_size,
+            dtype=dtype,
+            param_dtype=dtype,
+            embedding_init=nnx.initializers.normal(0.02),
+            rngs=rngs,
+        )
+        self.layers = nnx.List(
+            [DecoderBlock(config, rngs, dtype) for _ in range(config.num_hidden_layers)]
+        )
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype)
+        if not config.tie_word_embeddings:
+            self.lm_head = _linear(config.hidden_size, config.vocab_size, rngs, dtype)
+
+    def embed(self, tokens: jax.Array) -> jax.Array:
+        return self.embed_tokens(tokens)
+
+    def head(self, hidden: jax.Array) -> jax.Array:
+        hidden = self.norm(hidden)
+        if self.config.tie_word_embeddings:
+            return self.embed_tokens.attend(hidden)
+        return self.lm_head(hidden)
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        positions = jnp.arange(tokens.shape[-1])
+        x = self.embed(tokens)
+        for layer in self.layers:
+            x = layer(x, positions)
+        return self.head(x)
