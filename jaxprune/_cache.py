@@ -27,7 +27,7 @@ def cache_dir() -> Path:
 
 
 def fetch_distribution(requirement: str, filename: str, *, sdist: bool = False) -> Path:
-    """Path of the distribution file ``filename`` for ``requirement``, downloaded once into the cache.
+    """Path of distribution file ``filename`` for ``requirement``, downloaded once into the cache.
 
     Raises:
       RuntimeError: pip could not download it (e.g. no network); the message says how to fix that.

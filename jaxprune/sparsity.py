@@ -1,8 +1,8 @@
 """Sparsity targets as tiny value types.
 
-``Unstructured(0.5)`` prunes half of the weights (how they are grouped — per row, per layer, globally —
-is the caller's choice); ``NM(2, 4)`` keeps at most 2 non-zeros in every 4 consecutive weights along a
-kernel's input axis (the hardware "2:4" pattern).
+``Unstructured(0.5)`` prunes half of the weights (how they are grouped — per row, per layer,
+globally — is the caller's choice); ``NM(2, 4)`` keeps at most 2 non-zeros in every 4 consecutive
+weights along a kernel's input axis (the hardware "2:4" pattern).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ scaling), RMSNorm, SwiGLU MLP, tied or untied embeddings, causal mask.
 Parameter names mirror Hugging Face's so that a path such as ``layers/3/mlp/down_proj/kernel`` means
 the same thing in both worlds. Kernels use the Flax layout ``(in, out)``.
 
-Every block can hand back the inputs of its linear layers ("taps") so that the calibration engine can
-collect statistics without knowing anything else about the architecture.
+Every block can hand back the inputs of its linear layers ("taps") so that the calibration engine
+can collect statistics without knowing anything else about the architecture.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-# The linears of one block, grouped by the input they read. The engine computes one set of statistics
-# per tap and prunes the groups in this order when running "true sequential".
+# The linears of one block, grouped by the input they read. The engine computes one set of
+# statistics per tap and prunes the groups in this order when running "true sequential".
 SEQUENTIAL_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("attn_in", ("self_attn/q_proj", "self_attn/k_proj", "self_attn/v_proj")),
     ("o_in", ("self_attn/o_proj",)),
@@ -43,7 +43,7 @@ class LlamaConfig:
     head_dim: int | None = None
     rms_norm_eps: float = 1e-6
     rope_theta: float = 10000.0
-    # LLaMA-3.1 style frequency scaling as a tuple of (key, value) pairs so the config stays hashable.
+    # LLaMA-3.1 frequency scaling as a tuple of (key, value) pairs so the config stays hashable.
     rope_scaling: tuple[tuple[str, Any], ...] | None = None
     tie_word_embeddings: bool = False
     max_position_embeddings: int = 2048
@@ -73,7 +73,7 @@ class LlamaConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LlamaConfig:
-        """Builds a config from a dict such as a Hugging Face ``config.json`` (unknown keys ignored)."""
+        """A config from a dict such as a Hugging Face ``config.json`` (unknown keys ignored)."""
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names}
         scaling = kwargs.get("rope_scaling")
@@ -111,7 +111,7 @@ def rope_inverse_frequencies(config: LlamaConfig) -> jax.Array:
 
 
 def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
-    """Rotates ``x`` of shape (batch, seq, heads, head_dim) by position (HF "rotate half" layout)."""
+    """Rotates ``x`` (batch, seq, heads, head_dim) by position (HF "rotate half" layout)."""
     angles = positions[..., :, None].astype(jnp.float32) * inv_freq  # (..., seq, dim/2)
     angles = jnp.concatenate([angles, angles], axis=-1)[..., :, None, :]
     cos, sin = jnp.cos(angles), jnp.sin(angles)
@@ -192,7 +192,9 @@ class DecoderBlock(nnx.Module):
     def __init__(self, config: LlamaConfig, rngs: nnx.Rngs, dtype=jnp.float32):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype)
         self.self_attn = Attention(config, rngs, dtype)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype)
+        self.post_attention_layernorm = RMSNorm(
+            config.hidden_size, config.rms_norm_eps, dtype=dtype
+        )
         self.mlp = MLP(config, rngs, dtype)
 
     def __call__(self, x: jax.Array, positions: jax.Array, capture: bool = False):
@@ -210,7 +212,7 @@ class DecoderBlock(nnx.Module):
 
 
 class LlamaForCausalLM(nnx.Module):
-    """A LLaMA-family causal language model. ``model(tokens)`` returns logits (batch, seq, vocab)."""
+    """A LLaMA-family causal LM; ``model(tokens)`` returns logits (batch, seq, vocab)."""
 
     def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs, dtype=jnp.float32):
         self.config = config

@@ -1,0 +1,304 @@
+"""OPT decoder (Meta's OPT-125m … OPT-66b) in Flax NNX.
+
+One readable file: multi-head attention with biases, learned absolute positions (with OPT's offset
+of 2), LayerNorm before (most sizes) or after (OPT-350m) each sub-layer, ReLU MLP, an optional
+projection between the word-embedding width and the model width (OPT-350m), and an LM head tied to
+the token embedding.
+
+Parameter names mirror Hugging Face's (``layers/3/fc1/kernel``, ``layers/3/self_attn/q_proj/bias``)
+with the decoder's prefix dropped; kernels use the Flax layout ``(in, out)``. As in ``llama.py``,
+every block can hand back the inputs of its linear layers ("taps") for the calibration engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+# The linears of one block, grouped by the input they read, in "true sequential" order.
+SEQUENTIAL_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("attn_in", ("self_attn/q_proj", "self_attn/k_proj", "self_attn/v_proj")),
+    ("o_in", ("self_attn/out_proj",)),
+    ("mlp_in", ("fc1",)),
+    ("down_in", ("fc2",)),
+)
+DEFAULT_TARGETS = r"layers/\d+/(self_attn/(q|k|v|out)_proj|fc1|fc2)/kernel"
+
+# OPT's position table has two extra leading rows (a fairseq padding convention), so position p
+# reads row p + 2.
+POSITION_OFFSET = 2
+# torch.nn.LayerNorm's default, which every OPT checkpoint was trained with.
+LAYER_NORM_EPS = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class OPTConfig:
+    """Hyper-parameters of an OPT decoder (names follow ``transformers.OPTConfig``).
+
+    ``remove_final_layer_norm`` is HF's ``_remove_final_layer_norm`` (old fine-tuned checkpoints).
+    """
+
+    vocab_size: int = 50272
+    hidden_size: int = 768
+    ffn_dim: int = 3072
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    max_position_embeddings: int = 2048
+    word_embed_proj_dim: int | None = None
+    do_layer_norm_before: bool = True
+    remove_final_layer_norm: bool = False
+    enable_bias: bool = True
+    layer_norm_elementwise_affine: bool = True
+    activation_function: str = "relu"
+    tie_word_embeddings: bool = True
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 2
+    eos_token_id: int | None = 2
+
+    family = "opt"
+
+    def __post_init__(self):
+        if self.word_embed_proj_dim is None:
+            object.__setattr__(self, "word_embed_proj_dim", self.hidden_size)
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} must be a multiple of "
+                f"num_attention_heads={self.num_attention_heads}"
+            )
+        if self.activation_function != "relu":
+            raise ValueError(
+                f"activation_function={self.activation_function!r} is not supported; every OPT "
+                "checkpoint uses 'relu'"
+            )
+
+    @property
+    def projects_embeddings(self) -> bool:
+        """Whether word embeddings are narrower/wider than the model (``project_in``/``out``)."""
+        return self.word_embed_proj_dim != self.hidden_size
+
+    @property
+    def has_final_layer_norm(self) -> bool:
+        return self.do_layer_norm_before and not self.remove_final_layer_norm
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> OPTConfig:
+        """Builds a config from a dict such as an HF ``config.json`` (unknown keys ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in names}
+        if "_remove_final_layer_norm" in d:
+            kwargs.setdefault("remove_final_layer_norm", d["_remove_final_layer_norm"])
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            if isinstance(kwargs.get(key), list):
+                kwargs[key] = kwargs[key][0]
+        return cls(**kwargs)
+
+
+def _linear(d_in: int, d_out: int, use_bias: bool, rngs: nnx.Rngs, dtype) -> nnx.Linear:
+    return nnx.Linear(
+        d_in,
+        d_out,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=dtype,
+        kernel_init=nnx.initializers.normal(0.02),
+        rngs=rngs,
+    )
+
+
+def _layer_norm(config: OPTConfig, rngs: nnx.Rngs, dtype) -> nnx.LayerNorm:
+    affine = config.layer_norm_elementwise_affine
+    return nnx.LayerNorm(
+        config.hidden_size,
+        epsilon=LAYER_NORM_EPS,
+        use_bias=affine,
+        use_scale=affine,
+        # The two-pass variance matches torch; E[x²]-E[x]² loses digits when |mean| >> std.
+        use_fast_variance=False,
+        dtype=dtype,
+        param_dtype=dtype,
+        rngs=rngs,
+    )
+
+
+class Attention(nnx.Module):
+    def __init__(self, config: OPTConfig, rngs: nnx.Rngs, dtype):
+        d, bias = config.hidden_size, config.enable_bias
+        self.num_heads = config.num_attention_heads
+        self.q_proj = _linear(d, d, bias, rngs, dtype)
+        self.k_proj = _linear(d, d, bias, rngs, dtype)
+        self.v_proj = _linear(d, d, bias, rngs, dtype)
+        self.out_proj = _linear(d, d, bias, rngs, dtype)
+
+    def __call__(self, x: jax.Array, taps: dict | None) -> jax.Array:
+        b, t, d = x.shape
+        head_dim = d // self.num_heads
+        # OPT scales the queries (bias included) before the dot product, not the scores.
+        q = self.q_proj(x).reshape(b, t, self.num_heads, head_dim) * head_dim**-0.5
+        k = self.k_proj(x).reshape(b, t, self.num_heads, head_dim)
+        v = self.v_proj(x).reshape(b, t, self.num_heads, head_dim)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+        causal = jnp.tril(jnp.ones((t, t), dtype=bool))
+        scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, d)
+        if taps is not None:
+            taps["o_in"] = out
+        return self.out_proj(out)
+
+
+class DecoderBlock(nnx.Module):
+    def __init__(self, config: OPTConfig, rngs: nnx.Rngs, dtype=jnp.float32):
+        c = config
+        self.pre_norm = c.do_layer_norm_before
+        self.self_attn = Attention(c, rngs, dtype)
+        self.self_attn_layer_norm = _layer_norm(c, rngs, dtype)
+        self.fc1 = _linear(c.hidden_size, c.ffn_dim, c.enable_bias, rngs, dtype)
+        self.fc2 = _linear(c.ffn_dim, c.hidden_size, c.enable_bias, rngs, dtype)
+        self.final_layer_norm = _layer_norm(c, rngs, dtype)
+
+    def __call__(self, x: jax.Array, positions: jax.Array, capture: bool = False):
+        """Returns the block output, and with ``capture`` also the inputs of its linears by tap.
+
+        ``positions`` is unused: OPT adds its learned positions once, in ``embed``.
+        """
+        del positions
+        taps: dict | None = {} if capture else None
+        h = self.self_attn_layer_norm(x) if self.pre_norm else x
+        if capture:
+            taps["attn_in"] = h
+        x = x + self.self_attn(h, taps)
+        if not self.pre_norm:  # OPT-350m normalises after the residual sum instead
+            x = self.self_attn_layer_norm(x)
+        h = self.final_layer_norm(x) if self.pre_norm else x
+        if capture:
+            taps["mlp_in"] = h
+        hidden = jax.nn.relu(self.fc1(h))
+        if capture:
+            taps["down_in"] = hidden
+        x = x + self.fc2(hidden)
+        if not self.pre_norm:
+            x = self.final_layer_norm(x)
+        return (x, taps) if capture else x
+
+
+class OPTForCausalLM(nnx.Module):
+    """An OPT causal language model. ``model(tokens)`` returns logits (batch, seq, vocab)."""
+
+    def __init__(self, config: OPTConfig, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        c = config
+        self.config = c
+
+        def embedding(rows: int, width: int) -> nnx.Embed:
+            init = nnx.initializers.normal(0.02)
+            return nnx.Embed(
+                rows, width, dtype=dtype, param_dtype=dtype, embedding_init=init, rngs=rngs
+            )
+
+        self.embed_tokens = embedding(c.vocab_size, c.word_embed_proj_dim)
+        self.embed_positions = embedding(c.max_position_embeddings + POSITION_OFFSET, c.hidden_size)
+        if c.projects_embeddings:
+            self.project_in = _linear(c.word_embed_proj_dim, c.hidden_size, False, rngs, dtype)
+            self.project_out = _linear(c.hidden_size, c.word_embed_proj_dim, False, rngs, dtype)
+        self.layers = nnx.List([DecoderBlock(c, rngs, dtype) for _ in range(c.num_hidden_layers)])
+        if c.has_final_layer_norm:
+            self.final_layer_norm = _layer_norm(c, rngs, dtype)
+        if not c.tie_word_embeddings:
+            self.lm_head = _linear(c.word_embed_proj_dim, c.vocab_size, False, rngs, dtype)
+
+    def embed(self, tokens: jax.Array) -> jax.Array:
+        """Token embeddings (projected to ``hidden_size``) plus learned positions 0..seq-1."""
+        seq = tokens.shape[-1]
+        if seq > self.config.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {seq} exceeds max_position_embeddings="
+                f"{self.config.max_position_embeddings}; use shorter windows"
+            )
+        x = self.embed_tokens(tokens)
+        if self.config.projects_embeddings:
+            x = self.project_in(x)
+        return x + self.embed_positions(jnp.arange(seq) + POSITION_OFFSET)
+
+    def head(self, hidden: jax.Array) -> jax.Array:
+        if self.config.has_final_layer_norm:
+            hidden = self.final_layer_norm(hidden)
+        if self.config.projects_embeddings:
+            hidden = self.project_out(hidden)
+        if self.config.tie_word_embeddings:
+            return self.embed_tokens.attend(hidden)
+        return self.lm_head(hidden)
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        positions = jnp.arange(tokens.shape[-1])
+        x = self.embed(tokens)
+        for layer in self.layers:
+            x = layer(x, positions)
+        return self.head(x)
+
+
+def _hf_name(path: tuple[Any, ...]) -> str:
+    """``("layers", 0, "fc1", "kernel")`` -> ``"layers.0.fc1.weight"`` (decoder prefix dropped)."""
+    *module, leaf = (str(k.key) for k in path)
+    return ".".join([*module, "bias" if leaf == "bias" else "weight"])
+
+
+def _strip_prefix(name: str) -> str:
+    for prefix in ("model.decoder.", "model.", "decoder."):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
+def params_from_hf_tensors(
+    tensors: dict[str, np.ndarray], config: OPTConfig, *, dtype: Any = None
+) -> dict[str, Any]:
+    """Converts a transformers OPT state dict into jaxprune's nested-dict params.
+
+    Args:
+      tensors: name -> array, as in a safetensors file or ``model.state_dict()`` (converted to
+        NumPy). Names may carry ``model.decoder.``, ``model.`` or ``decoder.`` prefixes; tensors
+        the model does not use (e.g. a tied ``lm_head.weight``) are ignored.
+      config: the model's configuration.
+      dtype: cast every parameter to this dtype; ``None`` keeps each tensor's own.
+
+    Returns:
+      Params with the layout of ``LanguageModel(config).init_params()``: Flax ``(in, out)``
+      kernels and ``params["layers"]`` keyed by int.
+
+    Raises:
+      ValueError: naming every missing tensor, or a tensor whose shape does not fit ``config``.
+    """
+    by_name = {_strip_prefix(k): v for k, v in tensors.items()}
+    abstract = nnx.eval_shape(lambda: OPTForCausalLM(config, rngs=nnx.Rngs(0)))
+    expected = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
+    missing: list[str] = []
+
+    def convert(path, spec):
+        name = _hf_name(path)
+        if name not in by_name:
+            missing.append(name)
+            return None
+        array = np.asarray(by_name[name])
+        # torch.nn.Linear stores (out, in); Flax kernels are (in, out).
+        array = array.T if path[-1].key == "kernel" else array
+        if array.shape != spec.shape:
+            raise ValueError(
+                f"tensor {name!r} has shape {array.shape} (after conversion) but the config "
+                f"expects {spec.shape}; does the checkpoint match its config.json?"
+            )
+        return jnp.asarray(array, dtype=dtype)
+
+    params = jax.tree_util.tree_map_with_path(convert, expected)
+    if missing:
+        raise ValueError(
+            f"the checkpoint lacks {len(missing)} tensor(s) an OPT model with this config needs: "
+            f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"
+        )
+    return params
