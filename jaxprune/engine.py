@@ -1,0 +1,392 @@
+"""The layer-sequential calibration engine.
+
+For each decoder block, in order:
+
+1. run the block on the current hidden states of every calibration window, capturing the inputs of
+   its linears ("taps") and accumulating float32 statistics per tap, batch by batch;
+2. prune every targeted linear of the block with the method (one solve per kernel);
+3. run the block again with the pruned weights to produce the next block's inputs, so later blocks
+   see the inputs of the pruned model (as the SparseGPT and Wanda reference code does).
+
+With ``true_sequential`` step 1-2 repeat per group of linears sharing an input (q/k/v, o, gate/up,
+down), each group seeing inputs produced by the already pruned groups before it.
+
+The engine knows models only through :class:`jaxprune.models.LanguageModel` and methods only through
+the registry in :mod:`jaxprune.methods`. Only one block's activations are processed at a time; the
+hidden states of all windows are kept as one array (n, seq, hidden).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune import allocation, masks
+from jaxprune.methods import Method, get_method
+from jaxprune.methods import statistics as stats_lib
+from jaxprune.models.base import LanguageModel, Params
+from jaxprune.recipes import Recipe
+from jaxprune.sparsity import Target, Unstructured
+
+
+class PruneResult(NamedTuple):
+    """Pruned params, keep-masks (params structure, ``None`` where unpruned) and a JSON report."""
+
+    params: Params
+    masks: Params
+    report: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Linear:
+    """A targeted kernel inside decoder block ``block``: ``name`` like ``mlp/up_proj``."""
+
+    path: str
+    block: int
+    name: str
+    tap: str
+
+    @property
+    def kernel_path(self) -> str:
+        return f"{self.name}/kernel"
+
+
+def _batch_size(n: int, wanted: int) -> int:
+    """The largest divisor of ``n`` not above ``wanted`` (one compiled shape, no padding)."""
+    return max(d for d in range(1, min(n, wanted) + 1) if n % d == 0)
+
+
+def _locate(model: LanguageModel, paths: Sequence[str]) -> tuple[list[_Linear], list[str]]:
+    """Splits target paths into linears of decoder blocks and anything else."""
+    tap_of = {name: tap for tap, names in model.family.sequential_groups for name in names}
+    linears, others = [], []
+    for path in paths:
+        parts = path.split("/")
+        name = "/".join(parts[2:-1])
+        if parts[0] == "layers" and parts[-1] == "kernel" and name in tap_of:
+            linears.append(_Linear(path, int(parts[1]), name, tap_of[name]))
+        else:
+            others.append(path)
+    return linears, others
+
+
+@functools.partial(jax.jit, static_argnames=("model", "stat_taps", "error_taps", "with_output"))
+def _calibration_step(
+    model: LanguageModel,
+    block_params: Params,
+    hidden: jax.Array,
+    stats: dict[str, stats_lib.LinearStats],
+    checks: dict[str, tuple[jax.Array, jax.Array]],
+    *,
+    stat_taps: tuple[str, ...],
+    error_taps: tuple[tuple[str, str], ...],
+    with_output: bool,
+):
+    """One batch through one block: statistics of ``stat_taps`` and output errors of ``checks``.
+
+    ``checks[name] = (dense_kernel, pruned_kernel)`` of linear ``name`` reading tap
+    ``dict(error_taps)[name]``; returns per-batch sums ‖X(W−Ŵ)‖² and ‖XW‖².
+    """
+    out, taps = model.block(block_params, hidden, capture=True)
+    new_stats = {tap: stats_lib.accumulate(stats[tap], taps[tap]) for tap in stat_taps}
+    errors = {}
+    for name, tap in error_taps:
+        dense, pruned = checks[name]
+        x = taps[tap].reshape(-1, dense.shape[0]).astype(jnp.float32)
+        y = x @ dense.astype(jnp.float32)
+        diff = y - x @ pruned.astype(jnp.float32)
+        errors[name] = (jnp.sum(diff * diff), jnp.sum(y * y))
+    return (out if with_output else None), new_stats, errors
+
+
+class _BlockRunner:
+    """Runs passes of one block over all windows in batches, keeping the timing breakdown."""
+
+    def __init__(self, model: LanguageModel, batch_size: int, timings: dict[str, float]):
+        self.model = model
+        self.batch_size = batch_size
+        self.timings = timings
+
+    def run(
+        self,
+        block_params: Params,
+        hidden: jax.Array,
+        stat_taps: dict[str, bool] | None = None,
+        checks: dict[str, tuple[str, jax.Array, jax.Array]] | None = None,
+        with_output: bool = False,
+    ):
+        stat_taps = stat_taps or {}
+        checks = checks or {}
+        start = time.perf_counter()
+        n = hidden.shape[0]
+        bs = self.batch_size
+        # Checks are keyed by position, not by path, so that every block of the same shape reuses
+        # one compiled step (a path names its block index).
+        ordered = sorted(checks)
+        error_taps = tuple((f"c{k}", checks[name][0]) for k, name in enumerate(ordered))
+        arrays = {f"c{k}": checks[name][1:] for k, name in enumerate(ordered)}
+        stats = {
+            tap: stats_lib.init_stats(self._tap_width(block_params, tap), with_hessian)
+            for tap, with_hessian in stat_taps.items()
+        }
+        outputs, sums = [], {name: [0.0, 0.0] for name in checks}
+        for lo in range(0, n, bs):
+            out, stats, errs = _calibration_step(
+                self.model,
+                block_params,
+                hidden[lo : lo + bs],
+                stats,
+                arrays,
+                stat_taps=tuple(sorted(stat_taps)),
+                error_taps=error_taps,
+                with_output=with_output,
+            )
+            if with_output:
+                outputs.append(out)
+            for k, name in enumerate(ordered):
+                num, den = errs[f"c{k}"]
+                sums[name][0] += num
+                sums[name][1] += den
+        result_hidden = jnp.concatenate(outputs) if with_output else None
+        jax.block_until_ready((result_hidden, stats, sums))
+        key = "propagate_seconds" if with_output else "capture_seconds"
+        self.timings[key] += time.perf_counter() - start
+        rel_errors = {
+            name: float(num) / max(float(den), 1e-30) for name, (num, den) in sums.items()
+        }
+        return result_hidden, stats, rel_errors
+
+    def _tap_width(self, block_params: Params, tap: str) -> int:
+        for group_tap, names in self.model.family.sequential_groups:
+            if group_tap == tap:
+                return masks.get_leaf(block_params, f"{names[0]}/kernel").shape[0]
+        raise KeyError(tap)
+
+
+def _targets_by_path(
+    recipe: Recipe, paths: Sequence[str], block_sparsity: dict[int, float] | None
+) -> dict[str, Target]:
+    alloc = allocation.uniform(paths, recipe.target)
+    if block_sparsity is not None:
+        alloc = {
+            path: Unstructured(block_sparsity[int(path.split("/")[1])])
+            if path.startswith("layers/")
+            else target
+            for path, target in alloc.items()
+        }
+    if recipe.overrides:
+        alloc = allocation.apply_overrides(alloc, dict(recipe.overrides))
+    return alloc
+
+
+def _owl_block_sparsity(
+    model: LanguageModel,
+    params: Params,
+    hidden: jax.Array,
+    linears: Sequence[_Linear],
+    recipe: Recipe,
+    runner: _BlockRunner,
+    progress: bool,
+) -> dict[int, float]:
+    """OWL: a pass over the dense model measuring each block's share of outlier Wanda scores."""
+    target = recipe.target
+    if not isinstance(target, Unstructured):
+        raise ValueError("OWL allocation needs an unstructured sparsity, not an N:M pattern")
+    blocks = sorted({lin.block for lin in linears})
+    ratios, sizes = [], []
+    for i in _progress(range(model.num_blocks), progress, "OWL outlier pass"):
+        bp = model.block_params(params, i)
+        mine = [lin for lin in linears if lin.block == i]
+        taps = {lin.tap: False for lin in mine}
+        out, stats, _ = runner.run(bp, hidden, stat_taps=taps, with_output=True)
+        if mine:
+            scores = [
+                jnp.abs(masks.get_leaf(bp, lin.kernel_path).astype(jnp.float32))
+                * jnp.sqrt(stats[lin.tap].sq_norms)[:, None]
+                for lin in mine
+            ]
+            ratios.append(allocation.outlier_ratio(scores, recipe.owl_m))
+            sizes.append(sum(int(s.size) for s in scores))
+        hidden = out
+    sparsities = allocation.owl_sparsities(
+        ratios, target.sparsity, recipe.owl_lambda, sizes=np.asarray(sizes)
+    )
+    return dict(zip(blocks, (float(s) for s in sparsities), strict=True))
+
+
+def _progress(iterable, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False)
+
+
+def prune(
+    model: LanguageModel,
+    params: Params,
+    calibration: np.ndarray | jax.Array | None,
+    recipe: Recipe,
+    *,
+    progress: bool = True,
+    solve_hooks: dict[str, Callable] | None = None,
+) -> PruneResult:
+    """Prunes ``params`` of ``model`` one-shot as ``recipe`` says.
+
+    Args:
+      model: the architecture (:class:`jaxprune.models.LanguageModel`).
+      params: nested-dict params of that model; not modified.
+      calibration: int calibration tokens ``(n, seqlen)`` (see :func:`jaxprune.data.load_windows`);
+        needed by every method except magnitude, which accepts ``None``.
+      recipe: a :class:`jaxprune.recipes.Recipe` (validated here, before any work).
+      progress: show progress bars.
+      solve_hooks: advanced — ``{tap: fn}`` replacing the per-kernel solve of a whole group, used by
+        joint methods; ``fn(block_params, group_linears, hidden, runner) -> (block_params, masks)``.
+
+    Returns:
+      :class:`PruneResult` with the pruned params, keep-masks and a report (per linear: sparsity,
+      relative reconstruction error on the calibration inputs, seconds; totals and timings).
+    """
+    recipe.validate()
+    windows = calibration
+    method: Method = get_method(recipe.method)
+    start = time.perf_counter()
+    paths = masks.select_paths(
+        params, recipe.targets or (model.family.default_targets,), recipe.ignore
+    )
+    linears, others = _locate(model, paths)
+    timings = {"capture_seconds": 0.0, "propagate_seconds": 0.0, "solve_seconds": 0.0}
+    per_layer: dict[str, dict[str, float]] = {}
+    new_leaves: dict[str, jax.Array] = {}
+    mask_leaves: dict[str, jax.Array] = {}
+    options = {**method.options, **recipe.options}
+
+    def solve(path: str, kernel: jax.Array, stats, target: Target) -> jax.Array:
+        t0 = time.perf_counter()
+        new_kernel, keep = method.prune(kernel, stats, target, **options)
+        jax.block_until_ready(new_kernel)
+        seconds = time.perf_counter() - t0
+        timings["solve_seconds"] += seconds
+        new_leaves[path], mask_leaves[path] = new_kernel, keep
+        per_layer[path] = {
+            "target": str(target),
+            "target_sparsity": float(target.sparsity),
+            "seconds": seconds,
+        }
+        return new_kernel
+
+    if not method.needs_inputs:
+        targets = _targets_by_path(recipe, paths, None)
+        for path in _progress(paths, progress, f"{method.name}"):
+            solve(path, masks.get_leaf(params, path), None, targets[path])
+    else:
+        if others:
+            raise ValueError(
+                f"method {method.name!r} needs calibration inputs, but these targets are not "
+                f"linears of a decoder block: {others[:5]}; narrow `targets` or use magnitude"
+            )
+        if windows is None:
+            raise ValueError(f"method {method.name!r} needs calibration windows (tokens)")
+        windows = jnp.asarray(windows, dtype=jnp.int32)
+        if windows.ndim != 2:
+            raise ValueError(f"calibration windows must be (n, seqlen) tokens, got {windows.shape}")
+        runner = _BlockRunner(model, _batch_size(windows.shape[0], recipe.batch_size), timings)
+        t0 = time.perf_counter()
+        bs = runner.batch_size
+        hidden = jnp.concatenate(
+            [_embed(model, params, windows[lo : lo + bs]) for lo in range(0, windows.shape[0], bs)]
+        )
+        timings["propagate_seconds"] += time.perf_counter() - t0
+        block_sparsity = None
+        if recipe.allocation == "owl":
+            block_sparsity = _owl_block_sparsity(
+                model, params, hidden, linears, recipe, runner, progress
+            )
+        targets = _targets_by_path(recipe, paths, block_sparsity)
+        for i in _progress(range(model.num_blocks), progress, f"{method.name} blocks"):
+            mine = [lin for lin in linears if lin.block == i]
+            bp = model.block_params(params, i)
+            if mine:
+                bp, hidden = _prune_block(
+                    model,
+                    bp,
+                    hidden,
+                    mine,
+                    method,
+                    recipe,
+                    runner,
+                    targets,
+                    solve,
+                    per_layer,
+                    solve_hooks or {},
+                )
+            else:
+                hidden, _, _ = runner.run(bp, hidden, with_output=True)
+            params = model.with_block_params(params, i, bp)
+    for path, entry in per_layer.items():
+        keep = mask_leaves[path]
+        entry["sparsity"] = float(1.0 - jnp.mean(keep.astype(jnp.float32)))
+    pruned = masks.set_leaves(params, new_leaves)
+    mask_tree = masks.set_leaves(jax.tree.map(lambda _: None, params), mask_leaves)
+    report = {
+        "method": method.name,
+        "target": str(recipe.target),
+        "allocation": recipe.allocation,
+        "layers": per_layer,
+        "overall_sparsity": masks.sparsity_report(pruned, paths)["overall"]["sparsity"],
+        "calib_windows": 0 if windows is None else int(windows.shape[0]),
+        "seqlen": 0 if windows is None else int(windows.shape[1]),
+        **timings,
+        "seconds": time.perf_counter() - start,
+    }
+    return PruneResult(pruned, mask_tree, report)
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _embed(model: LanguageModel, params: Params, tokens: jax.Array) -> jax.Array:
+    return model.embed(params, tokens)
+
+
+def _prune_block(
+    model, bp, hidden, mine, method, recipe, runner, targets, solve, per_layer, solve_hooks
+):
+    """Prunes the targeted linears of one block; returns its params and the next hidden states."""
+    groups = [
+        (tap, [lin for lin in mine if lin.tap == tap]) for tap, _ in model.family.sequential_groups
+    ]
+    groups = [(tap, group) for tap, group in groups if group]
+    stages = [[g] for g in groups] if recipe.true_sequential else [groups]
+    pending: dict[str, tuple[str, jax.Array, jax.Array]] = {}
+    for stage in stages:
+        stat_taps = {tap: method.needs_hessian for tap, _ in stage if tap not in solve_hooks}
+        _, stats, errors = runner.run(bp, hidden, stat_taps=stat_taps, checks=pending)
+        _record_errors(per_layer, pending, errors)
+        pending = {}
+        for tap, group in stage:
+            if tap in solve_hooks:
+                bp, hook_pending = solve_hooks[tap](bp, group, hidden, runner, targets, solve)
+                pending.update(hook_pending)
+                continue
+            for lin in group:
+                dense = masks.get_leaf(bp, lin.kernel_path)
+                new = solve(lin.path, dense, stats[tap], targets[lin.path])
+                bp = masks.set_leaves(bp, {lin.kernel_path: new})
+                pending[lin.path] = (tap, dense, new)
+    hidden, _, errors = runner.run(bp, hidden, checks=pending, with_output=True)
+    _record_errors(per_layer, pending, errors)
+    return bp, hidden
+
+
+def _record_errors(per_layer, pending, errors) -> None:
+    for path in pending:
+        per_layer[path]["rel_error"] = errors[path]
+
+
+__all__ = ["PruneResult", "prune"]
