@@ -1,0 +1,5 @@
+"""Evaluation: perplexity over token windows."""
+
+from jaxprune.eval.perplexity import PerplexityResult, perplexity
+
+__all__ = ["PerplexityResult", "perplexity"]
