@@ -647,6 +647,50 @@ def _decode_leaves(
     return params, masks
 
 
+def save_pruned(
+    directory: str | os.PathLike,
+    pretrained: Any,
+    params: Mapping[Key, Any],
+    *,
+    masks: Mapping[Key, Any] | None = None,
+    recipe: dict[str, Any] | None = None,
+    report: dict[str, Any] | None = None,
+    compact: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Saves pruned ``params`` of a loaded model with its config and tokenizer.
+
+    The directory is then a model of its own: ``load_pretrained(directory)`` and
+    ``jaxprune eval --model directory`` read it back, tokenizer included.
+
+    Args:
+      directory: the checkpoint directory to create.
+      pretrained: the :class:`jaxprune.models.loaders.Pretrained` the params were pruned from.
+      params, masks, recipe, report, compact, overwrite: as in :func:`save_checkpoint`.
+
+    Returns:
+      :func:`save_checkpoint`'s summary.
+    """
+    from jaxprune.models import config_to_dict
+
+    extra: dict[str, bytes] = {}
+    if pretrained.tokenizer is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            pretrained.tokenizer.save(tmp)
+            extra = {f.name: f.read_bytes() for f in Path(tmp).iterdir() if f.is_file()}
+    return save_checkpoint(
+        directory,
+        params,
+        masks=masks,
+        config=config_to_dict(pretrained.model.config),
+        recipe=recipe,
+        report=report,
+        extra_files=extra,
+        compact=compact,
+        overwrite=overwrite,
+    )
+
+
 def load_model_checkpoint(directory: str | os.PathLike, *, verify: bool = True) -> Pretrained:
     """Loads a checkpoint as a ready-to-run model, its params and (if saved) its tokenizer.
 

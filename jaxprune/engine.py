@@ -63,6 +63,9 @@ def _batch_size(n: int, wanted: int) -> int:
     return max(d for d in range(1, min(n, wanted) + 1) if n % d == 0)
 
 
+_MLP_IN, _DOWN_IN = "mlp_in", "down_in"
+
+
 def _locate(model: LanguageModel, paths: Sequence[str]) -> tuple[list[_Linear], list[str]]:
     """Splits target paths into linears of decoder blocks and anything else."""
     tap_of = {name: tap for tap, names in model.family.sequential_groups for name in names}
@@ -77,7 +80,9 @@ def _locate(model: LanguageModel, paths: Sequence[str]) -> tuple[list[_Linear], 
     return linears, others
 
 
-@functools.partial(jax.jit, static_argnames=("model", "stat_taps", "error_taps", "with_output"))
+@functools.partial(
+    jax.jit, static_argnames=("model", "stat_taps", "error_taps", "with_output", "collect_taps")
+)
 def _calibration_step(
     model: LanguageModel,
     block_params: Params,
@@ -88,11 +93,13 @@ def _calibration_step(
     stat_taps: tuple[str, ...],
     error_taps: tuple[tuple[str, str], ...],
     with_output: bool,
+    collect_taps: tuple[str, ...] = (),
 ):
     """One batch through one block: statistics of ``stat_taps`` and output errors of ``checks``.
 
     ``checks[name] = (dense_kernel, pruned_kernel)`` of linear ``name`` reading tap
-    ``dict(error_taps)[name]``; returns per-batch sums ‖X(W−Ŵ)‖² and ‖XW‖².
+    ``dict(error_taps)[name]``; returns per-batch sums ‖X(W−Ŵ)‖² and ‖XW‖². The raw inputs of
+    ``collect_taps`` come back as float32 ``(tokens, width)`` for joint solvers.
     """
     out, taps = model.block(block_params, hidden, capture=True)
     new_stats = {tap: stats_lib.accumulate(stats[tap], taps[tap]) for tap in stat_taps}
@@ -103,7 +110,19 @@ def _calibration_step(
         y = x @ dense.astype(jnp.float32)
         diff = y - x @ pruned.astype(jnp.float32)
         errors[name] = (jnp.sum(diff * diff), jnp.sum(y * y))
-    return (out if with_output else None), new_stats, errors
+    collected = {
+        tap: taps[tap].reshape(-1, taps[tap].shape[-1]).astype(jnp.float32) for tap in collect_taps
+    }
+    return (out if with_output else None), new_stats, errors, collected
+
+
+class _Pass(NamedTuple):
+    """What one pass of a block over all windows produced."""
+
+    hidden: jax.Array | None
+    stats: dict[str, stats_lib.LinearStats]
+    rel_errors: dict[str, float]
+    collected: dict[str, jax.Array]
 
 
 class _BlockRunner:
@@ -121,7 +140,8 @@ class _BlockRunner:
         stat_taps: dict[str, bool] | None = None,
         checks: dict[str, tuple[str, jax.Array, jax.Array]] | None = None,
         with_output: bool = False,
-    ):
+        collect: tuple[str, ...] = (),
+    ) -> _Pass:
         stat_taps = stat_taps or {}
         checks = checks or {}
         start = time.perf_counter()
@@ -137,8 +157,9 @@ class _BlockRunner:
             for tap, with_hessian in stat_taps.items()
         }
         outputs, sums = [], {name: [0.0, 0.0] for name in checks}
+        collected: dict[str, list[jax.Array]] = {tap: [] for tap in collect}
         for lo in range(0, n, bs):
-            out, stats, errs = _calibration_step(
+            out, stats, errs, raw = _calibration_step(
                 self.model,
                 block_params,
                 hidden[lo : lo + bs],
@@ -147,21 +168,25 @@ class _BlockRunner:
                 stat_taps=tuple(sorted(stat_taps)),
                 error_taps=error_taps,
                 with_output=with_output,
+                collect_taps=collect,
             )
             if with_output:
                 outputs.append(out)
+            for tap in collect:
+                collected[tap].append(raw[tap])
             for k, name in enumerate(ordered):
                 num, den = errs[f"c{k}"]
                 sums[name][0] += num
                 sums[name][1] += den
         result_hidden = jnp.concatenate(outputs) if with_output else None
-        jax.block_until_ready((result_hidden, stats, sums))
+        gathered = {tap: jnp.concatenate(parts) for tap, parts in collected.items()}
+        jax.block_until_ready((result_hidden, stats, sums, gathered))
         key = "propagate_seconds" if with_output else "capture_seconds"
         self.timings[key] += time.perf_counter() - start
         rel_errors = {
             name: float(num) / max(float(den), 1e-30) for name, (num, den) in sums.items()
         }
-        return result_hidden, stats, rel_errors
+        return _Pass(result_hidden, stats, rel_errors, gathered)
 
     def _tap_width(self, block_params: Params, tap: str) -> int:
         for group_tap, names in self.model.family.sequential_groups:
@@ -205,7 +230,7 @@ def _owl_block_sparsity(
         bp = model.block_params(params, i)
         mine = [lin for lin in linears if lin.block == i]
         taps = {lin.tap: False for lin in mine}
-        out, stats, _ = runner.run(bp, hidden, stat_taps=taps, with_output=True)
+        out, stats, _, _ = runner.run(bp, hidden, stat_taps=taps, with_output=True)
         if mine:
             scores = [
                 jnp.abs(masks.get_leaf(bp, lin.kernel_path).astype(jnp.float32))
@@ -236,7 +261,6 @@ def prune(
     recipe: Recipe,
     *,
     progress: bool = True,
-    solve_hooks: dict[str, Callable] | None = None,
 ) -> PruneResult:
     """Prunes ``params`` of ``model`` one-shot as ``recipe`` says.
 
@@ -247,8 +271,6 @@ def prune(
         needed by every method except magnitude, which accepts ``None``.
       recipe: a :class:`jaxprune.recipes.Recipe` (validated here, before any work).
       progress: show progress bars.
-      solve_hooks: advanced — ``{tap: fn}`` replacing the per-kernel solve of a whole group, used by
-        joint methods; ``fn(block_params, group_linears, hidden, runner) -> (block_params, masks)``.
 
     Returns:
       :class:`PruneResult` with the pruned params, keep-masks and a report (per linear: sparsity,
@@ -263,7 +285,8 @@ def prune(
     )
     linears, others = _locate(model, paths)
     timings = {"capture_seconds": 0.0, "propagate_seconds": 0.0, "solve_seconds": 0.0}
-    per_layer: dict[str, dict[str, float]] = {}
+    per_layer: dict[str, dict[str, Any]] = {}
+    joint_reports: dict[str, dict[str, Any]] = {}
     new_leaves: dict[str, jax.Array] = {}
     mask_leaves: dict[str, jax.Array] = {}
     options = {**method.options, **recipe.options}
@@ -281,6 +304,56 @@ def prune(
             "seconds": seconds,
         }
         return new_kernel
+
+    def solve_mlp(bp: Params, unit: list[_Linear], x: jax.Array, down_in: jax.Array):
+        """Joint solve of one block's MLP; returns the new block params and error checks."""
+        t0 = time.perf_counter()
+        family = model.family
+        by_key = {key: name for key, name in family.mlp_linears}
+        lin_of = {lin.name: lin for lin in unit}
+        kernels = {key: masks.get_leaf(bp, f"{name}/kernel") for key, name in by_key.items()}
+        biases = {
+            key: masks.get_leaf(bp, f"{name}/bias")
+            for key, name in by_key.items()
+            if "bias" in masks.get_leaf(bp, name)
+        }
+        out_key = family.mlp_linears[-1][0]
+        y = down_in @ kernels[out_key].astype(jnp.float32)
+        if out_key in biases:
+            y = y + biases[out_key].astype(jnp.float32)
+        solution = method.mlp_solver(
+            kernels,
+            x,
+            y,
+            {key: targets[lin_of[name].path] for key, name in by_key.items()},
+            kind=family.mlp_kind,
+            biases=biases or None,
+            **options,
+        )
+        jax.block_until_ready(solution.kernels)
+        seconds = time.perf_counter() - t0
+        timings["solve_seconds"] += seconds
+        leaves, checks = {}, {}
+        for key, name in by_key.items():
+            lin = lin_of[name]
+            new = solution.kernels[key].astype(kernels[key].dtype)
+            leaves[lin.kernel_path] = new
+            new_leaves[lin.path], mask_leaves[lin.path] = new, solution.masks[key]
+            target = targets[lin.path]
+            per_layer[lin.path] = {
+                "target": str(target),
+                "target_sparsity": float(target.sparsity),
+                "seconds": seconds / len(by_key),
+            }
+            checks[lin.path] = (lin.tap, kernels[key], new)
+        for key, bias in solution.biases.items():
+            leaves[f"{by_key[key]}/bias"] = bias.astype(biases[key].dtype)
+        joint_reports[f"layers/{unit[0].block}/mlp"] = {
+            "objective": [float(v) for v in solution.objective],
+            "output_error": [float(v) for v in solution.output_error],
+            "seconds": seconds,
+        }
+        return masks.set_leaves(bp, leaves), checks
 
     if not method.needs_inputs:
         targets = _targets_by_path(recipe, paths, None)
@@ -324,11 +397,11 @@ def prune(
                     runner,
                     targets,
                     solve,
+                    solve_mlp,
                     per_layer,
-                    solve_hooks or {},
                 )
             else:
-                hidden, _, _ = runner.run(bp, hidden, with_output=True)
+                hidden = runner.run(bp, hidden, with_output=True).hidden
             params = model.with_block_params(params, i, bp)
     for path, entry in per_layer.items():
         keep = mask_leaves[path]
@@ -346,6 +419,8 @@ def prune(
         **timings,
         "seconds": time.perf_counter() - start,
     }
+    if joint_reports:
+        report["joint_mlp"] = joint_reports
     return PruneResult(pruned, mask_tree, report)
 
 
@@ -355,33 +430,59 @@ def _embed(model: LanguageModel, params: Params, tokens: jax.Array) -> jax.Array
 
 
 def _prune_block(
-    model, bp, hidden, mine, method, recipe, runner, targets, solve, per_layer, solve_hooks
+    model: LanguageModel,
+    bp: Params,
+    hidden: jax.Array,
+    mine: list[_Linear],
+    method: Method,
+    recipe: Recipe,
+    runner: _BlockRunner,
+    targets: dict[str, Target],
+    solve: Callable,
+    solve_mlp: Callable,
+    per_layer: dict[str, dict[str, Any]],
 ):
-    """Prunes the targeted linears of one block; returns its params and the next hidden states."""
+    """Prunes the targeted linears of one block; returns its params and the next hidden states.
+
+    With a joint method (``method.mlp_solver``) and every MLP linear of the block targeted, the
+    MLP is one unit: its input and the dense input of its output projection are collected for all
+    windows and handed to the solver together.
+    """
     groups = [
         (tap, [lin for lin in mine if lin.tap == tap]) for tap, _ in model.family.sequential_groups
     ]
     groups = [(tap, group) for tap, group in groups if group]
-    stages = [[g] for g in groups] if recipe.true_sequential else [groups]
+    mlp_names = {name for _, name in model.family.mlp_linears}
+    joint = (
+        method.mlp_solver is not None
+        and bool(mlp_names)
+        and mlp_names <= {lin.name for lin in mine}
+    )
+    mlp_unit = [lin for lin in mine if lin.name in mlp_names] if joint else []
+    if joint:
+        groups = [(tap, g) for tap, g in groups if tap not in (_MLP_IN, _DOWN_IN)]
+    units: list[Any] = [*groups, *([("joint", mlp_unit)] if joint else [])]
+    stages = [[u] for u in units] if recipe.true_sequential else [units]
     pending: dict[str, tuple[str, jax.Array, jax.Array]] = {}
     for stage in stages:
-        stat_taps = {tap: method.needs_hessian for tap, _ in stage if tap not in solve_hooks}
-        _, stats, errors = runner.run(bp, hidden, stat_taps=stat_taps, checks=pending)
-        _record_errors(per_layer, pending, errors)
+        stat_taps = {tap: method.needs_hessian for tap, _ in stage if tap != "joint"}
+        collect = (_MLP_IN, _DOWN_IN) if any(tap == "joint" for tap, _ in stage) else ()
+        calib = runner.run(bp, hidden, stat_taps=stat_taps, checks=pending, collect=collect)
+        _record_errors(per_layer, pending, calib.rel_errors)
         pending = {}
         for tap, group in stage:
-            if tap in solve_hooks:
-                bp, hook_pending = solve_hooks[tap](bp, group, hidden, runner, targets, solve)
-                pending.update(hook_pending)
+            if tap == "joint":
+                bp, done = solve_mlp(bp, group, calib.collected[_MLP_IN], calib.collected[_DOWN_IN])
+                pending.update(done)
                 continue
             for lin in group:
                 dense = masks.get_leaf(bp, lin.kernel_path)
-                new = solve(lin.path, dense, stats[tap], targets[lin.path])
+                new = solve(lin.path, dense, calib.stats[tap], targets[lin.path])
                 bp = masks.set_leaves(bp, {lin.kernel_path: new})
                 pending[lin.path] = (tap, dense, new)
-    hidden, _, errors = runner.run(bp, hidden, checks=pending, with_output=True)
-    _record_errors(per_layer, pending, errors)
-    return bp, hidden
+    final = runner.run(bp, hidden, checks=pending, with_output=True)
+    _record_errors(per_layer, pending, final.rel_errors)
+    return bp, final.hidden
 
 
 def _record_errors(per_layer, pending, errors) -> None:

@@ -35,6 +35,9 @@ class Method:
         :class:`jaxprune.methods.statistics.LinearStats` or ``None`` when ``needs_inputs`` is false.
       options: the keyword options ``prune`` accepts, with their defaults.
       needs_inputs: whether ``prune`` reads calibration statistics at all.
+      mlp_solver: for joint methods (SparseLLM), ``mlp_solver(kernels, x, y, targets, *, kind,
+        biases, **options)`` that prunes a whole MLP from its inputs ``x`` and dense outputs
+        ``y``; the engine then calls ``prune`` only for the other linears.
     """
 
     name: str
@@ -42,6 +45,7 @@ class Method:
     prune: PruneFn
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     needs_inputs: bool = True
+    mlp_solver: Callable[..., Any] | None = None
 
     def __post_init__(self):
         if self.needs_hessian and not self.needs_inputs:

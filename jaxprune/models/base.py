@@ -31,6 +31,11 @@ class Family:
     sequential_groups: tuple[tuple[str, tuple[str, ...]], ...]
     # Regex of leaf paths pruned by default (relative to the params root).
     default_targets: str
+    # The MLP as joint solvers see it: its activation ("swiglu" or "relu") and
+    # (solver name, block-relative path) of each linear; its input is tap "mlp_in" and its
+    # output projection reads tap "down_in".
+    mlp_kind: str = "swiglu"
+    mlp_linears: tuple[tuple[str, str], ...] = ()
 
 
 def _families() -> dict[str, Family]:
@@ -43,6 +48,12 @@ def _families() -> dict[str, Family]:
             llama.LlamaForCausalLM,
             llama.SEQUENTIAL_GROUPS,
             r"layers/\d+/(self_attn|mlp)/\w+_proj/kernel",
+            mlp_kind="swiglu",
+            mlp_linears=(
+                ("gate_proj", "mlp/gate_proj"),
+                ("up_proj", "mlp/up_proj"),
+                ("down_proj", "mlp/down_proj"),
+            ),
         )
     }
     try:
@@ -50,7 +61,13 @@ def _families() -> dict[str, Family]:
     except ImportError:  # the OPT family is optional until it lands
         return families
     families["opt"] = Family(
-        "opt", opt.OPTConfig, opt.OPTForCausalLM, opt.SEQUENTIAL_GROUPS, opt.DEFAULT_TARGETS
+        "opt",
+        opt.OPTConfig,
+        opt.OPTForCausalLM,
+        opt.SEQUENTIAL_GROUPS,
+        opt.DEFAULT_TARGETS,
+        mlp_kind="relu",
+        mlp_linears=(("fc1", "fc1"), ("fc2", "fc2")),
     )
     return families
 

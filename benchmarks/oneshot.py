@@ -1,0 +1,170 @@
+"""One-shot pruning of SmolLM2-135M on the public protocol: perplexity and cost per method.
+
+Protocol: calibration ``shakespeare-calib`` (64 × 512, seed 0), evaluation ``shakespeare-hamlet``
+(32 × 512). Every configuration is pruned from the same dense params with the same windows; the cost
+is reported in seconds and as a ratio to one dense forward pass over the calibration windows
+measured in the same run (the speed unit of benchmarks/README.md).
+
+    python benchmarks/oneshot.py --out benchmarks/results/oneshot_cpu.json
+    python benchmarks/oneshot.py --configs sparsegpt:0.7 owl+sparsegpt:0.7 --out /tmp/x.json
+
+A configuration is ``[owl+]METHOD:TARGET`` with TARGET a fraction or ``N:M``. Results are written
+after every configuration (atomically), so an interrupted run keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+import jaxprune as jp
+
+ENGINE_CONFIGS = [
+    "magnitude:0.5",
+    "wanda:0.5",
+    "sparsegpt:0.5",
+    "wanda:2:4",
+    "sparsegpt:2:4",
+    "wanda:0.7",
+    "sparsegpt:0.7",
+    "sparsegpt:0.8",
+]
+
+
+def parse_config(text: str) -> tuple[str, str, str]:
+    """``"owl+sparsegpt:0.7"`` → ``("sparsegpt", "0.7", "owl")``."""
+    head, _, target = text.partition(":")
+    allocation, _, method = head.rpartition("+")
+    if not target:
+        raise SystemExit(f"configuration {text!r}: write METHOD:TARGET, e.g. sparsegpt:0.5")
+    return method, target, allocation or "uniform"
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def dense_forward_seconds(model, params, windows, batch_size: int = 8) -> float:
+    """Seconds of one jit-compiled dense forward over ``windows`` (compile excluded)."""
+    step = jax.jit(lambda p, t: model.logits(p, t)[:, -1].sum())
+    step(params, windows[:batch_size]).block_until_ready()
+    start = time.perf_counter()
+    for lo in range(0, windows.shape[0], batch_size):
+        step(params, windows[lo : lo + batch_size]).block_until_ready()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--configs", nargs="+", default=ENGINE_CONFIGS)
+    parser.add_argument("--nsamples", type=int, default=64)
+    parser.add_argument("--seqlen", type=int, default=512)
+    parser.add_argument("--eval-nsamples", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--option", action="append", default=[], help="METHOD.KEY=VALUE")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    configs = [parse_config(c) for c in args.configs]
+    method_options: dict[str, dict] = {}
+    for item in args.option:
+        key, _, value = item.partition("=")
+        method, _, name = key.partition(".")
+        method_options.setdefault(method, {})[name] = json.loads(value)
+
+    pre = jp.load_pretrained(args.model)
+    calib = jp.load_windows(
+        "shakespeare-calib",
+        pre.tokenizer,
+        nsamples=args.nsamples,
+        seqlen=args.seqlen,
+        seed=args.seed,
+        split="calib",
+    )
+    evalw = jp.load_windows(
+        "shakespeare-hamlet",
+        pre.tokenizer,
+        nsamples=args.eval_nsamples,
+        seqlen=args.seqlen,
+        split="eval",
+    )
+    unit = dense_forward_seconds(pre.model, pre.params, jnp.asarray(calib))
+    dense = jp.perplexity(pre.model, pre.params, evalw)
+    data = {
+        "model": args.model,
+        "protocol": {
+            "calib": "shakespeare-calib",
+            "nsamples": args.nsamples,
+            "seqlen": args.seqlen,
+            "seed": args.seed,
+            "eval": "shakespeare-hamlet",
+            "eval_nsamples": args.eval_nsamples,
+            "eval_tokens": dense.tokens,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "device": str(jax.devices()[0].device_kind),
+            "jax": jax.__version__,
+        },
+        "dense_forward_seconds": unit,
+        "results": [{"config": "dense", "ppl": dense.ppl}],
+    }
+    write_json(args.out, data)
+    print(f"dense ppl {dense.ppl:.3f}; dense calibration forward {unit:.2f} s", flush=True)
+    for (method, target, allocation), text in zip(configs, args.configs, strict=True):
+        recipe = jp.Recipe(
+            method=method,
+            sparsity=target,
+            allocation=allocation,
+            nsamples=args.nsamples,
+            seqlen=args.seqlen,
+            seed=args.seed,
+            method_options=method_options.get(method, {}),
+        )
+        result = jp.prune(pre.model, pre.params, calib, recipe, progress=False)
+        ppl = jp.perplexity(pre.model, result.params, evalw).ppl
+        rep = result.report
+        entry = {
+            "config": text,
+            "method": method,
+            "target": target,
+            "allocation": allocation,
+            "ppl": ppl,
+            "overall_sparsity": rep["overall_sparsity"],
+            "seconds": rep["seconds"],
+            "cost_vs_dense_forward": rep["seconds"] / unit,
+            "solve_seconds": rep["solve_seconds"],
+            "capture_seconds": rep["capture_seconds"],
+            "propagate_seconds": rep["propagate_seconds"],
+            "options": dict(recipe.options),
+        }
+        if "joint_mlp" in rep:
+            entry["mlp_output_error_first_last"] = {
+                block: (r["output_error"][0], r["output_error"][-1])
+                for block, r in rep["joint_mlp"].items()
+            }
+        data["results"].append(entry)
+        write_json(args.out, data)
+        print(
+            f"{text:>22}: ppl {ppl:9.3f}  {rep['seconds']:7.1f} s "
+            f"({entry['cost_vs_dense_forward']:.1f}x dense forward)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
