@@ -182,3 +182,53 @@ def test_input_params_are_not_modified(params, windows):
     before = jax.tree.map(np.array, params)
     prune(MODEL, params, windows, Recipe(method="sparsegpt", sparsity=0.5), progress=False)
     jax.tree.map(np.testing.assert_array_equal, before, params)
+
+
+def test_sparsellm_prunes_attention_like_sparsegpt_and_solves_the_mlp_jointly(params, windows):
+    recipe = Recipe(method="sparsellm", sparsity=0.7, method_options={"iterations": 3})
+    joint = prune(MODEL, params, windows, recipe, progress=False)
+    plain = prune(MODEL, params, windows, Recipe(method="sparsegpt", sparsity=0.7), progress=False)
+    # Block 0 sees identical inputs in both runs, and attention is SparseGPT in both.
+    for name in LINEARS[:4]:
+        np.testing.assert_allclose(
+            kernel(joint.params, 0, name), kernel(plain.params, 0, name), atol=1e-6
+        )
+    report = joint.report["joint_mlp"]
+    assert sorted(report) == ["layers/0/mlp", "layers/1/mlp"]
+    for entry in report.values():
+        assert len(entry["objective"]) == 3 and np.all(np.isfinite(entry["objective"]))
+    for path, entry in joint.report["layers"].items():
+        assert entry["sparsity"] == pytest.approx(0.7, abs=0.02), path
+        assert np.isfinite(entry["rel_error"])
+        keep = np.asarray(masks.get_leaf(joint.masks, path))
+        assert not np.any(np.asarray(masks.get_leaf(joint.params, path))[~keep])
+
+
+def test_sparsellm_on_opt_with_biases_is_exact_and_finite():
+    from jaxprune.models.opt import OPTConfig
+
+    config = OPTConfig(
+        vocab_size=64,
+        hidden_size=32,
+        ffn_dim=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=32,
+    )
+    model = LanguageModel(config)
+    params = model.init_params(1)
+    params = jax.tree.map(lambda x: x + 0.05, params)  # non-zero biases
+    windows = np.random.default_rng(1).integers(0, 64, (4, 16), dtype=np.int32)
+    result = prune(
+        model,
+        params,
+        windows,
+        Recipe(method="sparsellm", sparsity=0.6, method_options={"iterations": 3}),
+        progress=False,
+    )
+    assert result.report["overall_sparsity"] == pytest.approx(0.6, abs=0.02)
+    for block in range(2):
+        bias = masks.get_leaf(result.params, f"layers/{block}/fc1/bias")
+        assert np.isfinite(np.asarray(bias)).all()
+    logits = model.logits(result.params, jnp.asarray(windows))
+    assert np.isfinite(np.asarray(logits)).all()

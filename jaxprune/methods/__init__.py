@@ -8,12 +8,13 @@ Every method prunes one kernel (Flax layout ``(in, out)``) given the statistics 
     method = get_method("sparsegpt")
     kernel, keep = method.prune(kernel, stats, NM(2, 4), **method.options)
 
-Registered: ``magnitude`` (no inputs), ``wanda`` (input norms), ``sparsegpt`` (input Hessian).
+Registered: ``magnitude`` (no inputs), ``wanda`` (input norms), ``sparsegpt`` (input Hessian),
+``sparsellm`` (SparseGPT for attention, the MLP solved jointly by :func:`sparsellm.prune_mlp`).
 """
 
 from __future__ import annotations
 
-from jaxprune.methods import magnitude, sparsegpt, statistics, wanda
+from jaxprune.methods import magnitude, sparsegpt, sparsellm, statistics, wanda
 from jaxprune.methods.base import METHODS, Method, get_method, register_method
 from jaxprune.methods.statistics import LinearStats
 
@@ -28,6 +29,22 @@ register_method(
     )
 )
 
+
+def _sparsellm_attention(kernel, stats, target, *, blocksize, percdamp, **_mlp_options):
+    """SparseLLM's per-kernel step (attention): SparseGPT; the MLP-only options are not its."""
+    return sparsegpt.prune(kernel, stats, target, blocksize=blocksize, percdamp=percdamp)
+
+
+register_method(
+    Method(
+        "sparsellm",
+        needs_hessian=True,
+        prune=_sparsellm_attention,
+        options=sparsellm.DEFAULT_OPTIONS,
+        mlp_solver=sparsellm.prune_mlp,
+    )
+)
+
 __all__ = [
     "METHODS",
     "LinearStats",
@@ -36,6 +53,7 @@ __all__ = [
     "magnitude",
     "register_method",
     "sparsegpt",
+    "sparsellm",
     "statistics",
     "wanda",
 ]
