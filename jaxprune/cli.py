@@ -48,18 +48,12 @@ def _check_model_arg(spec: str) -> None:
 
 
 def _check_data_arg(flag: str, source: str) -> None:
-    from jaxprune.data import KNOWN_SOURCES
+    from jaxprune.data import check_source
 
-    if source in KNOWN_SOURCES:
-        return
-    path = Path(source)
-    if not path.exists():
-        raise UsageError(
-            f"{flag} {source!r}: not a known corpus ({', '.join(KNOWN_SOURCES)}) and no such "
-            "file or directory"
-        )
-    if path.is_dir() and not any(path.glob("*.txt")):
-        raise UsageError(f"{flag} {source!r}: directory holds no *.txt files")
+    try:
+        check_source(source)
+    except ValueError as err:
+        raise UsageError(f"{flag}: {err}") from None
 
 
 def _check_positive(**values: int) -> None:

@@ -33,7 +33,7 @@ KNOWN_SOURCES: dict[str, str] = {
 
 Split = Literal["calib", "eval"]
 
-__all__ = ["KNOWN_SOURCES", "load_text", "load_windows"]
+__all__ = ["KNOWN_SOURCES", "check_source", "load_text", "load_windows"]
 
 
 def load_text(source: str | os.PathLike, split: Split = "calib") -> str:
@@ -100,6 +100,15 @@ def load_windows(
     if split == "calib":
         return random_windows(tokens, nsamples, seqlen, np.random.default_rng(seed), name)
     return consecutive_windows(tokens, nsamples, seqlen, name)
+
+
+def check_source(source: str | os.PathLike) -> None:
+    """``ValueError`` unless ``source`` is a known corpus name or a readable text path.
+
+    Cheap (reads no text), so callers can validate arguments before heavy work.
+    """
+    if os.fspath(source) not in KNOWN_SOURCES:
+        _check_local(Path(source))
 
 
 def _check_local(path: Path) -> None:
