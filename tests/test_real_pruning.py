@@ -27,3 +27,10 @@ def test_perplexity_ordering_at_half_sparsity(setup):
         ppl[method] = jp.perplexity(pre.model, result.params, hamlet).ppl
     assert ppl["dense"] < ppl["sparsegpt"] < ppl["magnitude"], ppl
     assert ppl["dense"] < ppl["wanda"] < ppl["magnitude"], ppl
+
+
+def test_dense_hamlet_perplexity_is_the_recorded_one(setup):
+    pre = setup[0]
+    hamlet = jp.load_windows("shakespeare-hamlet", pre.tokenizer, nsamples=4, seqlen=512)
+    # README records 36.68 for these 4 windows (40.60 for the 32-window protocol).
+    assert jp.perplexity(pre.model, pre.params, hamlet).ppl == pytest.approx(36.68, rel=2e-3)
