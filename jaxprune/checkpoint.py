@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -227,7 +228,7 @@ def save_checkpoint(
             os.replace(target, aside / target.name)
         os.replace(tmp, target)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_tree(tmp)
         if aside is not None and not target.exists() and (aside / target.name).exists():
             os.replace(aside / target.name, target)
         if aside is not None:
@@ -310,6 +311,11 @@ def _encode_arrays(
             raise ValueError(
                 f"params leaf at {_show(path)} is a {type(leaf).__name__}, not an array; wrap it "
                 "with np.asarray"
+            )
+        if not (jnp.issubdtype(leaf.dtype, jnp.number) or jnp.issubdtype(leaf.dtype, jnp.bool_)):
+            raise ValueError(
+                f"params leaf at {_show(path)} has dtype {leaf.dtype}; checkpoints store numeric "
+                "and boolean arrays only"
             )
         record = {
             "path": list(path),
@@ -403,6 +409,15 @@ def _save_arrays(path: Path, tree: dict[str, Any]) -> None:
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(path, tree, save_args=save_args)
         checkpointer.wait_until_finished()
+
+
+def _remove_tree(path: Path) -> None:
+    """Deletes ``path``, again if a writer thread that was still finishing recreated part of it."""
+    for delay in (0.0, 0.05, 0.2, 1.0):
+        time.sleep(delay)
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
 
 
 def _write_file(path: Path, data: bytes) -> None:
