@@ -435,7 +435,6 @@ def test_jaxprune_checkpoint_directory_is_loaded(tmp_path, trained_tokenizer):
 
 
 def test_opt_checkpoint_is_loaded_by_the_opt_family(tmp_path):
-    pytest.importorskip("jaxprune.models.opt")
     from transformers import OPTConfig, OPTForCausalLM
 
     config = OPTConfig(
