@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tokenizers
 from tokenizers import models, pre_tokenizers
 
 from jaxprune.data import KNOWN_SOURCES, hub, load_text, load_windows, shakespeare
+from jaxprune.data.tokens import token_stream
 from jaxprune.data.windows import consecutive_windows, random_windows
 from jaxprune.models.tokenizer import Tokenizer
 
@@ -51,6 +56,11 @@ def test_hamlet_windows_are_consecutive_from_the_start(char_tokenizer):
     assert got.dtype == np.int32
 
 
+def test_eval_with_no_count_takes_every_complete_window(char_tokenizer):
+    got = load_windows("shakespeare-hamlet", char_tokenizer, nsamples=None, seqlen=1000)
+    assert got.shape == (len(shakespeare.hamlet_text()) // 1000, 1000)
+
+
 def test_calibration_is_seeded_and_never_reads_hamlet(char_tokenizer):
     a = load_windows("shakespeare-calib", char_tokenizer, nsamples=8, seqlen=64, seed=1)
     b = load_windows("shakespeare-calib", char_tokenizer, nsamples=8, seqlen=64, seed=1)
@@ -88,15 +98,61 @@ def test_local_file_and_directory(tmp_path, char_tokenizer):
     assert "not read" not in joined
     ev = load_windows(tmp_path, char_tokenizer, nsamples=2, seqlen=11, split="eval")
     assert decode(ev[0]) == "first text "
+    with pytest.raises(ValueError, match="38 windows of 12 fit, 39 were asked"):
+        load_windows(tmp_path, char_tokenizer, nsamples=39, seqlen=12, split="eval")
     one = load_windows(tmp_path / "b.txt", char_tokenizer, nsamples=4, seqlen=12, seed=3)
     assert all(decode(w) in "second text " * 20 for w in one)
 
 
 def test_hub_protocol_joins_records_like_the_reference_code():
-    assert hub.join_records("wikitext2", [" = A = \n", "", " b\n"]) == " = A = \n\n\n\n\n b\n"
-    assert hub.join_records("ptb", ["a b", "c"]) == "a b c"
+    wiki = [" = A = \n", "", " b\n"]
+    assert hub.join_records("wikitext2", wiki, "eval") == " = A = \n\n\n\n\n b\n"
+    assert hub.join_records("wikitext2", wiki, "calib") == " = A = \n" + "  " + " b\n"
+    assert hub.join_records("ptb", ["a b", "c"], "calib") == "a b c"
+    assert hub.join_records("ptb", ["a b", "c"], "eval") == "a b c"
     docs = [f"d{i}" for i in range(1200)]
-    assert hub.join_records("c4", docs) == " ".join(docs[:1100])
+    assert hub.join_records("c4", docs, "eval") == " ".join(docs[:1100])
+    with pytest.raises(ValueError, match="c4 calibration has no joined text"):
+        hub.join_records("c4", docs, "calib")
+
+
+def test_unreachable_hub_is_a_clear_error_naming_the_offline_sources(tmp_path):
+    # A real `datasets` call in offline mode, in a fresh process so the env vars take effect.
+    code = (
+        "from jaxprune.data import hub\n"
+        "try:\n    hub.load_text('wikitext2', 'eval')\n"
+        "except RuntimeError as e:\n    print(e)\n"
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HOME": str(tmp_path),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert "could not load 'wikitext2'" in out and "shakespeare-hamlet" in out
+
+
+def test_named_corpora_are_tokenized_once_and_cached_per_tokenizer(
+    tmp_path, monkeypatch, char_tokenizer
+):
+    monkeypatch.setenv("JAXPRUNE_CACHE", str(tmp_path))
+    reads = []
+
+    def text():
+        reads.append(1)
+        return "abc def"
+
+    first = token_stream("shakespeare-hamlet", char_tokenizer, text, "eval")
+    again = token_stream("shakespeare-hamlet", char_tokenizer, text, "eval")
+    np.testing.assert_array_equal(first, char_tokenizer.encode("abc def"))
+    np.testing.assert_array_equal(again, first)
+    assert len(reads) == 1 and len(list((tmp_path / "tokens").glob("*.npy"))) == 1
+    other = Tokenizer(tokenizers.Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")))
+    token_stream("shakespeare-hamlet", other, text, "eval")
+    assert len(reads) == 2 and len(list((tmp_path / "tokens").glob("*.npy"))) == 2
 
 
 def test_c4_calibration_samples_a_long_document_then_a_window(char_tokenizer):

@@ -62,6 +62,18 @@ def test_non_finite_params_are_an_error_not_a_nan(params, windows):
         perplexity(MODEL, broken, windows)
 
 
+def test_progress_bar_does_not_change_the_result(params, windows):
+    quiet = perplexity(MODEL, params, windows, batch_size=4)
+    assert perplexity(MODEL, params, windows, batch_size=4, progress=True) == quiet
+
+
+def test_token_ids_outside_the_vocabulary_are_refused(params, windows):
+    with pytest.raises(ValueError, match="outside the model's vocabulary"):
+        perplexity(MODEL, params, windows + CONFIG.vocab_size)
+    with pytest.raises(ValueError, match="outside the model's vocabulary"):
+        perplexity(MODEL, params, windows - CONFIG.vocab_size)
+
+
 @pytest.mark.parametrize(
     "bad",
     [np.zeros((0, 5), np.int32), np.zeros((3,), np.int32), np.zeros((2, 5), np.float32)],

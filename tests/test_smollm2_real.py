@@ -1,6 +1,5 @@
 """The embedded SmolLM2-135M: real weights, real tokenizer, checked against independent code."""
 
-
 import gguf
 import jax.numpy as jnp
 import numpy as np

@@ -1,10 +1,11 @@
 """Hub corpora in the standard SparseGPT/Wanda protocols (needs ``datasets`` and a hub).
 
-``wikitext2``: ``wikitext``/``wikitext-2-raw-v1``, records joined with ``"\\n\\n"``; ``ptb``:
-``ptb_text_only``, sentences joined with ``" "``; ``c4``: the first ``allenai/c4`` English shard
-for calibration (a random document longer than a window, then a random window of it, per sample)
-and the first validation shard for evaluation (first 1100 documents joined with ``" "``, first 256
-windows). ``datasets`` is imported only here, only when such a corpus is asked for.
+``wikitext2``: ``wikitext``/``wikitext-2-raw-v1``, train records joined with ``" "`` and test
+records with ``"\\n\\n"`` (as SparseGPT/Wanda tokenize them); ``ptb``: ``ptb_text_only``, sentences
+joined with ``" "``; ``c4``: the first ``allenai/c4`` English shard for calibration (a random
+document longer than a window, then a random window of it, per sample) and the first validation
+shard for evaluation (first 1100 documents joined with ``" "``, first 256 windows).
+``datasets`` is imported only here, only when such a corpus is asked for.
 """
 
 from __future__ import annotations
@@ -25,13 +26,25 @@ _C4_FILES = {
 C4_EVAL_DOCS = 1100
 
 
-def join_records(name: str, records: Sequence[str]) -> str:
-    """The protocol's text of a split from its records (pure; the part the tests pin down)."""
+def join_records(name: str, records: Sequence[str], split: str) -> str:
+    """The protocol's text of a split from its records (pure; the part the tests pin down).
+
+    Args:
+      name: ``wikitext2``, ``ptb`` or ``c4``.
+      records: the split's ``text``/``sentence`` column.
+      split: ``calib`` (train records) or ``eval`` (test/validation records).
+
+    Returns:
+      The single string the protocol tokenizes.
+    """
     if name == "wikitext2":
-        return "\n\n".join(records)
+        return ("\n\n" if split == "eval" else " ").join(records)
     if name == "ptb":
         return " ".join(records)
     if name == "c4":
+        if split != "eval":
+            # C4 calibration samples single documents, never a joined stream.
+            raise ValueError("c4 calibration has no joined text; use load_windows(split='calib')")
         return " ".join(records[:C4_EVAL_DOCS])
     raise ValueError(f"unknown hub corpus {name!r}; known: {sorted(DESCRIPTIONS)}")
 
@@ -66,7 +79,7 @@ def _load(name: str, split: str):
 
 def load_text(name: str, split: str) -> str:
     """The protocol's text of corpus ``name`` for ``split`` (``calib`` or ``eval``)."""
-    return join_records(name, _load(name, split))
+    return join_records(name, _load(name, split), split)
 
 
 def sample_document_windows(

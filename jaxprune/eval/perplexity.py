@@ -52,6 +52,10 @@ def perplexity(
 
     Returns:
       :class:`PerplexityResult`.
+
+    Raises:
+      ValueError: windows that are empty, not a 2-D integer array, or out of the vocabulary.
+      FloatingPointError: the mean NLL is not finite (NaN/inf in the params).
     """
     windows = np.asarray(windows)
     if windows.ndim != 2 or windows.shape[0] == 0 or windows.shape[1] < 2:
@@ -60,6 +64,13 @@ def perplexity(
         )
     if not np.issubdtype(windows.dtype, np.integer):
         raise ValueError(f"windows must hold integer token ids, got dtype {windows.dtype}")
+    # Out-of-range ids would be clamped silently inside the jitted gather and give a wrong number.
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if windows.min() < 0 or (vocab is not None and windows.max() >= vocab):
+        raise ValueError(
+            f"windows hold token ids in [{windows.min()}, {windows.max()}], outside the model's "
+            f"vocabulary [0, {vocab}); were they made with this model's tokenizer?"
+        )
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     n, seqlen = windows.shape
