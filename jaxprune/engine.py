@@ -13,7 +13,12 @@ down), each group seeing inputs produced by the already pruned groups before it.
 
 The engine knows models only through :class:`jaxprune.models.LanguageModel` and methods only through
 the registry in :mod:`jaxprune.methods`. Only one block's activations are processed at a time; the
-hidden states of all windows are kept as one array (n, seq, hidden).
+hidden states of all windows are kept as a list of batches ``(batch, seq, hidden)``.
+
+With ``mesh=`` every array is placed by a :class:`jaxprune.sharding.Layout` (batches of windows
+over ``data``, kernels by their output columns over ``model``) and the same steps run on the mesh;
+with ``offload=True`` the params stay on the host and one block at a time visits the devices (see
+:mod:`jaxprune.sharding`).
 """
 
 from __future__ import annotations
@@ -21,14 +26,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import allocation, masks
+from jaxprune import allocation, masks, sharding
 from jaxprune.methods import Method, get_method
 from jaxprune.methods import statistics as stats_lib
 from jaxprune.models.base import LanguageModel, Params
@@ -58,9 +63,16 @@ class _Linear:
         return f"{self.name}/kernel"
 
 
-def _batch_size(n: int, wanted: int) -> int:
-    """The largest divisor of ``n`` not above ``wanted`` (one compiled shape, no padding)."""
-    return max(d for d in range(1, min(n, wanted) + 1) if n % d == 0)
+def _batch_size(n: int, wanted: int, multiple: int = 1) -> int:
+    """The largest divisor of ``n`` not above ``wanted`` (one compiled shape, no padding).
+
+    With a ``data`` mesh axis of size ``multiple`` > 1 (which divides ``n``, see
+    :meth:`jaxprune.sharding.Layout.windows`) the batch must split evenly over it, so it is the
+    largest divisor of ``n`` that is a multiple of ``multiple`` and at most
+    ``max(wanted, multiple)``.
+    """
+    limit = min(n, max(wanted, multiple))
+    return max(d for d in range(multiple, limit + 1, multiple) if n % d == 0)
 
 
 _MLP_IN, _DOWN_IN = "mlp_in", "down_in"
@@ -80,29 +92,47 @@ def _locate(model: LanguageModel, paths: Sequence[str]) -> tuple[list[_Linear], 
     return linears, others
 
 
-@functools.partial(
-    jax.jit, static_argnames=("model", "stat_taps", "error_taps", "with_output", "collect_taps")
-)
-def _calibration_step(
+@functools.partial(jax.jit, static_argnames=("model", "taps", "with_output", "batch"))
+def _forward_step(
     model: LanguageModel,
     block_params: Params,
     hidden: jax.Array,
+    *,
+    taps: tuple[str, ...],
+    with_output: bool,
+    batch: jax.sharding.NamedSharding | None,
+):
+    """One batch through one block: its output (if wanted) and the inputs of ``taps``."""
+    out, captured = model.block(block_params, hidden, capture=True)
+    if batch is not None and with_output:
+        out = jax.lax.with_sharding_constraint(out, batch)
+    return (out if with_output else None), {tap: captured[tap] for tap in taps}
+
+
+@functools.partial(
+    jax.jit, static_argnames=("stat_taps", "error_taps", "collect_taps", "replicated")
+)
+def _statistics_step(
+    taps: dict[str, jax.Array],
     stats: dict[str, stats_lib.LinearStats],
     checks: dict[str, tuple[jax.Array, jax.Array]],
     *,
     stat_taps: tuple[str, ...],
     error_taps: tuple[tuple[str, str], ...],
-    with_output: bool,
-    collect_taps: tuple[str, ...] = (),
+    collect_taps: tuple[str, ...],
+    replicated: jax.sharding.NamedSharding | None,
 ):
-    """One batch through one block: statistics of ``stat_taps`` and output errors of ``checks``.
+    """Statistics of ``stat_taps`` and output errors of ``checks`` for one batch of tap inputs.
 
     ``checks[name] = (dense_kernel, pruned_kernel)`` of linear ``name`` reading tap
     ``dict(error_taps)[name]``; returns per-batch sums ‖X(W−Ŵ)‖² and ‖XW‖². The raw inputs of
-    ``collect_taps`` come back as float32 ``(tokens, width)`` for joint solvers.
+    ``collect_taps`` come back as float32 ``(tokens, width)`` for joint solvers. On a mesh the
+    statistics are constrained to be replicated: the token sums of a data-split batch then compile
+    to partial sums and an all-reduce (see :mod:`jaxprune.sharding`).
     """
-    out, taps = model.block(block_params, hidden, capture=True)
     new_stats = {tap: stats_lib.accumulate(stats[tap], taps[tap]) for tap in stat_taps}
+    if replicated is not None:
+        new_stats = jax.lax.with_sharding_constraint(new_stats, replicated)
     errors = {}
     for name, tap in error_taps:
         dense, pruned = checks[name]
@@ -113,30 +143,44 @@ def _calibration_step(
     collected = {
         tap: taps[tap].reshape(-1, taps[tap].shape[-1]).astype(jnp.float32) for tap in collect_taps
     }
-    return (out if with_output else None), new_stats, errors, collected
+    return new_stats, errors, collected
 
 
 class _Pass(NamedTuple):
     """What one pass of a block over all windows produced."""
 
-    hidden: jax.Array | None
+    hidden: list[jax.Array] | None
     stats: dict[str, stats_lib.LinearStats]
     rel_errors: dict[str, float]
     collected: dict[str, jax.Array]
 
 
 class _BlockRunner:
-    """Runs passes of one block over all windows in batches, keeping the timing breakdown."""
+    """Runs passes of one block over all windows in batches, keeping the timing breakdown.
 
-    def __init__(self, model: LanguageModel, batch_size: int, timings: dict[str, float]):
+    ``timings`` gets the seconds of whole passes (``capture_seconds`` for passes that gather
+    statistics, ``propagate_seconds`` for those producing the next block's inputs) and, across
+    both, of the block's forward computation (``forward_seconds``) and of the statistics, error
+    sums and collected inputs computed from its taps (``stats_seconds``).
+    """
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        batch_size: int,
+        timings: dict[str, float],
+        layout: sharding.Layout | None = None,
+    ):
         self.model = model
         self.batch_size = batch_size
         self.timings = timings
+        self.batch = None if layout is None else layout.batch
+        self.replicated = None if layout is None else layout.replicated
 
     def run(
         self,
         block_params: Params,
-        hidden: jax.Array,
+        hidden: list[jax.Array],
         stat_taps: dict[str, bool] | None = None,
         checks: dict[str, tuple[str, jax.Array, jax.Array]] | None = None,
         with_output: bool = False,
@@ -145,48 +189,63 @@ class _BlockRunner:
         stat_taps = stat_taps or {}
         checks = checks or {}
         start = time.perf_counter()
-        n = hidden.shape[0]
-        bs = self.batch_size
         # Checks are keyed by position, not by path, so that every block of the same shape reuses
         # one compiled step (a path names its block index).
         ordered = sorted(checks)
         error_taps = tuple((f"c{k}", checks[name][0]) for k, name in enumerate(ordered))
         arrays = {f"c{k}": checks[name][1:] for k, name in enumerate(ordered)}
+        taps = tuple(sorted({*stat_taps, *(tap for _, tap in error_taps), *collect}))
         stats = {
             tap: stats_lib.init_stats(self._tap_width(block_params, tap), with_hessian)
             for tap, with_hessian in stat_taps.items()
         }
+        if self.replicated is not None:
+            stats = jax.device_put(stats, self.replicated)
         outputs, sums = [], {name: [0.0, 0.0] for name in checks}
         collected: dict[str, list[jax.Array]] = {tap: [] for tap in collect}
-        for lo in range(0, n, bs):
-            out, stats, errs, raw = _calibration_step(
-                self.model,
-                block_params,
-                hidden[lo : lo + bs],
-                stats,
-                arrays,
-                stat_taps=tuple(sorted(stat_taps)),
-                error_taps=error_taps,
-                with_output=with_output,
-                collect_taps=collect,
+        for batch in hidden:
+            # Synchronising after each step splits the time between forward and statistics.
+            t0 = time.perf_counter()
+            out, captured = jax.block_until_ready(
+                _forward_step(
+                    self.model,
+                    block_params,
+                    batch,
+                    taps=taps,
+                    with_output=with_output,
+                    batch=self.batch,
+                )
             )
+            t1 = time.perf_counter()
+            self.timings["forward_seconds"] += t1 - t0
+            if taps:
+                stats, errs, raw = jax.block_until_ready(
+                    _statistics_step(
+                        captured,
+                        stats,
+                        arrays,
+                        stat_taps=tuple(sorted(stat_taps)),
+                        error_taps=error_taps,
+                        collect_taps=collect,
+                        replicated=self.replicated,
+                    )
+                )
+                self.timings["stats_seconds"] += time.perf_counter() - t1
+                for tap in collect:
+                    collected[tap].append(raw[tap])
+                for k, name in enumerate(ordered):
+                    num, den = errs[f"c{k}"]
+                    sums[name][0] += num
+                    sums[name][1] += den
             if with_output:
                 outputs.append(out)
-            for tap in collect:
-                collected[tap].append(raw[tap])
-            for k, name in enumerate(ordered):
-                num, den = errs[f"c{k}"]
-                sums[name][0] += num
-                sums[name][1] += den
-        result_hidden = jnp.concatenate(outputs) if with_output else None
         gathered = {tap: jnp.concatenate(parts) for tap, parts in collected.items()}
-        jax.block_until_ready((result_hidden, stats, sums, gathered))
         key = "propagate_seconds" if with_output else "capture_seconds"
         self.timings[key] += time.perf_counter() - start
         rel_errors = {
             name: float(num) / max(float(den), 1e-30) for name, (num, den) in sums.items()
         }
-        return _Pass(result_hidden, stats, rel_errors, gathered)
+        return _Pass(outputs if with_output else None, stats, rel_errors, gathered)
 
     def _tap_width(self, block_params: Params, tap: str) -> int:
         for group_tap, names in self.model.family.sequential_groups:
@@ -214,20 +273,22 @@ def _targets_by_path(
 def _owl_block_sparsity(
     model: LanguageModel,
     params: Params,
-    hidden: jax.Array,
+    hidden: list[jax.Array],
     linears: Sequence[_Linear],
     recipe: Recipe,
     runner: _BlockRunner,
+    placement: _Placement,
     progress: bool,
 ) -> dict[int, float]:
     """OWL: a pass over the dense model measuring each block's share of outlier Wanda scores."""
     target = recipe.target
     if not isinstance(target, Unstructured):
         raise ValueError("OWL allocation needs an unstructured sparsity, not an N:M pattern")
-    blocks = sorted({lin.block for lin in linears})
+    pruned_blocks = sorted({lin.block for lin in linears})
     ratios, sizes = [], []
+    blocks = placement.blocks(params)
     for i in _progress(range(model.num_blocks), progress, "OWL outlier pass"):
-        bp = model.block_params(params, i)
+        bp = next(blocks)
         mine = [lin for lin in linears if lin.block == i]
         taps = {lin.tap: False for lin in mine}
         out, stats, _, _ = runner.run(bp, hidden, stat_taps=taps, with_output=True)
@@ -243,7 +304,7 @@ def _owl_block_sparsity(
     sparsities = allocation.owl_sparsities(
         ratios, target.sparsity, recipe.owl_lambda, sizes=np.asarray(sizes)
     )
-    return dict(zip(blocks, (float(s) for s in sparsities), strict=True))
+    return dict(zip(pruned_blocks, (float(s) for s in sparsities), strict=True))
 
 
 def _progress(iterable, enabled: bool, desc: str):
@@ -254,6 +315,62 @@ def _progress(iterable, enabled: bool, desc: str):
     return tqdm(iterable, desc=desc, leave=False)
 
 
+class _Placement:
+    """Where the params live during a prune: as given, on a mesh, or on the host (``offload``).
+
+    With ``offload`` the params are host NumPy arrays and :meth:`blocks` puts one decoder block at
+    a time on the devices, the next one already on its way while the current one is worked on.
+    """
+
+    def __init__(self, model: LanguageModel, layout: sharding.Layout | None, offload: bool):
+        self.model = model
+        self.layout = layout
+        self.offload = offload
+
+    def _put(self, tree: Any, prefix: str) -> Any:
+        if self.layout is not None:
+            return self.layout.put(tree, prefix)
+        return jax.device_put(tree)
+
+    def initial(self, params: Params) -> Params:
+        if self.offload:
+            return jax.device_get(params)
+        if self.layout is not None:
+            return self.layout.put(params)
+        return params
+
+    def leaf(self, path: str, value: Any) -> jax.Array:
+        """A leaf of the (initial) params, on the devices."""
+        return self._put(value, path) if self.offload else value
+
+    def outer(self, params: Params) -> Params:
+        """``params`` for the embedding: everything but the blocks on the devices.
+
+        The blocks may stay host arrays: a jit-compiled function does not copy inputs it does not
+        use.
+        """
+        if not self.offload:
+            return params
+        return {k: v if k == "layers" else self._put(v, f"{k}/") for k, v in params.items()}
+
+    def blocks(self, params: Params) -> Iterator[Params]:
+        """The params of blocks ``0, 1, …`` on the devices, block ``i + 1`` put before ``i``
+        is returned, so that its copy (asynchronous where the platform allows) overlaps work."""
+        n = self.model.num_blocks
+        if not self.offload:
+            yield from (self.model.block_params(params, i) for i in range(n))
+            return
+        upcoming = self._put(self.model.block_params(params, 0), "layers/0/")
+        for i in range(n):
+            current = upcoming
+            if i + 1 < n:
+                upcoming = self._put(self.model.block_params(params, i + 1), f"layers/{i + 1}/")
+            yield current
+
+    def to_host(self, tree: Any) -> Any:
+        return jax.device_get(tree) if self.offload else tree
+
+
 def prune(
     model: LanguageModel,
     params: Params,
@@ -261,6 +378,8 @@ def prune(
     recipe: Recipe,
     *,
     progress: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
+    offload: bool = False,
 ) -> PruneResult:
     """Prunes ``params`` of ``model`` one-shot as ``recipe`` says.
 
@@ -271,6 +390,12 @@ def prune(
         needed by every method except magnitude, which accepts ``None``.
       recipe: a :class:`jaxprune.recipes.Recipe` (validated here, before any work).
       progress: show progress bars.
+      mesh: a ``("data", "model")`` mesh (:func:`jaxprune.sharding.make_mesh`) to prune on:
+        windows split over ``data`` (their number must be a multiple of its size), kernels by
+        output columns over ``model`` (the family's default rules, :mod:`jaxprune.sharding`).
+        The result equals the single-device one. ``None``: JAX's default device.
+      offload: keep the params on the host (NumPy) and move one block at a time to the devices,
+        for models larger than device memory; the returned params and masks are host arrays.
 
     Returns:
       :class:`PruneResult` with the pruned params, keep-masks and a report (per linear: sparsity,
@@ -280,11 +405,24 @@ def prune(
     windows = calibration
     method: Method = get_method(recipe.method)
     start = time.perf_counter()
+    if offload and jax.process_count() > 1:
+        raise ValueError(
+            "offload gathers pruned blocks into one host's memory and runs in a single process; "
+            "prune without offload in a multi-process run"
+        )
+    layout = None
+    if mesh is not None:
+        layout = sharding.Layout(mesh, sharding.rules_for(model.family.name))
+    placement = _Placement(model, layout, offload)
+    params = placement.initial(params)
     paths = masks.select_paths(
         params, recipe.targets or (model.family.default_targets,), recipe.ignore
     )
     linears, others = _locate(model, paths)
-    timings = {"capture_seconds": 0.0, "propagate_seconds": 0.0, "solve_seconds": 0.0}
+    timings = dict.fromkeys(
+        ("capture_seconds", "propagate_seconds", "forward_seconds", "stats_seconds"), 0.0
+    )
+    timings["solve_seconds"] = 0.0
     per_layer: dict[str, dict[str, Any]] = {}
     joint_reports: dict[str, dict[str, Any]] = {}
     new_leaves: dict[str, jax.Array] = {}
@@ -293,7 +431,12 @@ def prune(
 
     def solve(path: str, kernel: jax.Array, stats, target: Target) -> jax.Array:
         t0 = time.perf_counter()
-        new_kernel, keep = method.prune(kernel, stats, target, **options)
+        if layout is None:
+            new_kernel, keep = method.prune(kernel, stats, target, **options)
+        else:
+            new_kernel, keep = sharding.prune_kernel(
+                method, kernel, stats, target, layout, **options
+            )
         jax.block_until_ready(new_kernel)
         seconds = time.perf_counter() - t0
         timings["solve_seconds"] += seconds
@@ -358,7 +501,10 @@ def prune(
     if not method.needs_inputs:
         targets = _targets_by_path(recipe, paths, None)
         for path in _progress(paths, progress, f"{method.name}"):
-            solve(path, masks.get_leaf(params, path), None, targets[path])
+            solve(path, placement.leaf(path, masks.get_leaf(params, path)), None, targets[path])
+            new_leaves[path], mask_leaves[path] = placement.to_host(
+                (new_leaves[path], mask_leaves[path])
+            )
     else:
         if others:
             raise ValueError(
@@ -367,25 +513,37 @@ def prune(
             )
         if windows is None:
             raise ValueError(f"method {method.name!r} needs calibration windows (tokens)")
-        windows = jnp.asarray(windows, dtype=jnp.int32)
-        if windows.ndim != 2:
-            raise ValueError(f"calibration windows must be (n, seqlen) tokens, got {windows.shape}")
-        runner = _BlockRunner(model, _batch_size(windows.shape[0], recipe.batch_size), timings)
+        if np.ndim(windows) != 2:
+            raise ValueError(
+                f"calibration windows must be (n, seqlen) tokens, got {np.shape(windows)}"
+            )
+        if layout is None:
+            windows = jnp.asarray(windows, dtype=jnp.int32)
+        else:
+            windows = layout.windows(windows)
+        bs = _batch_size(windows.shape[0], recipe.batch_size, layout.data_size if layout else 1)
+        runner = _BlockRunner(model, bs, timings, layout)
         t0 = time.perf_counter()
-        bs = runner.batch_size
-        hidden = jnp.concatenate(
-            [_embed(model, params, windows[lo : lo + bs]) for lo in range(0, windows.shape[0], bs)]
-        )
-        timings["propagate_seconds"] += time.perf_counter() - t0
+        outer = placement.outer(params)
+        hidden = [
+            _embed(model, outer, windows[lo : lo + bs], runner.batch)
+            for lo in range(0, windows.shape[0], bs)
+        ]
+        del outer
+        jax.block_until_ready(hidden)
+        embed_seconds = time.perf_counter() - t0
+        timings["propagate_seconds"] += embed_seconds
+        timings["forward_seconds"] += embed_seconds
         block_sparsity = None
         if recipe.allocation == "owl":
             block_sparsity = _owl_block_sparsity(
-                model, params, hidden, linears, recipe, runner, progress
+                model, params, hidden, linears, recipe, runner, placement, progress
             )
         targets = _targets_by_path(recipe, paths, block_sparsity)
+        blocks = placement.blocks(params)
         for i in _progress(range(model.num_blocks), progress, f"{method.name} blocks"):
             mine = [lin for lin in linears if lin.block == i]
-            bp = model.block_params(params, i)
+            bp = next(blocks)
             if mine:
                 bp, hidden = _prune_block(
                     model,
@@ -402,6 +560,10 @@ def prune(
                 )
             else:
                 hidden = runner.run(bp, hidden, with_output=True).hidden
+            bp = placement.to_host(bp)
+            for lin in mine:
+                new_leaves[lin.path] = masks.get_leaf(bp, lin.kernel_path)
+                mask_leaves[lin.path] = placement.to_host(mask_leaves[lin.path])
             params = model.with_block_params(params, i, bp)
     for path, entry in per_layer.items():
         keep = mask_leaves[path]
@@ -424,15 +586,21 @@ def prune(
     return PruneResult(pruned, mask_tree, report)
 
 
-@functools.partial(jax.jit, static_argnames="model")
-def _embed(model: LanguageModel, params: Params, tokens: jax.Array) -> jax.Array:
-    return model.embed(params, tokens)
+@functools.partial(jax.jit, static_argnames=("model", "batch"))
+def _embed(
+    model: LanguageModel,
+    params: Params,
+    tokens: jax.Array,
+    batch: jax.sharding.NamedSharding | None,
+) -> jax.Array:
+    hidden = model.embed(params, tokens)
+    return hidden if batch is None else jax.lax.with_sharding_constraint(hidden, batch)
 
 
 def _prune_block(
     model: LanguageModel,
     bp: Params,
-    hidden: jax.Array,
+    hidden: list[jax.Array],
     mine: list[_Linear],
     method: Method,
     recipe: Recipe,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -77,7 +78,7 @@ def _inverse_hessian_factor(
     return upper, finite, damping
 
 
-@functools.partial(jax.jit, static_argnames=("blocksize", "nm"))
+@functools.partial(jax.jit, static_argnames=("blocksize", "nm", "select"))
 def _solve(
     kernel: jax.Array,
     hessian: jax.Array,
@@ -86,8 +87,14 @@ def _solve(
     *,
     blocksize: int,
     nm: tuple[int, int] | None,
+    select: Callable[[jax.Array, jax.Array], jax.Array] = smallest_mask,
 ):
-    """The compiled solver; ``block_counts[b]`` = weights to prune in block ``b`` (unstructured)."""
+    """The compiled solver; ``block_counts[b]`` = weights to prune in block ``b`` (unstructured).
+
+    ``select(scores, k)`` marks the ``k`` smallest of an unstructured block's scores. Output
+    columns are otherwise independent, so :mod:`jaxprune.sharding` runs this function on a slice
+    of the columns inside ``shard_map`` with a ``select`` that counts across the slices.
+    """
     d_in, d_out = kernel.shape
     num_blocks = -(-d_in // blocksize)
     padded = num_blocks * blocksize
@@ -132,7 +139,7 @@ def _solve(
                 lax.dynamic_slice_in_dim(real, start, blocksize)[:, None], scores, jnp.inf
             )
             # Flattened in the reference's (out, in) order, so that ties resolve the same way.
-            p1 = smallest_mask(scores.T, block_counts[b]).T
+            p1 = select(scores.T, block_counts[b]).T
             w1, err1, p1 = lax.fori_loop(0, blocksize, column_step, (w1, zeros, p1))
         else:
             n, m = nm
@@ -189,6 +196,26 @@ def prune_kernel(
       ValueError: bad shapes or options, or a Hessian that no damping makes positive definite.
       Called under an outer ``jit`` the last check cannot run; the outputs are then NaN instead.
     """
+    kernel, hessian, counts, blocksize, nm = solver_inputs(
+        kernel, hessian, target, blocksize=blocksize, percdamp=percdamp
+    )
+    new_kernel, keep, finite, damping = _solve(
+        kernel, hessian, counts, jnp.float32(percdamp), blocksize=blocksize, nm=nm
+    )
+    check_solution(finite, damping, percdamp)
+    return new_kernel, keep
+
+
+def solver_inputs(
+    kernel: jax.Array, hessian: jax.Array, target: Target, *, blocksize: int, percdamp: float
+) -> tuple[jax.Array, jax.Array, jax.Array, int, tuple[int, int] | None]:
+    """Validates :func:`prune_kernel`'s arguments and derives the compiled solver's inputs.
+
+    Returns:
+      ``(kernel, hessian, block_counts, blocksize, nm)``: the arrays, the number of weights to
+      prune in each block of inputs (unstructured; counted over all outputs), the clamped
+      blocksize and ``(n, m)`` or ``None``.
+    """
     check_target(target, "sparsegpt")
     kernel = jnp.asarray(kernel)
     hessian = jnp.asarray(hessian)
@@ -210,30 +237,31 @@ def prune_kernel(
                 f"sparsegpt {target} needs the input dimension ({d_in}) and blocksize "
                 f"({blocksize}) to be multiples of {target.m}"
             )
-        nm, counts = (target.n, target.m), np.zeros(1, np.int32)
-    else:
-        sizes = [
-            min(blocksize, d_in - start) * kernel.shape[1] for start in range(0, d_in, blocksize)
-        ]
-        nm = None
-        counts = np.array([num_pruned(target.sparsity, size) for size in sizes], np.int32)
-    new_kernel, keep, finite, damping = _solve(
-        kernel, hessian, jnp.asarray(counts), jnp.float32(percdamp), blocksize=blocksize, nm=nm
-    )
-    if not isinstance(finite, jax.core.Tracer):
-        if not bool(finite):
-            raise ValueError(
-                "sparsegpt: the damped Hessian is not positive definite even with damping "
-                f"{float(damping):g}·mean(diag H); check it for NaN/inf values"
-            )
-        if float(damping) != np.float32(percdamp):
-            warnings.warn(
-                f"sparsegpt: Cholesky failed with percdamp={percdamp:g}; solved with "
-                f"percdamp={float(damping):g}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-    return new_kernel, keep
+        return kernel, hessian, jnp.zeros(1, jnp.int32), blocksize, (target.n, target.m)
+    sizes = [min(blocksize, d_in - start) * kernel.shape[1] for start in range(0, d_in, blocksize)]
+    counts = np.array([num_pruned(target.sparsity, size) for size in sizes], np.int32)
+    return kernel, hessian, jnp.asarray(counts), blocksize, None
+
+
+def check_solution(finite: jax.Array, damping: jax.Array, percdamp: float) -> None:
+    """Raises for a Hessian no damping repaired; warns when more damping than asked was needed.
+
+    Under an outer ``jit`` (``finite`` a tracer) nothing can be checked.
+    """
+    if isinstance(finite, jax.core.Tracer):
+        return
+    if not bool(finite):
+        raise ValueError(
+            "sparsegpt: the damped Hessian is not positive definite even with damping "
+            f"{float(damping):g}·mean(diag H); check it for NaN/inf values"
+        )
+    if float(damping) != np.float32(percdamp):
+        warnings.warn(
+            f"sparsegpt: Cholesky failed with percdamp={percdamp:g}; solved with "
+            f"percdamp={float(damping):g}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def prune(

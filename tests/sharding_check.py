@@ -1,0 +1,171 @@
+"""Prunes a tiny random LLaMA on one device and on 8-device meshes; prints the comparison as JSON.
+
+Run by ``tests/test_sharding.py`` in a subprocess with
+``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (the flag must be set before JAX starts,
+and the rest of the suite runs on one device). Every prune on a mesh is compared with the same
+prune without one: the number of mask entries that differ and the largest weight difference.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxprune import masks, sharding
+from jaxprune.engine import prune
+from jaxprune.methods.base import smallest_mask
+from jaxprune.models import LanguageModel, LlamaConfig
+from jaxprune.recipes import Recipe
+
+CONFIG = LlamaConfig(
+    vocab_size=64,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
+MESHES = ((8, 1), (2, 4), (1, 8))
+# blocksize 32: several SparseGPT blocks per kernel, each with its own global selection.
+RECIPES = {
+    "wanda 0.5": Recipe(method="wanda", sparsity=0.5),
+    "wanda 2:4": Recipe(method="wanda", sparsity="2:4"),
+    "sparsegpt 0.5": Recipe(method="sparsegpt", sparsity=0.5, method_options={"blocksize": 32}),
+    "sparsegpt 2:4": Recipe(method="sparsegpt", sparsity="2:4", method_options={"blocksize": 32}),
+}
+
+
+def compare(reference, result, paths) -> dict:
+    mismatches = sum(
+        int(
+            np.sum(
+                np.asarray(masks.get_leaf(reference.masks, p))
+                != np.asarray(masks.get_leaf(result.masks, p))
+            )
+        )
+        for p in paths
+    )
+    max_diff = max(
+        float(
+            np.max(
+                np.abs(
+                    np.asarray(masks.get_leaf(reference.params, p), np.float32)
+                    - np.asarray(masks.get_leaf(result.params, p), np.float32)
+                )
+            )
+        )
+        for p in masks.leaf_paths(reference.params)
+    )
+    return {"mask_mismatches": mismatches, "max_weight_diff": max_diff}
+
+
+def selection_cases() -> list[dict]:
+    """smallest_mask_sharded against smallest_mask on scores full of ties."""
+    rng = np.random.default_rng(1)
+    scores = jnp.asarray(rng.integers(0, 6, (64, 24)).astype(np.float32))
+    out = []
+    for shape in MESHES:
+        mesh = sharding.make_mesh(shape)
+        for axes in (sharding.AXES, (sharding.MODEL,), (sharding.DATA,)):
+            spec = jax.sharding.PartitionSpec(axes, None)
+            select = jax.jit(
+                jax.shard_map(
+                    lambda s, k, axes=axes: sharding.smallest_mask_sharded(s, k, axes),
+                    mesh=mesh,
+                    in_specs=(spec, jax.sharding.PartitionSpec()),
+                    out_specs=spec,
+                    check_vma=False,
+                )
+            )
+            # With ``axes`` not covering the whole mesh, the other axis holds replicas.
+            for k in (0, 1, 250, 777, scores.size):
+                got = np.asarray(select(scores, jnp.int32(k)))
+                want = np.asarray(smallest_mask(scores, k))
+                out.append(
+                    {
+                        "mesh": list(shape),
+                        "axes": list(axes),
+                        "k": k,
+                        "equal": bool((got == want).all()),
+                    }
+                )
+    return out
+
+
+def main() -> None:
+    assert jax.device_count() == 8, jax.devices()
+    model = LanguageModel(CONFIG)
+    params = model.init_params(0)
+    windows = np.random.default_rng(0).integers(0, CONFIG.vocab_size, (8, 16), dtype=np.int32)
+    paths = masks.select_paths(params, model.family.default_targets)
+    report: dict = {"devices": jax.device_count(), "prunes": [], "selection": selection_cases()}
+    for name, recipe in RECIPES.items():
+        reference = prune(model, params, windows, recipe, progress=False)
+        for shape in MESHES:
+            result = prune(
+                model, params, windows, recipe, progress=False, mesh=sharding.make_mesh(shape)
+            )
+            kernel = masks.get_leaf(result.params, "layers/1/mlp/up_proj/kernel")
+            report["prunes"].append(
+                {
+                    "recipe": name,
+                    "mesh": list(shape),
+                    "offload": False,
+                    "up_proj_spec": str(kernel.sharding.spec),
+                    "overall_sparsity": result.report["overall_sparsity"],
+                    **compare(reference, result, paths),
+                }
+            )
+        if name == "sparsegpt 0.5":
+            result = prune(
+                model,
+                params,
+                windows,
+                recipe,
+                progress=False,
+                mesh=sharding.make_mesh((2, 4)),
+                offload=True,
+            )
+            leaves = jax.tree.leaves((result.params, result.masks))
+            report["prunes"].append(
+                {
+                    "recipe": name,
+                    "mesh": [2, 4],
+                    "offload": True,
+                    "host_leaves": all(isinstance(x, np.ndarray) for x in leaves),
+                    **compare(reference, result, paths),
+                }
+            )
+    try:
+        prune(
+            model,
+            params,
+            windows[:6],
+            RECIPES["wanda 0.5"],
+            progress=False,
+            mesh=sharding.make_mesh((8, 1)),
+        )
+        report["indivisible_windows_error"] = None
+    except ValueError as err:
+        report["indivisible_windows_error"] = str(err)
+    # The sharded SparseGPT really splits columns: its program is a shard_map with psum-ed counts.
+    layout = sharding.Layout(sharding.make_mesh((2, 4)), sharding.LLAMA_RULES)
+    jaxpr = str(
+        jax.make_jaxpr(
+            lambda k, h: sharding.sparsegpt_kernel(k, h, Recipe(sparsity=0.5).target, layout)
+        )(jnp.ones((64, 128)), jnp.eye(64))
+    )
+    report["sparsegpt_program"] = {
+        "shard_map": "shard_map" in jaxpr,
+        "psum": "psum" in jaxpr,
+        "local_columns": "f32[64,16]" in jaxpr,
+    }
+    json.dump(report, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Meshes, partition rules, host offload, and sharded pruning equal to single-device pruning.
+
+The multi-device checks run ``tests/sharding_check.py`` once in a subprocess with 8 simulated CPU
+devices (XLA's device count is fixed when JAX starts, and the rest of the suite uses one device).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import AbstractMesh
+from jax.sharding import PartitionSpec as P
+
+from jaxprune import masks, sharding
+from jaxprune.engine import prune
+from jaxprune.models import LanguageModel, LlamaConfig
+from jaxprune.recipes import Recipe
+
+CONFIG = LlamaConfig(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
+MODEL = LanguageModel(CONFIG)
+MESH_2X4 = AbstractMesh((2, 4), sharding.AXES)
+
+
+@pytest.fixture(scope="module")
+def eight_devices() -> dict:
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    script = Path(__file__).with_name("sharding_check.py")
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def params():
+    return MODEL.init_params(0)
+
+
+@pytest.fixture(scope="module")
+def windows():
+    return np.random.default_rng(0).integers(0, CONFIG.vocab_size, (4, 16), dtype=np.int32)
+
+
+def test_parse_mesh_reads_data_by_model():
+    assert sharding.parse_mesh("2x4") == (2, 4)
+    assert sharding.parse_mesh(" 8X1 ") == (8, 1)
+
+
+@pytest.mark.parametrize("text", ["8", "2x", "x4", "0x8", "2x4x1", "-2x4", "axb"])
+def test_parse_mesh_rejects_anything_else(text):
+    with pytest.raises(ValueError, match="DATAxMODEL"):
+        sharding.parse_mesh(text)
+
+
+def test_make_mesh_has_data_and_model_axes_over_all_devices():
+    mesh = sharding.make_mesh()
+    assert mesh.axis_names == ("data", "model")
+    assert dict(mesh.shape) == {"data": jax.device_count(), "model": 1}
+
+
+def test_make_mesh_refuses_a_shape_that_does_not_use_the_devices():
+    with pytest.raises(ValueError, match="needs 2 devices"):
+        sharding.make_mesh((2, 1), devices=jax.devices()[:1])
+
+
+def test_a_mesh_with_other_axis_names_is_refused():
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), ("batch", "tensor"))
+    with pytest.raises(ValueError, match=r"axes \('data', 'model'\)"):
+        sharding.Layout(mesh, sharding.LLAMA_RULES)
+
+
+@pytest.mark.parametrize(
+    ("path", "shape", "spec"),
+    [
+        ("layers/3/self_attn/q_proj/kernel", (64, 64), P(None, "model")),
+        ("layers/0/mlp/down_proj/kernel", (128, 64), P(None, "model")),
+        ("embed_tokens/embedding", (64, 64), P("model", None)),
+        ("lm_head/kernel", (64, 64), P(None, "model")),
+        ("layers/0/input_layernorm/scale", (64,), P()),
+        ("norm/scale", (64,), P()),
+        # 4 does not divide 30 output columns: that dimension stays whole.
+        ("layers/0/self_attn/k_proj/kernel", (64, 30), P(None, None)),
+    ],
+)
+def test_llama_rules_split_kernels_by_output_columns(path, shape, spec):
+    assert sharding.partition_spec(path, shape, sharding.LLAMA_RULES, MESH_2X4) == spec
+
+
+@pytest.mark.parametrize(
+    ("path", "shape", "spec"),
+    [
+        ("layers/1/self_attn/out_proj/kernel", (32, 32), P(None, "model")),
+        ("layers/1/fc1/bias", (64,), P("model")),
+        ("layers/1/fc2/kernel", (64, 32), P(None, "model")),
+        ("embed_positions/embedding", (34, 32), P()),
+        ("layers/1/final_layer_norm/bias", (32,), P()),
+    ],
+)
+def test_opt_rules_split_kernels_and_their_biases(path, shape, spec):
+    assert sharding.partition_spec(path, shape, sharding.OPT_RULES, MESH_2X4) == spec
+
+
+def test_unknown_family_has_no_default_rules():
+    with pytest.raises(ValueError, match="no default partition rules"):
+        sharding.rules_for("gpt-j")
+
+
+def test_solvers_split_columns_over_every_axis_that_divides_them():
+    layout = sharding.Layout(MESH_2X4, sharding.LLAMA_RULES)
+    assert layout.solver_axes(64) == ("data", "model")
+    assert layout.solver_axes(12) == ("model",)
+    assert layout.solver_axes(30) == ()
+
+
+def test_on_eight_devices_every_mesh_prunes_exactly_like_one_device(eight_devices):
+    assert eight_devices["devices"] == 8
+    runs = [p for p in eight_devices["prunes"] if not p["offload"]]
+    assert {(p["recipe"], tuple(p["mesh"])) for p in runs} == {
+        (recipe, mesh)
+        for recipe in ("wanda 0.5", "wanda 2:4", "sparsegpt 0.5", "sparsegpt 2:4")
+        for mesh in ((8, 1), (2, 4), (1, 8))
+    }
+    for run in runs:
+        assert run["mask_mismatches"] == 0, run
+        assert run["max_weight_diff"] <= 1e-5, run
+        assert run["overall_sparsity"] == pytest.approx(0.5), run
+        # The pruned params come back placed by the layout.
+        assert run["up_proj_spec"] == str(P(None, "model")), run
+
+
+def test_on_eight_devices_offloaded_blocks_give_the_same_prune_as_host_arrays(eight_devices):
+    (run,) = [p for p in eight_devices["prunes"] if p["offload"]]
+    assert run["host_leaves"]
+    assert run["mask_mismatches"] == 0
+    assert run["max_weight_diff"] <= 1e-5
+
+
+def test_sharded_selection_equals_single_device_selection_with_ties(eight_devices):
+    cases = eight_devices["selection"]
+    assert len(cases) == 45
+    assert all(case["equal"] for case in cases), [c for c in cases if not c["equal"]]
+
+
+def test_sharded_sparsegpt_is_a_shard_map_over_column_slices(eight_devices):
+    assert eight_devices["sparsegpt_program"] == {
+        "shard_map": True,
+        "psum": True,
+        "local_columns": True,
+    }
+
+
+def test_windows_that_do_not_split_over_the_data_axis_are_a_clear_error(eight_devices):
+    message = eight_devices["indivisible_windows_error"]
+    assert message is not None and "multiple of 8" in message
+
+
+def _assert_same_prune(a, b, atol=0.0):
+    for path in masks.leaf_paths(a.params):
+        np.testing.assert_allclose(
+            np.asarray(masks.get_leaf(a.params, path)),
+            np.asarray(masks.get_leaf(b.params, path)),
+            atol=atol,
+            err_msg=path,
+        )
+    for path in a.report["layers"]:
+        np.testing.assert_array_equal(
+            np.asarray(masks.get_leaf(a.masks, path)), np.asarray(masks.get_leaf(b.masks, path))
+        )
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        Recipe(method="sparsegpt", sparsity=0.5),
+        Recipe(method="wanda", sparsity=0.5, allocation="owl", owl_lambda=0.1),
+        Recipe(method="magnitude", sparsity="2:4"),
+    ],
+    ids=["sparsegpt", "owl-wanda", "magnitude"],
+)
+def test_offload_returns_host_arrays_and_the_same_prune(params, windows, recipe):
+    calib = None if recipe.method == "magnitude" else windows
+    plain = prune(MODEL, params, calib, recipe, progress=False)
+    offloaded = prune(MODEL, params, calib, recipe, progress=False, offload=True)
+    _assert_same_prune(plain, offloaded)
+    for leaf in jax.tree.leaves((offloaded.params, offloaded.masks)):
+        assert isinstance(leaf, np.ndarray)
+
+
+def test_a_one_device_mesh_prunes_like_no_mesh(params, windows):
+    recipe = Recipe(method="sparsegpt", sparsity=0.5)
+    plain = prune(MODEL, params, windows, recipe, progress=False)
+    meshed = prune(MODEL, params, windows, recipe, progress=False, mesh=sharding.make_mesh())
+    _assert_same_prune(plain, meshed, atol=1e-6)
+
+
+def test_report_splits_pass_time_into_forward_and_statistics(params, windows):
+    report = prune(
+        MODEL, params, windows, Recipe(method="sparsegpt", sparsity=0.5), progress=False
+    ).report
+    assert report["forward_seconds"] > 0 and report["stats_seconds"] > 0
+    passes = report["capture_seconds"] + report["propagate_seconds"]
+    assert report["forward_seconds"] + report["stats_seconds"] <= passes
