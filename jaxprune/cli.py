@@ -148,6 +148,18 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
     return options
 
 
+def _mesh_from_arg(text: str | None):
+    """The ``--mesh DATAxMODEL`` argument as a mesh over this host's devices (None if absent)."""
+    if text is None:
+        return None
+    from jaxprune import sharding
+
+    try:
+        return sharding.make_mesh(sharding.parse_mesh(text))
+    except ValueError as err:
+        raise UsageError(f"--mesh {text!r}: {err}") from None
+
+
 def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     from jaxprune.methods import get_method
 
@@ -159,13 +171,19 @@ def cmd_prune(args: argparse.Namespace) -> dict[str, Any]:
     if args.eval:
         _check_data_arg("--eval", args.eval)
     _check_positive(eval_nsamples=args.eval_nsamples)
+    mesh = _mesh_from_arg(args.mesh)
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not args.overwrite:
         raise UsageError(f"--out {out}: already exists; choose another path or pass --overwrite")
     if out is not None and not out.parent.exists():
         raise UsageError(f"--out {out}: parent directory {out.parent} does not exist")
     result = prune_pretrained(
-        args.model, recipe, eval_source=args.eval, eval_nsamples=args.eval_nsamples
+        args.model,
+        recipe,
+        eval_source=args.eval,
+        eval_nsamples=args.eval_nsamples,
+        mesh=mesh,
+        offload=args.offload,
     )
     if out is not None:
         saved = save_pretrained_result(result, out, compact=args.compact, overwrite=args.overwrite)
@@ -180,8 +198,12 @@ def prune_pretrained(
     eval_source: str | None = None,
     eval_nsamples: int | None = 32,
     progress: bool = True,
+    mesh=None,
+    offload: bool = False,
 ) -> dict[str, Any]:
     """Loads ``model``, prunes it with ``recipe`` and optionally measures perplexity before/after.
+
+    ``mesh`` and ``offload`` are passed to :func:`jaxprune.prune`.
 
     Returns ``{"pretrained", "params", "masks", "recipe", "report"}``.
     """
@@ -205,7 +227,15 @@ def prune_pretrained(
         quality["dense"] = _perplexity(
             pretrained, pretrained.params, eval_source, eval_nsamples, recipe.seqlen, 8
         )
-    result = prune(pretrained.model, pretrained.params, calibration, recipe, progress=progress)
+    result = prune(
+        pretrained.model,
+        pretrained.params,
+        calibration,
+        recipe,
+        progress=progress,
+        mesh=mesh,
+        offload=offload,
+    )
     report = {"model": model, **result.report}
     if eval_source:
         quality["pruned"] = _perplexity(
@@ -329,6 +359,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, help="windows per forward pass (default 8)")
     pr.add_argument("--eval", help="also report perplexity before/after on this corpus")
     pr.add_argument("--eval-nsamples", type=int, default=32, help="evaluation windows")
+    pr.add_argument(
+        "--mesh",
+        metavar="DATAxMODEL",
+        help="prune on a (data, model) mesh of this host's devices, e.g. 8x1 or 2x4 "
+        "(data·model must equal the device count; default: one device)",
+    )
+    pr.add_argument(
+        "--offload",
+        action="store_true",
+        help="keep the params in host memory and move one block at a time to the devices",
+    )
     pr.add_argument("--out", help="write the pruned model here (Orbax checkpoint directory)")
     pr.add_argument("--compact", action="store_true", help="store only kept values + bit masks")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing --out")

@@ -38,6 +38,8 @@ BAD_ARGUMENTS = [
     (["prune", "--allocation", "owl", "--pattern", "2:4"], "N:M pattern"),
     (["prune", "--option", "blocksize"], "KEY=VALUE"),
     (["prune", "--method", "wanda", "--option", "percdamp=0.1"], "has no options"),
+    (["prune", "--mesh", "2by4"], "is not DATAxMODEL"),
+    (["prune", "--mesh", "3x3"], "needs 9 devices"),
     (["eval", "--data", "/no/such/corpus"], "not a known corpus"),
     (["eval", "--nsamples", "-3"], "--nsamples must be a positive integer"),
     (["eval", "--model", "/no/such/model"], "no such file or directory"),
@@ -101,6 +103,8 @@ def test_help_explains_every_prune_option():
         "--compact",
         "--allocation",
         "--option",
+        "--mesh",
+        "--offload",
     ):
         assert option in text.stdout
 
@@ -156,3 +160,18 @@ def test_magnitude_prune_then_eval_of_the_saved_model_round_trips(tmp_path, caps
     )
     np.testing.assert_array_equal(saved.params["norm"]["scale"], dense["norm"]["scale"])
     assert saved.recipe["method"] == "magnitude"
+
+
+@pytest.mark.real_model
+def test_mesh_and_offload_options_give_the_same_pruned_model(capsys):
+    common = ["prune", "--model", "smollm2-135m", "--method", "sparsegpt", "--sparsity", 0.5]
+    common += ["--nsamples", 2, "--seqlen", 64, "--eval", "shakespeare-hamlet"]
+    common += ["--eval-nsamples", 1]
+    rc, stdout, stderr = run(common, capsys)
+    assert rc == 0, stderr
+    plain = json.loads(stdout)
+    rc, stdout, stderr = run([*common, "--mesh", "1x1", "--offload"], capsys)
+    assert rc == 0, stderr
+    placed = json.loads(stdout)
+    assert placed["eval"]["pruned"]["ppl"] == pytest.approx(plain["eval"]["pruned"]["ppl"], rel=1e-5)
+    assert placed["overall_sparsity"] == plain["overall_sparsity"]

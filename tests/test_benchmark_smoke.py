@@ -1,0 +1,45 @@
+"""The accelerator benchmark script runs end to end at its CPU smoke shape (as CI must check)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "accelerator_llama7b.py"
+FIELDS = {
+    "device",
+    "method",
+    "layers",
+    "hidden",
+    "intermediate",
+    "calib_tokens",
+    "total_seconds",
+    "forward_seconds",
+    "stats_seconds",
+    "solve_seconds",
+    "peak_memory_bytes",
+}
+
+
+def test_accelerator_benchmark_small_shape_writes_every_field(tmp_path):
+    out = tmp_path / "results.jsonl"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--small", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["method"], r["sparsity"], r["pattern"]) for r in rows] == [
+        ("wanda", 0.5, None),
+        ("sparsegpt", 0.5, None),
+        ("sparsegpt", 0.5, "2:4"),
+    ]
+    for row in rows:
+        assert FIELDS <= set(row), FIELDS - set(row)
+        assert row["device"] == "cpu"
+        parts = row["forward_seconds"] + row["stats_seconds"] + row["solve_seconds"]
+        assert 0 < parts <= row["total_seconds"] * 1.01
