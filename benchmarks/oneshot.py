@@ -153,7 +153,7 @@ def main() -> None:
             "options": dict(recipe.options),
         }
         if "joint_mlp" in rep:
-            # Iterate 0 is per-layer SparseGPT; the solver returns the iterate with the lowest error.
+            # Iterate 0 is per-layer SparseGPT; the solver returns the lowest-error iterate.
             entry["mlp_output_error_sparsegpt_best"] = {
                 block: (r["output_error"][0], min(r["output_error"]))
                 for block, r in rep["joint_mlp"].items()

@@ -173,5 +173,7 @@ def test_mesh_and_offload_options_give_the_same_pruned_model(capsys):
     rc, stdout, stderr = run([*common, "--mesh", "1x1", "--offload"], capsys)
     assert rc == 0, stderr
     placed = json.loads(stdout)
-    assert placed["eval"]["pruned"]["ppl"] == pytest.approx(plain["eval"]["pruned"]["ppl"], rel=1e-5)
+    assert placed["eval"]["pruned"]["ppl"] == pytest.approx(
+        plain["eval"]["pruned"]["ppl"], rel=1e-5
+    )
     assert placed["overall_sparsity"] == plain["overall_sparsity"]
