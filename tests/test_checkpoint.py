@@ -10,19 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_models import TINY_LLAMA
 
 from jaxprune import checkpoint
 from jaxprune.checkpoint import MANIFEST_NAME, load_checkpoint, save_checkpoint
-from jaxprune.models import LanguageModel, LlamaConfig, config_to_dict
+from jaxprune.models import LanguageModel, config_to_dict
 
-CFG = LlamaConfig(
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
+CFG = TINY_LLAMA
 
 
 def typed_leaves(tree):

@@ -4,20 +4,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_models import TINY_LLAMA
 
 from jaxprune import masks
 from jaxprune.engine import prune
-from jaxprune.models import LanguageModel, LlamaConfig
+from jaxprune.models import LanguageModel
 from jaxprune.recipes import Recipe
 
-CONFIG = LlamaConfig(
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
+CONFIG = TINY_LLAMA
 MODEL = LanguageModel(CONFIG)
 LINEARS = (
     "self_attn/q_proj",
