@@ -152,6 +152,8 @@ def main() -> None:
             "propagate_seconds": rep["propagate_seconds"],
             "options": dict(recipe.options),
         }
+        if "owl" in rep:
+            entry["owl"] = rep["owl"]
         if "joint_mlp" in rep:
             # Iterate 0 is per-layer SparseGPT; the solver returns the lowest-error iterate.
             entry["mlp_output_error_sparsegpt_best"] = {

@@ -279,8 +279,11 @@ def _owl_block_sparsity(
     runner: _BlockRunner,
     placement: _Placement,
     progress: bool,
-) -> dict[int, float]:
-    """OWL: a pass over the dense model measuring each block's share of outlier Wanda scores."""
+) -> tuple[dict[int, float], dict[int, float]]:
+    """OWL: a pass over the dense model measuring each block's share of outlier Wanda scores.
+
+    Returns ``(sparsity, outlier ratio)`` per pruned block.
+    """
     target = recipe.target
     if not isinstance(target, Unstructured):
         raise ValueError("OWL allocation needs an unstructured sparsity, not an N:M pattern")
@@ -304,7 +307,10 @@ def _owl_block_sparsity(
     sparsities = allocation.owl_sparsities(
         ratios, target.sparsity, recipe.owl_lambda, sizes=np.asarray(sizes)
     )
-    return dict(zip(pruned_blocks, (float(s) for s in sparsities), strict=True))
+    return (
+        dict(zip(pruned_blocks, (float(s) for s in sparsities), strict=True)),
+        dict(zip(pruned_blocks, (float(r) for r in ratios), strict=True)),
+    )
 
 
 def _progress(iterable, enabled: bool, desc: str):
@@ -534,11 +540,12 @@ def prune(
         embed_seconds = time.perf_counter() - t0
         timings["propagate_seconds"] += embed_seconds
         timings["forward_seconds"] += embed_seconds
-        block_sparsity = None
+        block_sparsity = owl_report = None
         if recipe.allocation == "owl":
-            block_sparsity = _owl_block_sparsity(
+            block_sparsity, outlier_ratio = _owl_block_sparsity(
                 model, params, hidden, linears, recipe, runner, placement, progress
             )
+            owl_report = {"outlier_ratio": outlier_ratio, "block_sparsity": block_sparsity}
         targets = _targets_by_path(recipe, paths, block_sparsity)
         blocks = placement.blocks(params)
         for i in _progress(range(model.num_blocks), progress, f"{method.name} blocks"):
@@ -581,6 +588,8 @@ def prune(
         **timings,
         "seconds": time.perf_counter() - start,
     }
+    if owl_report is not None:
+        report["owl"] = owl_report
     if joint_reports:
         report["joint_mlp"] = joint_reports
     return PruneResult(pruned, mask_tree, report)

@@ -155,6 +155,13 @@ def test_owl_spreads_block_sparsity_and_keeps_the_overall_target(params, windows
     sizes = {p: masks.get_leaf(params, p).size for p in targets}
     weighted = sum(targets[p] * sizes[p] for p in targets) / sum(sizes.values())
     assert weighted == pytest.approx(0.5, abs=1e-9)
+    owl = result.report["owl"]
+    assert owl["block_sparsity"] == per_block
+    ratios = owl["outlier_ratio"]
+    assert sorted(ratios) == sorted(per_block) and all(0 <= r <= 1 for r in ratios.values())
+    # More outliers, lower sparsity (OWL's rule).
+    by_ratio = sorted(per_block, key=ratios.get)
+    assert [per_block[b] for b in by_ratio] == sorted(per_block.values(), reverse=True)
     for path, entry in layers.items():  # realised: ⌊s·in⌋ per output column
         d_in = masks.get_leaf(params, path).shape[0]
         assert entry["sparsity"] == pytest.approx(np.floor(targets[path] * d_in) / d_in)
