@@ -213,7 +213,7 @@ def prune_pretrained(
 
     pretrained = _load(model)
     calibration = None
-    if get_method(recipe.method).needs_inputs:
+    if get_method(recipe.method).needs_inputs or recipe.allocation == "owl":
         calibration = load_windows(
             recipe.calib,
             pretrained.tokenizer,

@@ -393,7 +393,8 @@ def prune(
       model: the architecture (:class:`jaxprune.models.LanguageModel`).
       params: nested-dict params of that model; not modified.
       calibration: int calibration tokens ``(n, seqlen)`` (see :func:`jaxprune.data.load_windows`);
-        needed by every method except magnitude, which accepts ``None``.
+        needed by every method except magnitude, which accepts ``None`` (unless
+        ``recipe.allocation`` is ``owl``, whose outlier pass runs on them).
       recipe: a :class:`jaxprune.recipes.Recipe` (validated here, before any work).
       progress: show progress bars.
       mesh: a ``("data", "model")`` mesh (:func:`jaxprune.sharding.make_mesh`) to prune on:
@@ -504,21 +505,12 @@ def prune(
         }
         return masks.set_leaves(bp, leaves), checks
 
-    if not method.needs_inputs:
-        targets = _targets_by_path(recipe, paths, None)
-        for path in _progress(paths, progress, f"{method.name}"):
-            solve(path, placement.leaf(path, masks.get_leaf(params, path)), None, targets[path])
-            new_leaves[path], mask_leaves[path] = placement.to_host(
-                (new_leaves[path], mask_leaves[path])
-            )
-    else:
-        if others:
-            raise ValueError(
-                f"method {method.name!r} needs calibration inputs, but these targets are not "
-                f"linears of a decoder block: {others[:5]}; narrow `targets` or use magnitude"
-            )
+    def embedded_windows() -> tuple[_BlockRunner, list[jax.Array]]:
+        """The calibration windows, checked, placed and embedded; the runner for the blocks."""
+        nonlocal windows
         if windows is None:
-            raise ValueError(f"method {method.name!r} needs calibration windows (tokens)")
+            needs = f"method {method.name!r}" if method.needs_inputs else "allocation 'owl'"
+            raise ValueError(f"{needs} needs calibration windows (tokens)")
         if np.ndim(windows) != 2:
             raise ValueError(
                 f"calibration windows must be (n, seqlen) tokens, got {np.shape(windows)}"
@@ -540,12 +532,40 @@ def prune(
         embed_seconds = time.perf_counter() - t0
         timings["propagate_seconds"] += embed_seconds
         timings["forward_seconds"] += embed_seconds
-        block_sparsity = owl_report = None
-        if recipe.allocation == "owl":
-            block_sparsity, outlier_ratio = _owl_block_sparsity(
-                model, params, hidden, linears, recipe, runner, placement, progress
+        return runner, hidden
+
+    def owl_allocation(runner: _BlockRunner, hidden: list[jax.Array]) -> dict[int, float]:
+        nonlocal owl_report
+        if not linears:
+            raise ValueError(
+                "allocation 'owl' spreads sparsity over decoder blocks, but no target is a linear "
+                f"of a decoder block ({others[:5]}); use allocation='uniform'"
             )
-            owl_report = {"outlier_ratio": outlier_ratio, "block_sparsity": block_sparsity}
+        block_sparsity, outlier_ratio = _owl_block_sparsity(
+            model, params, hidden, linears, recipe, runner, placement, progress
+        )
+        owl_report = {"outlier_ratio": outlier_ratio, "block_sparsity": block_sparsity}
+        return block_sparsity
+
+    owl_report = None
+    if not method.needs_inputs:
+        block_sparsity = None
+        if recipe.allocation == "owl":
+            block_sparsity = owl_allocation(*embedded_windows())
+        targets = _targets_by_path(recipe, paths, block_sparsity)
+        for path in _progress(paths, progress, f"{method.name}"):
+            solve(path, placement.leaf(path, masks.get_leaf(params, path)), None, targets[path])
+            new_leaves[path], mask_leaves[path] = placement.to_host(
+                (new_leaves[path], mask_leaves[path])
+            )
+    else:
+        if others:
+            raise ValueError(
+                f"method {method.name!r} needs calibration inputs, but these targets are not "
+                f"linears of a decoder block: {others[:5]}; narrow `targets` or use magnitude"
+            )
+        runner, hidden = embedded_windows()
+        block_sparsity = owl_allocation(runner, hidden) if recipe.allocation == "owl" else None
         targets = _targets_by_path(recipe, paths, block_sparsity)
         blocks = placement.blocks(params)
         for i in _progress(range(model.num_blocks), progress, f"{method.name} blocks"):

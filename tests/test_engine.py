@@ -1,5 +1,7 @@
 """The calibration engine on a tiny random LLaMA, checked against hand-run pruning."""
 
+from dataclasses import replace
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -40,6 +42,7 @@ def kernel(tree, block, name):
 
 def test_magnitude_prunes_exactly_half_of_every_projection_and_nothing_else(params):
     result = prune(MODEL, params, None, Recipe(method="magnitude", sparsity=0.5), progress=False)
+    assert "owl" not in result.report
     for block in range(CONFIG.num_hidden_layers):
         for name in LINEARS:
             k = kernel(result.params, block, name)
@@ -233,3 +236,30 @@ def test_sparsellm_on_opt_with_biases_is_exact_and_finite():
         assert np.isfinite(np.asarray(bias)).all()
     logits = model.logits(result.params, jnp.asarray(windows))
     assert np.isfinite(np.asarray(logits)).all()
+
+
+def test_owl_with_magnitude_uses_the_calibration_only_for_the_allocation(params, windows):
+    recipe = Recipe(method="magnitude", sparsity=0.6, allocation="owl")
+    with pytest.raises(ValueError, match="allocation 'owl' needs calibration windows"):
+        prune(MODEL, params, None, recipe, progress=False)
+    head_only = replace(recipe, targets=("lm_head/kernel",))
+    with pytest.raises(ValueError, match="no target is a linear of a decoder block"):
+        prune(MODEL, params, windows, head_only, progress=False)
+    result = prune(MODEL, params, windows, recipe, progress=False)
+    wanda = prune(MODEL, params, windows, replace(recipe, method="wanda"), progress=False)
+    # Same outlier pass whatever the method, so the same block sparsities.
+    assert result.report["owl"] == wanda.report["owl"]
+    spread = set(result.report["owl"]["block_sparsity"].values())
+    assert len(spread) > 1
+    for path, entry in result.report["layers"].items():
+        block = int(path.split("/")[1])
+        assert entry["target_sparsity"] == pytest.approx(
+            result.report["owl"]["block_sparsity"][block]
+        )
+        kernel = np.asarray(masks.get_leaf(params, path))
+        keep = np.asarray(masks.get_leaf(result.masks, path))
+        # Still magnitude: in each kernel no pruned weight outweighs a kept one.
+        kept_min = np.where(keep, np.abs(kernel), np.inf).min()
+        pruned_max = np.where(keep, -np.inf, np.abs(kernel)).max()
+        assert kept_min >= pruned_max or entry["sparsity"] == 0.0
+    assert result.report["overall_sparsity"] == pytest.approx(0.6, abs=2e-3)
