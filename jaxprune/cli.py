@@ -123,6 +123,11 @@ def _recipe_from_args(args: argparse.Namespace):
         "batch_size": args.batch_size,
     }
     fields.update({k: v for k, v in explicit.items() if v is not None})
+    if args.override:
+        fields["overrides"] = {
+            **dict(fields.get("overrides") or {}),
+            **_parse_overrides(args.override),
+        }
     if args.option:
         fields["method_options"] = {
             **dict(fields.get("method_options") or {}),
@@ -146,6 +151,23 @@ def _parse_options(items: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             options[key] = text
     return options
+
+
+def _parse_overrides(items: list[str]) -> dict[str, float | str]:
+    """``["layers/0/.*=0.3", ".*/down_proj/kernel=2:4"]`` → ``{regex: 0.3, regex: "2:4"}``."""
+    overrides: dict[str, float | str] = {}
+    for item in items:
+        pattern, sep, text = item.rpartition("=")
+        if not sep or not pattern or not text:
+            raise UsageError(
+                f"--override {item!r}: write REGEX=SPARSITY or REGEX=N:M, "
+                "e.g. 'layers/0/.*=0.3' or '.*/down_proj/kernel=2:4'"
+            )
+        try:
+            overrides[pattern] = float(text)
+        except ValueError:
+            overrides[pattern] = text
+    return overrides
 
 
 def _mesh_from_arg(text: str | None):
@@ -338,6 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--allocation",
         choices=["uniform", "owl"],
         help="per-layer sparsity: the same everywhere (uniform, default) or outlier-weighted (owl)",
+    )
+    pr.add_argument(
+        "--override",
+        action="append",
+        metavar="REGEX=TARGET",
+        help="per-path sparsity (0.3) or N:M (2:4) for the paths matching REGEX, applied after "
+        "--allocation; repeatable, later ones win",
     )
     pr.add_argument("--owl-lambda", type=float, help="OWL: spread around the target (0.08)")
     pr.add_argument("--owl-m", type=float, help="OWL: outlier threshold, times the mean (5)")

@@ -38,6 +38,9 @@ BAD_ARGUMENTS = [
     (["prune", "--allocation", "owl", "--pattern", "2:4"], "N:M pattern"),
     (["prune", "--option", "blocksize"], "KEY=VALUE"),
     (["prune", "--method", "wanda", "--option", "percdamp=0.1"], "has no options"),
+    (["prune", "--override", "layers/0/.*"], "REGEX=SPARSITY"),
+    (["prune", "--override", "layers/0/.*=lots"], "cannot read sparsity"),
+    (["prune", "--override", "no/such/path=0.3"], "matches none of the pruned paths"),
     (["prune", "--mesh", "2by4"], "is not DATAxMODEL"),
     (["prune", "--mesh", "3x3"], "needs 9 devices"),
     (["eval", "--data", "/no/such/corpus"], "not a known corpus"),
@@ -55,6 +58,22 @@ def test_bad_argument_is_refused_with_a_clear_message(argv, message, tmp_path, c
     assert message in stderr
     assert stdout == ""
     assert not out.exists()
+
+
+def test_override_options_reach_the_recipe_after_the_recipe_file(tmp_path):
+    from jaxprune.recipes import Recipe
+
+    recipe_file = tmp_path / "recipe.yaml"
+    Recipe(method="wanda", sparsity=0.5, overrides=((r"layers/1/.*", 0.2),)).save(recipe_file)
+    argv = ["prune", "--recipe", recipe_file, "--override", "layers/0/mlp/.*=0.7"]
+    argv += ["--override", ".*/down_proj/kernel=2:4"]
+    args = cli.build_parser().parse_args([str(a) for a in argv])
+    recipe = cli._recipe_from_args(args)
+    assert dict(recipe.overrides) == {
+        "layers/1/.*": 0.2,
+        "layers/0/mlp/.*": 0.7,
+        ".*/down_proj/kernel": "2:4",
+    }
 
 
 def test_model_file_that_is_not_gguf_is_refused(tmp_path, capsys):
@@ -103,6 +122,7 @@ def test_help_explains_every_prune_option():
         "--compact",
         "--allocation",
         "--option",
+        "--override",
         "--mesh",
         "--offload",
     ):
