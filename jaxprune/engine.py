@@ -400,7 +400,8 @@ def prune(
       mesh: a ``("data", "model")`` mesh (:func:`jaxprune.sharding.make_mesh`) to prune on:
         windows split over ``data`` (their number must be a multiple of its size), kernels by
         output columns over ``model`` (the family's default rules, :mod:`jaxprune.sharding`).
-        The result equals the single-device one. ``None``: JAX's default device.
+        The result equals the single-device one (SparseLLM's joint MLP solve: up to float
+        rounding, which can flip a near-tied mask entry). ``None``: JAX's default device.
       offload: keep the params on the host (NumPy) and move one block at a time to the devices,
         for models larger than device memory; the returned params and masks are host arrays.
 
@@ -427,9 +428,15 @@ def prune(
     )
     linears, others = _locate(model, paths)
     timings = dict.fromkeys(
-        ("capture_seconds", "propagate_seconds", "forward_seconds", "stats_seconds"), 0.0
+        (
+            "capture_seconds",
+            "propagate_seconds",
+            "forward_seconds",
+            "stats_seconds",
+            "solve_seconds",
+        ),
+        0.0,
     )
-    timings["solve_seconds"] = 0.0
     per_layer: dict[str, dict[str, Any]] = {}
     joint_reports: dict[str, dict[str, Any]] = {}
     new_leaves: dict[str, jax.Array] = {}
@@ -486,9 +493,13 @@ def prune(
         leaves, checks = {}, {}
         for key, name in by_key.items():
             lin = lin_of[name]
-            new = solution.kernels[key].astype(kernels[key].dtype)
+            # On a mesh the joint solver's results come back placed like the dense kernels.
+            new, keep = sharding.place_like(
+                (solution.kernels[key].astype(kernels[key].dtype), solution.masks[key]),
+                kernels[key],
+            )
             leaves[lin.kernel_path] = new
-            new_leaves[lin.path], mask_leaves[lin.path] = new, solution.masks[key]
+            new_leaves[lin.path], mask_leaves[lin.path] = new, keep
             target = targets[lin.path]
             per_layer[lin.path] = {
                 "target": str(target),
@@ -497,7 +508,9 @@ def prune(
             }
             checks[lin.path] = (lin.tap, kernels[key], new)
         for key, bias in solution.biases.items():
-            leaves[f"{by_key[key]}/bias"] = bias.astype(biases[key].dtype)
+            leaves[f"{by_key[key]}/bias"] = sharding.place_like(
+                bias.astype(biases[key].dtype), biases[key]
+            )
         joint_reports[f"layers/{unit[0].block}/mlp"] = {
             "objective": [float(v) for v in solution.objective],
             "output_error": [float(v) for v in solution.output_error],

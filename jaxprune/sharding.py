@@ -64,7 +64,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 from jaxprune import masks
 from jaxprune.methods import Method, sparsegpt
 from jaxprune.methods import statistics as stats_lib
-from jaxprune.methods.base import _order_keys
+from jaxprune.methods.base import order_keys
 from jaxprune.sparsity import Target
 
 DATA, MODEL = "data", "model"
@@ -88,9 +88,6 @@ OPT_RULES: Rules = (
     (r"embed_tokens/embedding", PartitionSpec(MODEL, None)),
 )
 DEFAULT_RULES: dict[str, Rules] = {"llama": LLAMA_RULES, "opt": OPT_RULES}
-
-# The methods whose per-kernel step is SparseGPT, and so needs shard_map (see prune_kernel).
-_SPARSEGPT_STEP = ("sparsegpt", "sparsellm")
 
 
 def parse_mesh(text: str) -> tuple[int, int]:
@@ -282,7 +279,7 @@ def smallest_mask_sharded(
     Returns:
       A bool mask of ``scores``' shape.
     """
-    keys = _order_keys(scores).reshape(-1)
+    keys = order_keys(scores).reshape(-1)
     k = jnp.asarray(k, jnp.int32)
 
     def count(mask: jax.Array) -> jax.Array:
@@ -385,9 +382,10 @@ def prune_kernel(
 ) -> tuple[jax.Array, jax.Array]:
     """``method.prune`` on a kernel of a sharded model; results keep the kernel's placement.
 
-    SparseGPT (and SparseLLM's per-kernel step, which is SparseGPT) runs through
-    :func:`sparsegpt_kernel`; every other method chooses per output column or by a threshold the
-    compiled program reduces across devices, so it runs as it is on the sharded arrays.
+    A method whose mask couples output columns has a ``prune_on_mesh`` (SparseGPT, and
+    SparseLLM's per-kernel step, run :func:`sparsegpt_kernel`); every other method chooses per
+    output column or by a threshold the compiled program reduces across devices, so its ``prune``
+    runs as it is on the sharded arrays.
 
     Args:
       method: a registered :class:`jaxprune.methods.Method`.
@@ -400,21 +398,17 @@ def prune_kernel(
     Returns:
       ``(pruned kernel, keep mask)`` with the sharding of ``kernel``.
     """
-    if method.name in _SPARSEGPT_STEP:
-        new_kernel, keep = sparsegpt_kernel(
-            kernel,
-            stats_lib.hessian(stats),
-            target,
-            layout,
-            blocksize=options["blocksize"],
-            percdamp=options["percdamp"],
-        )
+    if method.prune_on_mesh is not None:
+        new_kernel, keep = method.prune_on_mesh(kernel, stats, target, layout, **options)
     else:
         new_kernel, keep = method.prune(kernel, stats, target, **options)
-    sharding = getattr(kernel, "sharding", None)
-    if isinstance(sharding, NamedSharding):
-        new_kernel, keep = jax.device_put((new_kernel, keep), sharding)
-    return new_kernel, keep
+    return place_like((new_kernel, keep), kernel)
+
+
+def place_like(tree: Any, reference: Any) -> Any:
+    """``tree``'s arrays placed like ``reference`` when that is on a mesh, else unchanged."""
+    sharding = getattr(reference, "sharding", None)
+    return jax.device_put(tree, sharding) if isinstance(sharding, NamedSharding) else tree
 
 
 __all__ = [
@@ -430,6 +424,7 @@ __all__ = [
     "make_mesh",
     "parse_mesh",
     "partition_spec",
+    "place_like",
     "prune_kernel",
     "rules_for",
     "shard_params",

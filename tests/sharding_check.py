@@ -14,21 +14,15 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tiny_models import TINY_LLAMA_8WAY
 
 from jaxprune import masks, sharding
 from jaxprune.engine import prune
 from jaxprune.methods.base import smallest_mask
-from jaxprune.models import LanguageModel, LlamaConfig
+from jaxprune.models import LanguageModel
 from jaxprune.recipes import Recipe
 
-CONFIG = LlamaConfig(
-    vocab_size=64,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
+CONFIG = TINY_LLAMA_8WAY
 MESHES = ((8, 1), (2, 4), (1, 8))
 # blocksize 32: several SparseGPT blocks per kernel, each with its own global selection.
 RECIPES = {
@@ -36,6 +30,10 @@ RECIPES = {
     "wanda 2:4": Recipe(method="wanda", sparsity="2:4"),
     "sparsegpt 0.5": Recipe(method="sparsegpt", sparsity=0.5, method_options={"blocksize": 32}),
     "sparsegpt 2:4": Recipe(method="sparsegpt", sparsity="2:4", method_options={"blocksize": 32}),
+    "magnitude 0.5": Recipe(method="magnitude", sparsity=0.5),
+    "sparsellm 0.5": Recipe(
+        method="sparsellm", sparsity=0.5, method_options={"blocksize": 32, "iterations": 2}
+    ),
 }
 
 

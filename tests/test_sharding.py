@@ -124,12 +124,25 @@ def test_on_eight_devices_every_mesh_prunes_exactly_like_one_device(eight_device
     runs = [p for p in eight_devices["prunes"] if not p["offload"]]
     assert {(p["recipe"], tuple(p["mesh"])) for p in runs} == {
         (recipe, mesh)
-        for recipe in ("wanda 0.5", "wanda 2:4", "sparsegpt 0.5", "sparsegpt 2:4")
+        for recipe in (
+            "wanda 0.5",
+            "wanda 2:4",
+            "sparsegpt 0.5",
+            "sparsegpt 2:4",
+            "magnitude 0.5",
+            "sparsellm 0.5",
+        )
         for mesh in ((8, 1), (2, 4), (1, 8))
     }
     for run in runs:
-        assert run["mask_mismatches"] == 0, run
-        assert run["max_weight_diff"] <= 1e-5, run
+        if run["recipe"].startswith("sparsellm"):
+            # The joint MLP solve iterates least-squares refits on sharded arrays: equal up to
+            # float rounding, which may flip an entry tied to within it (none do at this seed).
+            assert run["mask_mismatches"] <= 4, run
+            assert run["max_weight_diff"] <= 1e-4, run
+        else:
+            assert run["mask_mismatches"] == 0, run
+            assert run["max_weight_diff"] <= 1e-5, run
         assert run["overall_sparsity"] == pytest.approx(0.5), run
         # The pruned params come back placed by the layout.
         assert run["up_proj_spec"] == str(P(None, "model")), run

@@ -26,20 +26,26 @@ register_method(
         needs_hessian=True,
         prune=sparsegpt.prune,
         options={"blocksize": 128, "percdamp": 0.01},
+        prune_on_mesh=sparsegpt.prune_on_mesh,
     )
 )
 
 
-def _sparsellm_attention(kernel, stats, target, *, blocksize, percdamp, **_mlp_options):
-    """SparseLLM's per-kernel step (attention): SparseGPT; the MLP-only options are not its."""
-    return sparsegpt.prune(kernel, stats, target, blocksize=blocksize, percdamp=percdamp)
+def _without_mlp_options(sparsegpt_step):
+    """SparseLLM's per-kernel step (attention) is SparseGPT; the MLP-only options are not its."""
+
+    def step(*args, blocksize, percdamp, **_mlp_options):
+        return sparsegpt_step(*args, blocksize=blocksize, percdamp=percdamp)
+
+    return step
 
 
 register_method(
     Method(
         "sparsellm",
         needs_hessian=True,
-        prune=_sparsellm_attention,
+        prune=_without_mlp_options(sparsegpt.prune),
+        prune_on_mesh=_without_mlp_options(sparsegpt.prune_on_mesh),
         options=sparsellm.DEFAULT_OPTIONS,
         mlp_solver=sparsellm.prune_mlp,
     )

@@ -38,6 +38,11 @@ class Method:
       mlp_solver: for joint methods (SparseLLM), ``mlp_solver(kernels, x, y, targets, *, kind,
         biases, **options)`` that prunes a whole MLP from its inputs ``x`` and dense outputs
         ``y``; the engine then calls ``prune`` only for the other linears.
+      prune_on_mesh: ``prune_on_mesh(kernel, stats, target, layout, **options)`` for a kernel
+        split by output columns over a :class:`jaxprune.sharding.Layout`, for methods whose mask
+        couples the columns (SparseGPT's per-block selection); ``None`` when ``prune`` gives the
+        single-device result as it is on sharded arrays (per-column choices, or thresholds the
+        compiler reduces across devices).
     """
 
     name: str
@@ -46,6 +51,7 @@ class Method:
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     needs_inputs: bool = True
     mlp_solver: Callable[..., Any] | None = None
+    prune_on_mesh: Callable[..., tuple[jax.Array, jax.Array]] | None = None
 
     def __post_init__(self):
         if self.needs_hessian and not self.needs_inputs:
@@ -98,7 +104,7 @@ def num_pruned(sparsity: float, size: int) -> int:
     return math.floor(round(sparsity * size, 6))
 
 
-def _order_keys(scores: jax.Array) -> jax.Array:
+def order_keys(scores: jax.Array) -> jax.Array:
     """uint32 keys ordered like the float32 values (the radix-sort trick: flip negatives)."""
     bits = lax.bitcast_convert_type(scores.astype(jnp.float32), jnp.uint32)
     negative = (bits >> 31) == 1
@@ -117,7 +123,7 @@ def smallest_mask(scores: jax.Array, k: int | jax.Array, axis: int | None = None
     """
     if axis is None:
         return smallest_mask(scores.reshape(-1), k, axis=0).reshape(scores.shape)
-    keys = _order_keys(scores)
+    keys = order_keys(scores)
     k = jnp.asarray(k, jnp.int32)
     shape = list(keys.shape)
     shape[axis] = 1

@@ -273,8 +273,30 @@ def prune(
     percdamp: float = 0.01,
 ) -> tuple[jax.Array, jax.Array]:
     """The registry interface: :func:`prune_kernel` with the Hessian of ``stats``."""
+    return prune_kernel(kernel, _hessian_of(stats), target, blocksize=blocksize, percdamp=percdamp)
+
+
+def prune_on_mesh(
+    kernel: jax.Array,
+    stats: LinearStats,
+    target: Target,
+    layout,
+    *,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`prune` for a kernel split by output columns over ``layout``'s mesh.
+
+    See :func:`jaxprune.sharding.sparsegpt_kernel`; the result equals :func:`prune`'s.
+    """
+    from jaxprune import sharding  # sharding builds on this module
+
+    return sharding.sparsegpt_kernel(
+        kernel, _hessian_of(stats), target, layout, blocksize=blocksize, percdamp=percdamp
+    )
+
+
+def _hessian_of(stats: LinearStats | None) -> jax.Array:
     if stats is None:
         raise ValueError("sparsegpt needs input statistics with a Hessian (init_stats(d_in, True))")
-    return prune_kernel(
-        kernel, statistics.hessian(stats), target, blocksize=blocksize, percdamp=percdamp
-    )
+    return statistics.hessian(stats)
