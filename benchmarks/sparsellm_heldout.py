@@ -23,10 +23,11 @@ import numpy as np
 from oneshot import write_json
 
 import jaxprune as jp
+from jaxprune.core.sparsity import parse_target
 from jaxprune.methods import sparsellm
-from jaxprune.sparsity import parse_target
 
-KEYS = ("gate_proj", "up_proj", "down_proj")
+# SparseLLM's roles and the SmolLM2 (LLaMA) linears playing them.
+ROLES = {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
 
 
 def capture_mlp_inputs(
@@ -45,7 +46,7 @@ def capture_mlp_inputs(
 
 
 def mlp(kernels, x):
-    return (jax.nn.silu(x @ kernels["gate_proj"]) * (x @ kernels["up_proj"])) @ kernels["down_proj"]
+    return (jax.nn.silu(x @ kernels["gate"]) * (x @ kernels["up"])) @ kernels["down"]
 
 
 def relative_error(kernels, dense, x) -> float:
@@ -74,7 +75,7 @@ def main() -> None:
     data = {"options": options, "results": []}
     for block in args.blocks:
         mlp_params = pre.model.block_params(pre.params, block)["mlp"]
-        dense = {k: jnp.asarray(mlp_params[k]["kernel"], jnp.float32) for k in KEYS}
+        dense = {r: jnp.asarray(mlp_params[k]["kernel"], jnp.float32) for r, k in ROLES.items()}
         xc, xh = jnp.asarray(x_calib[block]), jnp.asarray(x_held[block])
         y = mlp(dense, xc)
         for text in args.targets:
@@ -84,7 +85,7 @@ def main() -> None:
             for name, opts in (("sparsegpt", {**options, "iterations": 1}), ("sparsellm", options)):
                 start = time.perf_counter()
                 sol = sparsellm.prune_mlp(
-                    dense, xc, y, dict.fromkeys(KEYS, target), kind="swiglu", **opts
+                    dense, xc, y, dict.fromkeys(ROLES, target), kind="swiglu", **opts
                 )
                 row[name] = {
                     "seconds": time.perf_counter() - start,

@@ -7,8 +7,12 @@ The public API, one import away::
     pre = jp.load_pretrained("smollm2-135m")                     # model, params, tokenizer
     calib = jp.load_windows("shakespeare-calib", pre.tokenizer, nsamples=64, seqlen=512,
                             split="calib")
-    params, masks, report = jp.prune(pre.model, pre.params, calib,
-                                     jp.Recipe(method="sparsegpt", sparsity=0.5))
+    result = jp.prune(pre.model, pre.params, calib, jp.Recipe(method="sparsegpt", sparsity=0.5))
+    result.params, result.masks, result.report                   # pruned params, keep-masks, report
+
+    # or the whole job (load, calibrate, prune, evaluate) in one call
+    pruned = jp.prune_pretrained("smollm2-135m", jp.Recipe(method="wanda", sparsity="2:4"),
+                                 eval_source="shakespeare-hamlet")
 
 Names are resolved lazily so that ``import jaxprune`` stays cheap and optional packages (``gguf``,
 ``datasets``, ``transformers``) are imported only by the features that use them.
@@ -24,22 +28,46 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "prune": "jaxprune.engine",
     "PruneResult": "jaxprune.engine",
+    "prune_pretrained": "jaxprune.pipeline",
+    "PrunedModel": "jaxprune.pipeline",
     "Recipe": "jaxprune.recipes",
-    "Unstructured": "jaxprune.sparsity",
-    "NM": "jaxprune.sparsity",
-    "parse_target": "jaxprune.sparsity",
+    "Unstructured": "jaxprune.core.sparsity",
+    "NM": "jaxprune.core.sparsity",
+    "parse_target": "jaxprune.core.sparsity",
     "LanguageModel": "jaxprune.models",
     "LlamaConfig": "jaxprune.models",
+    "OPTConfig": "jaxprune.models",
     "load_pretrained": "jaxprune.models.loaders",
     "Pretrained": "jaxprune.models.loaders",
+    "load_pruned": "jaxprune.models.loaders",
+    "save_pruned": "jaxprune.models.loaders",
     "load_windows": "jaxprune.data",
     "perplexity": "jaxprune.eval",
     "save_checkpoint": "jaxprune.checkpoint",
     "load_checkpoint": "jaxprune.checkpoint",
-    "save_pruned": "jaxprune.checkpoint",
     "get_method": "jaxprune.methods",
+    "register_method": "jaxprune.methods",
+    "Method": "jaxprune.methods",
+    "make_mesh": "jaxprune.sharding",
 }
-_SUBMODULES = ("masks", "allocation", "methods", "models", "data", "eval", "checkpoint", "engine")
+# Subpackages and modules reachable as attributes (``jp.sharding``); ``masks`` and ``sparsity``
+# live in ``jaxprune.core``.
+_SUBMODULES = {
+    name: f"jaxprune.{name}"
+    for name in (
+        "allocation",
+        "checkpoint",
+        "core",
+        "data",
+        "engine",
+        "eval",
+        "methods",
+        "models",
+        "pipeline",
+        "recipes",
+        "sharding",
+    )
+} | {"masks": "jaxprune.core.masks", "sparsity": "jaxprune.core.sparsity"}
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 
@@ -48,7 +76,7 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     if name in _SUBMODULES:
-        return importlib.import_module(f"jaxprune.{name}")
+        return importlib.import_module(_SUBMODULES[name])
     raise AttributeError(f"module 'jaxprune' has no attribute {name!r}")
 
 

@@ -9,15 +9,16 @@ sparsity is still exactly the target.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.sparsity import Target, parse_target
+from jaxprune.core.sparsity import Target, Unstructured, parse_target
+from jaxprune.recipes import Recipe
 
-__all__ = ["apply_overrides", "outlier_ratio", "owl_sparsities", "uniform"]
+__all__ = ["apply_overrides", "outlier_ratio", "owl_sparsities", "targets_for", "uniform"]
 
 
 def uniform(paths: Sequence[str], target: Target) -> dict[str, Target]:
@@ -51,6 +52,32 @@ def apply_overrides(
             )
         out.update(dict.fromkeys(hits, target))
     return out
+
+
+def targets_for(
+    recipe: Recipe,
+    paths: Sequence[str],
+    block_of: Callable[[str], tuple[int, str] | None],
+    block_sparsity: Mapping[int, float] | None = None,
+) -> dict[str, Target]:
+    """The target of every pruned path: the recipe's, per-block ones, then the overrides.
+
+    Args:
+      recipe: gives the uniform target and the overrides.
+      paths: the pruned leaf paths.
+      block_of: ``path -> (block index, relative path)`` or ``None`` outside the blocks
+        (:meth:`jaxprune.models.LanguageModel.block_of`).
+      block_sparsity: per-block unstructured sparsities (OWL) for paths inside blocks, or ``None``.
+    """
+    alloc = uniform(paths, recipe.target)
+    if block_sparsity is not None:
+        for path in alloc:
+            where = block_of(path)
+            if where is not None:
+                alloc[path] = Unstructured(block_sparsity[where[0]])
+    if recipe.overrides:
+        alloc = apply_overrides(alloc, dict(recipe.overrides))
+    return alloc
 
 
 def outlier_ratio(scores: Sequence[jax.Array], m: float = 5.0) -> float:

@@ -1,18 +1,21 @@
 """Pruning recipes: what to prune, how much, with which method and calibration data.
 
-A :class:`Recipe` is a frozen dataclass that can be written to and read from YAML/JSON, and is
-validated before any expensive work starts (:meth:`Recipe.validate`).
+A :class:`Recipe` is a frozen dataclass that can be written to and read from YAML/JSON. It is
+validated when it is made, so a recipe that exists is a valid one and every mistake is reported
+before any expensive work starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from pathlib import Path
 from typing import Any
 
-from jaxprune.sparsity import Target, Unstructured, parse_target
+from jaxprune.core.sparsity import Target, Unstructured, parse_target
+from jaxprune.methods import get_method
 
 ALLOCATIONS = ("uniform", "owl")
 
@@ -55,6 +58,10 @@ class Recipe:
     batch_size: int = 8
 
     def __post_init__(self):
+        self._normalise()
+        self._validate()
+
+    def _normalise(self) -> None:
         # Accept the friendlier list/dict spellings (from YAML or keyword arguments).
         if isinstance(self.targets, str):
             object.__setattr__(self, "targets", (self.targets,))
@@ -71,8 +78,9 @@ class Recipe:
             else:
                 object.__setattr__(self, name, tuple(tuple(kv) for kv in value))
 
-    @property
+    @functools.cached_property
     def target(self) -> Target:
+        """The parsed ``sparsity`` (parsed once)."""
         return parse_target(self.sparsity)
 
     @property
@@ -80,9 +88,11 @@ class Recipe:
         return dict(self.method_options)
 
     def validate(self) -> Recipe:
-        """Raises ``ValueError`` naming the first invalid field; returns ``self`` when valid."""
-        from jaxprune.methods import get_method
+        """Returns ``self``: a recipe is validated when it is made (kept for chaining)."""
+        return self
 
+    def _validate(self) -> None:
+        """Raises ``ValueError`` naming the first invalid field."""
         method = get_method(self.method)
         method.resolve_options(self.options)
         target = self.target  # parses and range-checks the sparsity
@@ -108,10 +118,9 @@ class Recipe:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        return self
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["targets"] = list(self.targets) if self.targets is not None else None
         d["ignore"] = list(self.ignore)
         d["overrides"] = dict(self.overrides)

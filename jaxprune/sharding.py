@@ -11,9 +11,10 @@ the same calibration steps and solvers as on one device, on arrays placed by a :
 
 How each part is distributed, and why:
 
-* **Parameters** follow partition rules, regular expressions over leaf paths
-  (:data:`LLAMA_RULES`, :data:`OPT_RULES`). Every prunable kernel ``(in, out)`` is split along its
-  output columns over ``model``: this is a layout for pruning, not for serving. SparseGPT's and
+* **Parameters** follow partition rules, regular expressions over leaf paths that each model
+  family declares (``model.family.partition_rules``, e.g.
+  ``jaxprune.models.llama.PARTITION_RULES``). Every prunable kernel ``(in, out)`` is split along
+  its output columns over ``model``: this is a layout for pruning, not for serving. SparseGPT's and
   Wanda's work per output column is independent, so the solvers read each kernel where it lies;
   the forward passes pay all-gathers of activations between linears, which XLA inserts. A dimension
   the mesh axes do not divide stays whole (replicated), so any model runs on any mesh.
@@ -26,13 +27,15 @@ How each part is distributed, and why:
   meaning (global token counts for SparseGPT's running mean).
 * **Solvers** split a kernel's output columns over every device of the mesh (``data`` and
   ``model`` together; ``model`` alone, or nothing, when the columns do not divide). SparseGPT runs
-  inside ``shard_map``: the Cholesky factor of ``H⁻¹`` is computed on every device from the
-  replicated Hessian, each device sweeps its own columns, and the reference's unstructured mask —
-  the ⌊s·count⌋ smallest scores of a whole block of inputs across *all* outputs — stays exact with
-  :func:`smallest_mask_sharded`, a bisection for the global k-th score whose counts are summed over
-  the devices (SparseGPT's N:M masks are chosen per column, with no communication). Wanda and
-  magnitude choose per output column (or, for magnitude's unstructured masks, by one threshold
-  that the compiled program reduces across devices), so they run unchanged on the sharded kernel.
+  inside ``shard_map`` (:func:`jaxprune.methods.sparsegpt.solve_sharded`): the Cholesky factor of
+  ``H⁻¹`` is computed on every device from the replicated Hessian, each device sweeps its own
+  columns, and the reference's unstructured mask — the ⌊s·count⌋ smallest scores of a whole block
+  of inputs across *all* outputs — stays exact with
+  :func:`jaxprune.core.select.smallest_mask_sharded`, a bisection for the global k-th score whose
+  counts are summed over the devices (SparseGPT's N:M masks are chosen per column, with no
+  communication). Wanda and magnitude choose per output column (or, for magnitude's unstructured
+  masks, by one threshold that the compiled program reduces across devices), so they run
+  unchanged on the sharded kernel.
 * **Host offload** (``prune(..., offload=True)``): the params stay host NumPy arrays and one
   block at a time is put on the devices; block ``i + 1`` is put (an asynchronous copy where the
   platform allows) before block ``i`` is solved, so the copy overlaps the work.
@@ -50,44 +53,23 @@ each pruned block into one host's memory).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from jaxprune import masks
-from jaxprune.methods import Method, sparsegpt
-from jaxprune.methods import statistics as stats_lib
-from jaxprune.methods.base import order_keys
-from jaxprune.sparsity import Target
+from jaxprune.core.paths import leaf_paths
 
 DATA, MODEL = "data", "model"
 AXES = (DATA, MODEL)
 
+# (path regex, spec) pairs; the first whose regex matches a whole leaf path places that leaf. Model
+# families declare theirs with the axis names as plain strings ("model"), so they need no import of
+# this module.
 Rules = tuple[tuple[str, PartitionSpec], ...]
-
-# Prunable kernels split along their outputs (see the module docstring); the embedding table and
-# LM head by vocabulary, as tensor-parallel decoders do; norms replicated (no rule).
-LLAMA_RULES: Rules = (
-    (
-        r"layers/\d+/(self_attn/(q|k|v|o)_proj|mlp/(gate|up|down)_proj)/kernel",
-        PartitionSpec(None, MODEL),
-    ),
-    (r"embed_tokens/embedding", PartitionSpec(MODEL, None)),
-    (r"lm_head/kernel", PartitionSpec(None, MODEL)),
-)
-OPT_RULES: Rules = (
-    (r"layers/\d+/(self_attn/(q|k|v|out)_proj|fc1|fc2)/kernel", PartitionSpec(None, MODEL)),
-    (r"layers/\d+/(self_attn/(q|k|v|out)_proj|fc1|fc2)/bias", PartitionSpec(MODEL)),
-    (r"embed_tokens/embedding", PartitionSpec(MODEL, None)),
-)
-DEFAULT_RULES: dict[str, Rules] = {"llama": LLAMA_RULES, "opt": OPT_RULES}
 
 
 def parse_mesh(text: str) -> tuple[int, int]:
@@ -140,16 +122,6 @@ def check_mesh(mesh: Mesh) -> None:
             f"jaxprune needs a mesh with axes {AXES}, got {tuple(mesh.axis_names)}; build one "
             "with jaxprune.sharding.make_mesh((data, model))"
         )
-
-
-def rules_for(family: str) -> Rules:
-    """The default partition rules of a model family (``"llama"``, ``"opt"``)."""
-    if family not in DEFAULT_RULES:
-        raise ValueError(
-            f"no default partition rules for model family {family!r} (known: "
-            f"{sorted(DEFAULT_RULES)}); pass rules=((path_regex, PartitionSpec), ...)"
-        )
-    return DEFAULT_RULES[family]
 
 
 def _axis_size(mesh_shape: Mapping[str, int], entry: Any) -> int:
@@ -222,7 +194,7 @@ class Layout:
         leaves, treedef = jax.tree_util.tree_flatten(tree)
         placed = [
             jax.device_put(leaf, self.sharding(prefix + path, np.shape(leaf)))
-            for path, leaf in zip(masks.leaf_paths(tree), leaves, strict=True)
+            for path, leaf in zip(leaf_paths(tree), leaves, strict=True)
         ]
         return jax.tree_util.tree_unflatten(treedef, placed)
 
@@ -259,152 +231,6 @@ def shard_params(params: Any, mesh: Mesh, rules: Rules) -> Any:
     return Layout(mesh, rules).put(params)
 
 
-def smallest_mask_sharded(
-    scores: jax.Array, k: int | jax.Array, axis_name: str | tuple[str, ...]
-) -> jax.Array:
-    """Inside ``shard_map``: True at the ``k`` smallest of the scores of all devices together.
-
-    The global array is the devices' local ``scores`` flattened and concatenated in the order of
-    ``axis_index(axis_name)``; the result equals
-    :func:`jaxprune.methods.base.smallest_mask` of that array, ties included (lower global
-    position first). Only scalars cross devices: 32 ``psum`` of counts for the bisection of the
-    k-th value's 32-bit key, one to count the entries below it, and one ``all_gather`` of each
-    device's count of ties, which places its ties after those of the devices before it.
-
-    Args:
-      scores: this device's scores (any shape; flattened in C order).
-      k: how many to mark in all (a scalar, the same on every device).
-      axis_name: the mesh axis or axes the scores are split over.
-
-    Returns:
-      A bool mask of ``scores``' shape.
-    """
-    keys = order_keys(scores).reshape(-1)
-    k = jnp.asarray(k, jnp.int32)
-
-    def count(mask: jax.Array) -> jax.Array:
-        return lax.psum(jnp.sum(mask, dtype=jnp.int32), axis_name)
-
-    def halve(_, bounds):
-        lo, hi = bounds
-        mid = lo + (hi - lo) // 2
-        enough = count(keys <= mid) >= k
-        return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
-
-    # Invariant: the smallest key t with #(keys <= t) >= k over all devices lies in [lo, hi].
-    kth, _ = lax.fori_loop(0, 32, halve, (jnp.uint32(0), jnp.uint32(0xFFFFFFFF)))
-    below = keys < kth
-    at = keys == kth
-    room = k - count(below)
-    ties = lax.all_gather(jnp.sum(at, dtype=jnp.int32), axis_name)
-    me = lax.axis_index(axis_name)
-    ties_before = jnp.sum(jnp.where(jnp.arange(ties.shape[0]) < me, ties, 0))
-    rank_at = ties_before + jnp.cumsum(at) - 1
-    return ((below | (at & (rank_at < room))) & (k > 0)).reshape(scores.shape)
-
-
-@functools.cache
-def _select_over(axes: tuple[str, ...]) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    # One function object per axes, so that SparseGPT's compiled solver (which takes the selection
-    # as a static argument) is reused across kernels.
-    return functools.partial(smallest_mask_sharded, axis_name=axes)
-
-
-@functools.cache
-def _sharded_sparsegpt(
-    mesh: Mesh, axes: tuple[str, ...], blocksize: int, nm: tuple[int, int] | None
-) -> Callable:
-    columns = PartitionSpec(None, axes)
-    solve = functools.partial(
-        sparsegpt._solve,
-        blocksize=blocksize,
-        nm=nm,
-        select=_select_over(axes),
-    )
-    # check_vma is off: the solver's loops start some carries from constants (the same on every
-    # device) that become per-device values, which the check rejects; the specs below state what
-    # the program computes.
-    return jax.jit(
-        jax.shard_map(
-            solve,
-            mesh=mesh,
-            in_specs=(columns, PartitionSpec(), PartitionSpec(), PartitionSpec()),
-            out_specs=(columns, columns, PartitionSpec(), PartitionSpec()),
-            check_vma=False,
-        )
-    )
-
-
-def sparsegpt_kernel(
-    kernel: jax.Array,
-    hessian: jax.Array,
-    target: Target,
-    layout: Layout,
-    *,
-    blocksize: int = 128,
-    percdamp: float = 0.01,
-) -> tuple[jax.Array, jax.Array]:
-    """:func:`jaxprune.methods.sparsegpt.prune_kernel` with the output columns split over devices.
-
-    The result equals the single-device solve (the same masks; weights up to float rounding of
-    the per-device matrix products).
-
-    Args:
-      kernel: ``(in, out)`` weights (any placement).
-      hessian: ``(in, in)`` float32 Hessian of the layer's inputs (replicated on every device).
-      target: ``Unstructured(s)`` or ``NM(n, m)``.
-      layout: the mesh; columns go over :meth:`Layout.solver_axes`.
-      blocksize, percdamp: as in :func:`jaxprune.methods.sparsegpt.prune_kernel`.
-
-    Returns:
-      ``(pruned kernel, keep mask)``, both split by columns over the solver axes.
-    """
-    kernel, hessian, counts, blocksize, nm = sparsegpt.solver_inputs(
-        kernel, hessian, target, blocksize=blocksize, percdamp=percdamp
-    )
-    axes = layout.solver_axes(kernel.shape[1])
-    if axes:
-        solve = _sharded_sparsegpt(layout.mesh, axes, blocksize, nm)
-    else:
-        solve = functools.partial(sparsegpt._solve, blocksize=blocksize, nm=nm)
-    new_kernel, keep, finite, damping = solve(kernel, hessian, counts, jnp.float32(percdamp))
-    sparsegpt.check_solution(finite, damping, percdamp)
-    return new_kernel, keep
-
-
-def prune_kernel(
-    method: Method,
-    kernel: jax.Array,
-    stats: stats_lib.LinearStats | None,
-    target: Target,
-    layout: Layout,
-    **options: Any,
-) -> tuple[jax.Array, jax.Array]:
-    """``method.prune`` on a kernel of a sharded model; results keep the kernel's placement.
-
-    A method whose mask couples output columns has a ``prune_on_mesh`` (SparseGPT, and
-    SparseLLM's per-kernel step, run :func:`sparsegpt_kernel`); every other method chooses per
-    output column or by a threshold the compiled program reduces across devices, so its ``prune``
-    runs as it is on the sharded arrays.
-
-    Args:
-      method: a registered :class:`jaxprune.methods.Method`.
-      kernel: ``(in, out)`` weights placed by ``layout``.
-      stats: the statistics of the kernel's inputs (replicated), or ``None`` for magnitude.
-      target: the sparsity target.
-      layout: the mesh and rules of the model.
-      **options: the method's options.
-
-    Returns:
-      ``(pruned kernel, keep mask)`` with the sharding of ``kernel``.
-    """
-    if method.prune_on_mesh is not None:
-        new_kernel, keep = method.prune_on_mesh(kernel, stats, target, layout, **options)
-    else:
-        new_kernel, keep = method.prune(kernel, stats, target, **options)
-    return place_like((new_kernel, keep), kernel)
-
-
 def place_like(tree: Any, reference: Any) -> Any:
     """``tree``'s arrays placed like ``reference`` when that is on a mesh, else unchanged."""
     sharding = getattr(reference, "sharding", None)
@@ -414,10 +240,7 @@ def place_like(tree: Any, reference: Any) -> Any:
 __all__ = [
     "AXES",
     "DATA",
-    "DEFAULT_RULES",
-    "LLAMA_RULES",
     "MODEL",
-    "OPT_RULES",
     "Layout",
     "Rules",
     "check_mesh",
@@ -425,9 +248,5 @@ __all__ = [
     "parse_mesh",
     "partition_spec",
     "place_like",
-    "prune_kernel",
-    "rules_for",
     "shard_params",
-    "smallest_mask_sharded",
-    "sparsegpt_kernel",
 ]

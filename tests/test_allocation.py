@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxprune import allocation
-from jaxprune.sparsity import NM, Unstructured
+from jaxprune.core.sparsity import NM, Unstructured
 
 
 def test_owl_matches_the_papers_formula_when_nothing_clips():

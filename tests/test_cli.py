@@ -68,7 +68,7 @@ def test_override_options_reach_the_recipe_after_the_recipe_file(tmp_path):
     argv = ["prune", "--recipe", recipe_file, "--override", "layers/0/mlp/.*=0.7"]
     argv += ["--override", ".*/down_proj/kernel=2:4"]
     args = cli.build_parser().parse_args([str(a) for a in argv])
-    recipe = cli._recipe_from_args(args)
+    recipe = cli._args.recipe_from_args(args)
     assert dict(recipe.overrides) == {
         "layers/1/.*": 0.2,
         "layers/0/mlp/.*": 0.7,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from jaxprune.core.sparsity import NM, Unstructured
 from jaxprune.recipes import Recipe
-from jaxprune.sparsity import NM, Unstructured
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "owl_sparsegpt_70.yaml"
 

@@ -1,7 +1,8 @@
 """Meshes, partition rules, host offload, and sharded pruning equal to single-device pruning.
 
-The multi-device checks run ``tests/sharding_check.py`` once in a subprocess with 8 simulated CPU
-devices (XLA's device count is fixed when JAX starts, and the rest of the suite uses one device).
+The multi-device checks run ``tests/helpers/sharding_check.py`` once in a subprocess with 8
+simulated CPU devices (XLA's device count is fixed when JAX starts, and the rest of the suite uses
+one device).
 """
 
 import json
@@ -17,9 +18,10 @@ from jax.sharding import AbstractMesh
 from jax.sharding import PartitionSpec as P
 from tiny_models import TINY_LLAMA
 
-from jaxprune import masks, sharding
+from jaxprune import sharding
+from jaxprune.core import paths
 from jaxprune.engine import prune
-from jaxprune.models import LanguageModel
+from jaxprune.models import LanguageModel, llama, opt
 from jaxprune.recipes import Recipe
 
 CONFIG = TINY_LLAMA
@@ -30,7 +32,7 @@ MESH_2X4 = AbstractMesh((2, 4), sharding.AXES)
 @pytest.fixture(scope="module")
 def eight_devices() -> dict:
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    script = Path(__file__).with_name("sharding_check.py")
+    script = Path(__file__).parent / "helpers" / "sharding_check.py"
     done = subprocess.run(
         [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600
     )
@@ -73,7 +75,7 @@ def test_make_mesh_refuses_a_shape_that_does_not_use_the_devices():
 def test_a_mesh_with_other_axis_names_is_refused():
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), ("batch", "tensor"))
     with pytest.raises(ValueError, match=r"axes \('data', 'model'\)"):
-        sharding.Layout(mesh, sharding.LLAMA_RULES)
+        sharding.Layout(mesh, llama.PARTITION_RULES)
 
 
 @pytest.mark.parametrize(
@@ -90,7 +92,7 @@ def test_a_mesh_with_other_axis_names_is_refused():
     ],
 )
 def test_llama_rules_split_kernels_by_output_columns(path, shape, spec):
-    assert sharding.partition_spec(path, shape, sharding.LLAMA_RULES, MESH_2X4) == spec
+    assert sharding.partition_spec(path, shape, llama.PARTITION_RULES, MESH_2X4) == spec
 
 
 @pytest.mark.parametrize(
@@ -104,16 +106,16 @@ def test_llama_rules_split_kernels_by_output_columns(path, shape, spec):
     ],
 )
 def test_opt_rules_split_kernels_and_their_biases(path, shape, spec):
-    assert sharding.partition_spec(path, shape, sharding.OPT_RULES, MESH_2X4) == spec
+    assert sharding.partition_spec(path, shape, opt.PARTITION_RULES, MESH_2X4) == spec
 
 
-def test_unknown_family_has_no_default_rules():
-    with pytest.raises(ValueError, match="no default partition rules"):
-        sharding.rules_for("gpt-j")
+def test_each_family_declares_its_rules_and_the_engine_reads_them_there():
+    assert MODEL.family.partition_rules == llama.PARTITION_RULES
+    assert LanguageModel(opt.OPTConfig()).family.partition_rules == opt.PARTITION_RULES
 
 
 def test_solvers_split_columns_over_every_axis_that_divides_them():
-    layout = sharding.Layout(MESH_2X4, sharding.LLAMA_RULES)
+    layout = sharding.Layout(MESH_2X4, llama.PARTITION_RULES)
     assert layout.solver_axes(64) == ("data", "model")
     assert layout.solver_axes(12) == ("model",)
     assert layout.solver_axes(30) == ()
@@ -175,16 +177,16 @@ def test_windows_that_do_not_split_over_the_data_axis_are_a_clear_error(eight_de
 
 
 def _assert_same_prune(a, b, atol=0.0):
-    for path in masks.leaf_paths(a.params):
+    for path in paths.leaf_paths(a.params):
         np.testing.assert_allclose(
-            np.asarray(masks.get_leaf(a.params, path)),
-            np.asarray(masks.get_leaf(b.params, path)),
+            np.asarray(paths.get_leaf(a.params, path)),
+            np.asarray(paths.get_leaf(b.params, path)),
             atol=atol,
             err_msg=path,
         )
     for path in a.report["layers"]:
         np.testing.assert_array_equal(
-            np.asarray(masks.get_leaf(a.masks, path)), np.asarray(masks.get_leaf(b.masks, path))
+            np.asarray(paths.get_leaf(a.masks, path)), np.asarray(paths.get_leaf(b.masks, path))
         )
 
 

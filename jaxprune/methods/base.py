@@ -1,26 +1,72 @@
-"""The method registry and the small selection primitives the solvers share.
+"""The method protocol and its registry.
 
-A method is a pure function of one kernel (Flax layout ``(in, out)``), the statistics of its
-inputs and a sparsity target, returning ``(new_kernel, keep_mask)``; :class:`Method` names it and
-says which statistics it needs, so the engine can skip work (no calibration pass for magnitude, no
-``XᵀX`` for Wanda).
+A one-shot method is, in the optax style, a small record of pure functions:
+
+* ``statistics`` — a :class:`~jaxprune.methods.statistics.Statistic` pair (``init``, ``update``)
+  that the engine accumulates over the calibration inputs of every linear without knowing what it
+  computes (``None``: the method needs no calibration data);
+* ``solve(kernel, stats, target, **options) -> (kernel, keep)`` for one Flax ``(in, out)`` kernel;
+* ``solve_sharded(kernel, stats, target, layout, **options)`` for a kernel whose output columns
+  are split over a mesh, when the mask couples the columns (SparseGPT's per-block selection);
+  ``None`` when ``solve`` already gives the single-device result on sharded arrays;
+* ``joint(unit, targets, **joint_options)`` for methods that solve a whole MLP at once
+  (SparseLLM); the engine then calls ``solve`` only for the other linears.
+
+:func:`refined` composes a base method with a refinement step (optax's ``chain`` for solvers), and
+:func:`register_method` makes a method reachable by name from recipes and the command line.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
-from jaxprune.sparsity import NM, Target, Unstructured
+from jaxprune.core.sparsity import NM, Target, Unstructured
+from jaxprune.methods.statistics import Statistic, combine
 
-PruneFn = Callable[..., tuple[jax.Array, jax.Array]]
+SolveFn = Callable[..., tuple[jax.Array, jax.Array]]
+
+
+class JointUnit(NamedTuple):
+    """One MLP as a joint solver sees it.
+
+    Attributes:
+      kind: the MLP's shape, ``"swiglu"`` (roles ``gate``, ``up``, ``down``) or ``"relu"``
+        (roles ``in``, ``out``, with biases).
+      kernels: Flax ``(in, out)`` kernels by role.
+      biases: biases by role (``{}`` when the MLP has none).
+      x: ``(tokens, d)`` float32 inputs of the MLP.
+      y: ``(tokens, d)`` float32 dense outputs of the MLP on ``x``.
+    """
+
+    kind: str
+    kernels: Mapping[str, jax.Array]
+    biases: Mapping[str, jax.Array]
+    x: jax.Array
+    y: jax.Array
+
+
+class JointSolution(NamedTuple):
+    """A jointly pruned MLP.
+
+    Attributes:
+      kernels: the pruned kernels by role (input dtypes), exactly zero outside their masks.
+      masks: boolean keep masks by role.
+      biases: refit biases by role (``{}`` when the solver keeps them).
+      objective: the solver's objective after each iteration (normalised, for the report).
+      output_error: ‖Y − MLP_pruned(X)‖²/‖Y‖² after each iteration.
+    """
+
+    kernels: dict[str, jax.Array]
+    masks: dict[str, jax.Array]
+    biases: dict[str, jax.Array]
+    objective: list[float]
+    output_error: list[float]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,46 +75,126 @@ class Method:
 
     Attributes:
       name: the registry key (``"sparsegpt"``).
-      needs_hessian: whether ``prune`` reads ``stats.hessian`` (then the engine accumulates
-        ``XᵀX``).
-      prune: ``prune(kernel, stats, target, **options) -> (kernel, keep_mask)``; ``stats`` is a
-        :class:`jaxprune.methods.statistics.LinearStats` or ``None`` when ``needs_inputs`` is false.
-      options: the keyword options ``prune`` accepts, with their defaults.
-      needs_inputs: whether ``prune`` reads calibration statistics at all.
-      mlp_solver: for joint methods (SparseLLM), ``mlp_solver(kernels, x, y, targets, *, kind,
-        biases, **options)`` that prunes a whole MLP from its inputs ``x`` and dense outputs
-        ``y``; the engine then calls ``prune`` only for the other linears.
-      prune_on_mesh: ``prune_on_mesh(kernel, stats, target, layout, **options)`` for a kernel
-        split by output columns over a :class:`jaxprune.sharding.Layout`, for methods whose mask
-        couples the columns (SparseGPT's per-block selection); ``None`` when ``prune`` gives the
-        single-device result as it is on sharded arrays (per-column choices, or thresholds the
-        compiler reduces across devices).
+      solve: ``solve(kernel, stats, target, **options) -> (kernel, keep_mask)``; ``stats`` is the
+        state of ``statistics`` for the kernel's inputs, or ``None`` when ``statistics`` is.
+      statistics: what ``solve`` reads, as an ``(init, update)`` pair; ``None`` = no calibration.
+      options: the keyword options of ``solve`` (and ``solve_sharded``), with their defaults.
+      solve_sharded: ``solve_sharded(kernel, stats, target, layout, **options)`` for a kernel
+        split by output columns over a :class:`jaxprune.sharding.Layout`; ``None`` when ``solve``
+        gives the single-device result as it is on sharded arrays.
+      joint: ``joint(unit, targets, **joint_options) -> JointSolution`` for a whole MLP
+        (:class:`JointUnit`; ``targets`` by role), or ``None``.
+      joint_options: the keyword options of ``joint``, with their defaults.
     """
 
     name: str
-    needs_hessian: bool
-    prune: PruneFn
+    solve: SolveFn
+    statistics: Statistic | None = None
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    needs_inputs: bool = True
-    mlp_solver: Callable[..., Any] | None = None
-    prune_on_mesh: Callable[..., tuple[jax.Array, jax.Array]] | None = None
+    solve_sharded: Callable[..., tuple[jax.Array, jax.Array]] | None = None
+    joint: Callable[..., JointSolution] | None = None
+    joint_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        if self.needs_hessian and not self.needs_inputs:
-            raise ValueError(f"method {self.name!r}: a method that needs a Hessian needs inputs")
+        if self.joint is not None and self.statistics is None:
+            raise ValueError(f"method {self.name!r}: a joint solver needs calibration statistics")
         # Read-only, so that a shared registry entry cannot be changed by one caller.
         object.__setattr__(self, "options", types.MappingProxyType(dict(self.options)))
+        object.__setattr__(self, "joint_options", types.MappingProxyType(dict(self.joint_options)))
+
+    @property
+    def needs_inputs(self) -> bool:
+        """Whether the method reads calibration statistics at all."""
+        return self.statistics is not None
+
+    @property
+    def known_options(self) -> dict[str, Any]:
+        """Every option a recipe may set, with its default (``options`` and ``joint_options``)."""
+        return {**self.joint_options, **self.options}
 
     def resolve_options(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The defaults updated by ``overrides``; ``ValueError`` naming any unknown option."""
         overrides = dict(overrides or {})
-        unknown = sorted(set(overrides) - set(self.options))
+        known = self.known_options
+        unknown = sorted(set(overrides) - set(known))
         if unknown:
-            known = sorted(self.options) or "none"
+            names = sorted(known) or "none"
             raise ValueError(
-                f"method {self.name!r} has no options {unknown}; known options: {known}"
+                f"method {self.name!r} has no options {unknown}; known options: {names}"
             )
-        return {**self.options, **overrides}
+        return {**known, **overrides}
+
+    def solve_options(self, resolved: Mapping[str, Any]) -> dict[str, Any]:
+        """The part of resolved options that ``solve`` takes."""
+        return {key: resolved[key] for key in self.options}
+
+    def joint_options_of(self, resolved: Mapping[str, Any]) -> dict[str, Any]:
+        """The part of resolved options that ``joint`` takes."""
+        return {key: resolved[key] for key in self.joint_options}
+
+
+RefineFn = Callable[..., tuple[jax.Array, jax.Array]]
+
+
+def refined(
+    base: Method,
+    refine: RefineFn,
+    *,
+    name: str,
+    statistics: Statistic | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Method:
+    """A method running ``base`` and then ``refine`` on its result (optax's ``chain`` for solvers).
+
+    ``refine(dense, kernel, keep, stats, target, **options) -> (kernel, keep)`` gets the dense
+    kernel, ``base``'s pruned kernel and mask, and the statistics; e.g. a training-free
+    prune-and-grow step (DSnoT) that swaps kept and pruned weights per output.
+
+    Args:
+      base: the method whose masks are refined (its ``joint`` solver, if any, is not used).
+      refine: the refinement step.
+      name: the new method's registry name (``"wanda+dsnot"``).
+      statistics: extra statistics ``refine`` reads; the new method's state is then
+        ``(base state, extra state)`` (:func:`~jaxprune.methods.statistics.combine`) and ``base``
+        still gets its own part. ``None``: ``refine`` gets ``base``'s statistics.
+      options: ``refine``'s keyword options with their defaults (names distinct from ``base``'s).
+
+    Returns:
+      The composed :class:`Method` (not registered).
+    """
+    refine_options = dict(options or {})
+    clash = sorted(set(refine_options) & set(base.options))
+    if clash:
+        raise ValueError(f"refine options {clash} clash with {base.name!r}'s options")
+    if statistics is not None and base.statistics is None:
+        raise ValueError(f"{base.name!r} reads no statistics; give refine its own method instead")
+    stats = base.statistics if statistics is None else combine(base.statistics, statistics)
+
+    def split(stats_state: Any, opts: Mapping[str, Any]):
+        base_state = stats_state if statistics is None else stats_state[0]
+        base_opts = {key: opts[key] for key in base.options}
+        return base_state, base_opts, {key: opts[key] for key in refine_options}
+
+    def solve(kernel, stats_state, target, **opts):
+        base_state, base_opts, own = split(stats_state, opts)
+        new, keep = base.solve(kernel, base_state, target, **base_opts)
+        return refine(kernel, new, keep, stats_state, target, **own)
+
+    solve_sharded = None
+    if base.solve_sharded is not None:
+
+        def solve_sharded(kernel, stats_state, target, layout, **opts):
+            base_state, base_opts, own = split(stats_state, opts)
+            new, keep = base.solve_sharded(kernel, base_state, target, layout, **base_opts)
+            return refine(kernel, new, keep, stats_state, target, **own)
+
+    return Method(
+        name,
+        solve,
+        statistics=stats,
+        options={**base.options, **refine_options},
+        solve_sharded=solve_sharded,
+    )
 
 
 METHODS: dict[str, Method] = {}
@@ -99,64 +225,6 @@ def get_method(name: str) -> Method:
         ) from None
 
 
-def num_pruned(sparsity: float, size: int) -> int:
-    """⌊sparsity·size⌋, robust to float artefacts (``0.57 * 100 == 56.99…`` still gives 57)."""
-    return math.floor(round(sparsity * size, 6))
-
-
-def order_keys(scores: jax.Array) -> jax.Array:
-    """uint32 keys ordered like the float32 values (the radix-sort trick: flip negatives)."""
-    bits = lax.bitcast_convert_type(scores.astype(jnp.float32), jnp.uint32)
-    negative = (bits >> 31) == 1
-    return jnp.where(negative, ~bits, bits | jnp.uint32(1 << 31))
-
-
-def smallest_mask(scores: jax.Array, k: int | jax.Array, axis: int | None = None) -> jax.Array:
-    """True at the ``k`` smallest entries along ``axis`` (of all entries when ``None``).
-
-    Ties are broken by position, the lower index first, exactly like taking the first ``k`` of a
-    stable argsort (values are ordered as float32; NaN counts as largest). ``k`` may be traced, so
-    one compiled program serves every sparsity.
-
-    No sort: the k-th smallest value is found by bisection over the 32-bit keys of the values, 32
-    counting passes, each O(size) — about 10× faster than ``jnp.sort`` on CPU for a layer.
-    """
-    if axis is None:
-        return smallest_mask(scores.reshape(-1), k, axis=0).reshape(scores.shape)
-    keys = order_keys(scores)
-    k = jnp.asarray(k, jnp.int32)
-    shape = list(keys.shape)
-    shape[axis] = 1
-
-    def halve(_, bounds):
-        lo, hi = bounds
-        mid = lo + (hi - lo) // 2
-        enough = jnp.sum(keys <= mid, axis=axis, keepdims=True) >= k
-        return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
-
-    # Invariant: the smallest key t with #(keys <= t) >= k lies in [lo, hi].
-    bounds = (jnp.zeros(shape, jnp.uint32), jnp.full(shape, 0xFFFFFFFF, jnp.uint32))
-    kth, _ = lax.fori_loop(0, 32, halve, bounds)
-    below = keys < kth
-    at = keys == kth
-    room = k - jnp.sum(below, axis=axis, keepdims=True)
-    # Among the entries equal to the k-th value, the first `room` in index order are selected.
-    rank_at = jnp.cumsum(at, axis=axis) - 1
-    return (below | (at & (rank_at < room))) & (k > 0)
-
-
-def nm_prune_mask(scores: jax.Array, n: int, m: int) -> jax.Array:
-    """True at the ``m - n`` smallest scores of every ``m`` consecutive entries along axis 0."""
-    d_in = scores.shape[0]
-    if d_in % m:
-        raise ValueError(
-            f"an {n}:{m} pattern needs the input dimension to be a multiple of {m}, got {d_in}; "
-            "use an unstructured target for this layer"
-        )
-    groups = scores.reshape(d_in // m, m, *scores.shape[1:])
-    return smallest_mask(groups, m - n, axis=1).reshape(scores.shape)
-
-
 def check_kernel(kernel: jax.Array, method: str) -> None:
     """``ValueError`` unless ``kernel`` is a 2-D floating ``(in, out)`` matrix."""
     if kernel.ndim != 2 or not jnp.issubdtype(kernel.dtype, jnp.floating):
@@ -170,6 +238,34 @@ def check_target(target: Target, method: str) -> None:
     """``ValueError`` unless ``target`` is an :class:`Unstructured` or :class:`NM` value."""
     if not isinstance(target, Unstructured | NM):
         raise ValueError(
-            f"{method} needs a target Unstructured(s) or NM(n, m) (see jaxprune.sparsity."
+            f"{method} needs a target Unstructured(s) or NM(n, m) (see jaxprune.core.sparsity."
             f"parse_target), got {target!r}"
         )
+
+
+def check_sq_norms(kernel: jax.Array, stats: Any, method: str) -> None:
+    """``ValueError`` unless ``stats`` carries squared input norms matching ``kernel``'s inputs."""
+    if (
+        stats is None
+        or getattr(stats, "sq_norms", None) is None
+        or (stats.sq_norms.shape != kernel.shape[:1])
+    ):
+        got = None if stats is None else getattr(getattr(stats, "sq_norms", None), "shape", None)
+        raise ValueError(
+            f"{method} needs the squared input norms of the layer, shape {kernel.shape[:1]}, got "
+            f"{got}; accumulate them with jaxprune.methods.statistics.SQ_NORMS"
+        )
+
+
+__all__ = [
+    "METHODS",
+    "JointSolution",
+    "JointUnit",
+    "Method",
+    "check_kernel",
+    "check_sq_norms",
+    "check_target",
+    "get_method",
+    "refined",
+    "register_method",
+]

@@ -12,8 +12,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxprune.methods.base import check_target, nm_prune_mask, num_pruned, smallest_mask
-from jaxprune.sparsity import NM, Target
+from jaxprune.core.select import nm_prune_mask, num_pruned, smallest_mask
+from jaxprune.core.sparsity import NM, Target
+from jaxprune.methods.base import Method, check_target, register_method
 
 
 @jax.jit
@@ -28,7 +29,7 @@ def _nm(kernel: jax.Array, n: int, m: int) -> tuple[jax.Array, jax.Array]:
     return jnp.where(keep, kernel, jnp.zeros_like(kernel)), keep
 
 
-def prune(kernel: jax.Array, stats: object, target: Target) -> tuple[jax.Array, jax.Array]:
+def solve(kernel: jax.Array, stats: object, target: Target) -> tuple[jax.Array, jax.Array]:
     """Magnitude-prunes ``kernel``.
 
     Args:
@@ -50,3 +51,6 @@ def prune(kernel: jax.Array, stats: object, target: Target) -> tuple[jax.Array, 
             )
         return _nm(kernel, target.n, target.m)
     return _unstructured(kernel, jnp.int32(num_pruned(target.sparsity, kernel.size)))
+
+
+METHOD = register_method(Method("magnitude", solve))

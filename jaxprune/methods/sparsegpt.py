@@ -36,11 +36,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import Mesh, PartitionSpec
 
+from jaxprune.core.select import num_pruned, smallest_mask, smallest_mask_sharded
+from jaxprune.core.sparsity import NM, Target
 from jaxprune.methods import statistics
-from jaxprune.methods.base import check_kernel, check_target, num_pruned, smallest_mask
-from jaxprune.methods.statistics import LinearStats
-from jaxprune.sparsity import NM, Target
+from jaxprune.methods.base import Method, check_kernel, check_target, register_method
+from jaxprune.methods.statistics import HESSIAN, LinearStats
+from jaxprune.sharding import Layout
 
 _PRECISION = lax.Precision.HIGHEST
 _RETRIES = 4
@@ -92,8 +95,8 @@ def _solve(
     """The compiled solver; ``block_counts[b]`` = weights to prune in block ``b`` (unstructured).
 
     ``select(scores, k)`` marks the ``k`` smallest of an unstructured block's scores. Output
-    columns are otherwise independent, so :mod:`jaxprune.sharding` runs this function on a slice
-    of the columns inside ``shard_map`` with a ``select`` that counts across the slices.
+    columns are otherwise independent, so :func:`prune_kernel_sharded` runs this function on a
+    slice of the columns inside ``shard_map`` with a ``select`` that counts across the slices.
     """
     d_in, d_out = kernel.shape
     num_blocks = -(-d_in // blocksize)
@@ -264,7 +267,7 @@ def check_solution(finite: jax.Array, damping: jax.Array, percdamp: float) -> No
         )
 
 
-def prune(
+def solve(
     kernel: jax.Array,
     stats: LinearStats,
     target: Target,
@@ -272,31 +275,103 @@ def prune(
     blocksize: int = 128,
     percdamp: float = 0.01,
 ) -> tuple[jax.Array, jax.Array]:
-    """The registry interface: :func:`prune_kernel` with the Hessian of ``stats``."""
+    """The method interface: :func:`prune_kernel` with the Hessian of ``stats``."""
     return prune_kernel(kernel, _hessian_of(stats), target, blocksize=blocksize, percdamp=percdamp)
 
 
-def prune_on_mesh(
+@functools.cache
+def _select_over(axes: tuple[str, ...]) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    # One function object per axes, so that the compiled solver (which takes the selection as a
+    # static argument) is reused across kernels.
+    return functools.partial(smallest_mask_sharded, axis_name=axes)
+
+
+@functools.cache
+def _sharded_solver(
+    mesh: Mesh, axes: tuple[str, ...], blocksize: int, nm: tuple[int, int] | None
+) -> Callable:
+    columns = PartitionSpec(None, axes)
+    solver = functools.partial(_solve, blocksize=blocksize, nm=nm, select=_select_over(axes))
+    # check_vma is off: the solver's loops start some carries from constants (the same on every
+    # device) that become per-device values, which the check rejects; the specs below state what
+    # the program computes.
+    return jax.jit(
+        jax.shard_map(
+            solver,
+            mesh=mesh,
+            in_specs=(columns, PartitionSpec(), PartitionSpec(), PartitionSpec()),
+            out_specs=(columns, columns, PartitionSpec(), PartitionSpec()),
+            check_vma=False,
+        )
+    )
+
+
+def prune_kernel_sharded(
     kernel: jax.Array,
-    stats: LinearStats,
+    hessian: jax.Array,
     target: Target,
-    layout,
+    layout: Layout,
     *,
     blocksize: int = 128,
     percdamp: float = 0.01,
 ) -> tuple[jax.Array, jax.Array]:
-    """:func:`prune` for a kernel split by output columns over ``layout``'s mesh.
+    """:func:`prune_kernel` with the output columns split over the devices of ``layout``.
 
-    See :func:`jaxprune.sharding.sparsegpt_kernel`; the result equals :func:`prune`'s.
+    The Cholesky factor of ``H⁻¹`` is computed on every device from the replicated Hessian, each
+    device sweeps its own columns, and the unstructured per-block mask stays exactly the
+    single-device one through :func:`jaxprune.core.select.smallest_mask_sharded` (N:M masks are
+    chosen per column, with no communication). The result equals the single-device solve (the
+    same masks; weights up to float rounding of the per-device matrix products).
+
+    Args:
+      kernel: ``(in, out)`` weights (any placement).
+      hessian: ``(in, in)`` float32 Hessian of the layer's inputs (replicated on every device).
+      target: ``Unstructured(s)`` or ``NM(n, m)``.
+      layout: the mesh; columns go over :meth:`jaxprune.sharding.Layout.solver_axes`.
+      blocksize, percdamp: as in :func:`prune_kernel`.
+
+    Returns:
+      ``(pruned kernel, keep mask)``, both split by columns over the solver axes.
     """
-    from jaxprune import sharding  # sharding builds on this module
+    kernel, hessian, counts, blocksize, nm = solver_inputs(
+        kernel, hessian, target, blocksize=blocksize, percdamp=percdamp
+    )
+    axes = layout.solver_axes(kernel.shape[1])
+    if axes:
+        solver = _sharded_solver(layout.mesh, axes, blocksize, nm)
+    else:
+        solver = functools.partial(_solve, blocksize=blocksize, nm=nm)
+    new_kernel, keep, finite, damping = solver(kernel, hessian, counts, jnp.float32(percdamp))
+    check_solution(finite, damping, percdamp)
+    return new_kernel, keep
 
-    return sharding.sparsegpt_kernel(
+
+def solve_sharded(
+    kernel: jax.Array,
+    stats: LinearStats,
+    target: Target,
+    layout: Layout,
+    *,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`solve` for a kernel split by output columns over ``layout``'s mesh.
+
+    See :func:`prune_kernel_sharded`; the result equals :func:`solve`'s.
+    """
+    return prune_kernel_sharded(
         kernel, _hessian_of(stats), target, layout, blocksize=blocksize, percdamp=percdamp
     )
 
 
 def _hessian_of(stats: LinearStats | None) -> jax.Array:
     if stats is None:
-        raise ValueError("sparsegpt needs input statistics with a Hessian (init_stats(d_in, True))")
+        raise ValueError("sparsegpt needs input statistics with a Hessian (statistics.HESSIAN)")
     return statistics.hessian(stats)
+
+
+OPTIONS = {"blocksize": 128, "percdamp": 0.01}
+
+METHOD = register_method(
+    Method("sparsegpt", solve, statistics=HESSIAN, options=OPTIONS, solve_sharded=solve_sharded)
+)

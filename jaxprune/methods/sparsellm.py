@@ -26,7 +26,8 @@ over sparse kernels and dense ``s, z, p``, by alternating closed-form steps. Eac
    ``s`` update never raises the objective). The same pass over the tokens measures the true
    output error of the pruned kernels.
 
-For an OPT/ReLU MLP (``fc1``, ``fc2`` with biases; ``z`` = fc1's pre-activation, ``p`` = fc2's
+For an OPT/ReLU MLP (roles ``in``, ``out`` = OPT's ``fc1``, ``fc2``, with biases; ``z`` = the
+``in`` pre-activation, ``p`` = the ``out`` projection's
 input) the same scheme runs with biases refit alongside the kernels (ones-augmented least squares),
 no ``s``, and the exact piecewise minimiser of ``α(z − u)² + γ(p − ReLU(z))²`` for ``z``.
 
@@ -38,19 +39,12 @@ after each iteration's variable updates; the last iteration prunes without updat
 the objective at its pruned kernels. Should the variables ever become non-finite the solver warns
 and returns the best iterate so far (the lists are then shorter than ``iterations``).
 
-Defaults (:data:`DEFAULT_OPTIONS`) were chosen by experiment: on MLP inputs of SmolLM2-135M
-(blocks 2, 15 and 28, captured from 8192-32768 Shakespeare calibration tokens) and on the tests'
-random MLPs (correlated inputs, a few large-norm channels), sweeping each of α, β, γ over
-0.05×-5× and up to 8 iterations, and comparing the best iterate's output error with SparseGPT's.
-Only the ratios matter; β barely does (``Ŵ_downᵀŴ_down`` dominates ``γ/β`` in the p update). A small
-α/γ was clearly best on the real MLPs (at 80%, block 15, 4 iterations: error ratio to SparseGPT
-0.90 with α = γ, the reference code's choice, 0.80 with α = 0.2γ, 0.76 with α = 0.05γ), since z and
-s then follow the p that fits Y; α = 0.1γ was the most even across blocks and sparsities. At ≥ 70%
-the error keeps falling for 8+ iterations, while at 50% and 2:4 it usually bottoms out after 1-3
-(the best iterate is returned); ``iterations = 6`` takes most of the gain at 6 SparseGPT passes.
-With these defaults the whole SmolLM2-135M pruned to 70% (80%) reaches Hamlet perplexity 99.4
-(153.3) against SparseGPT's 122.1 (376.4), and the per-MLP gains carry over to held-out text
-(benchmarks/README.md).
+Defaults (:data:`DEFAULT_OPTIONS`: α = 0.1, β = γ = 1, 6 iterations) come from sweeps on captured
+SmolLM2-135M MLP inputs and random MLPs; the sweep and what it showed are in
+``benchmarks/README.md`` ("SparseLLM defaults"). Only the ratios of α, β, γ matter.
+
+The MLP's linears are named by **role**, not by a model's parameter names: ``gate``, ``up``,
+``down`` (SwiGLU) and ``in``, ``out`` (ReLU); each model family maps its linears to these roles.
 
 Memory: the variables ``z, p`` (and ``s`` for SwiGLU) are kept as float32 chunks of
 ``chunk_tokens`` rows, each replaced in turn, and every other token-sized quantity is made one chunk
@@ -68,21 +62,32 @@ process grew by 1.69 GiB during the solve against 1.92 GiB predicted by the form
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
+from jaxprune.core.sparsity import Target
 from jaxprune.methods import sparsegpt
-from jaxprune.methods.base import check_target
-from jaxprune.sparsity import Target
-
-_HI = lax.Precision.HIGHEST
+from jaxprune.methods.base import (
+    JointSolution,
+    JointUnit,
+    Method,
+    check_target,
+    register_method,
+)
+from jaxprune.methods.sparsellm_steps import (
+    ROLES,
+    chunk_pass,
+    dense_variables,
+    gram,
+    p_system,
+    refit,
+)
+from jaxprune.methods.statistics import HESSIAN
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     # Weights of the three coupling terms of the objective; only their ratios matter. A small
@@ -101,183 +106,15 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "chunk_tokens": 8192,
 }
 
-_KEYS = {"swiglu": ("gate_proj", "up_proj", "down_proj"), "relu": ("fc1", "fc2")}
 
-
-class MlpSolution(NamedTuple):
-    """The pruned MLP and how the iterations went.
-
-    Attributes:
-      kernels: the pruned Flax ``(in, out)`` kernels (input dtypes), keyed as the input.
-      masks: boolean keep masks; every kernel is exactly zero outside its mask.
-      biases: refit ``fc1``/``fc2`` biases (relu kind), ``{}`` for swiglu.
-      objective: the objective divided by ‖Y‖² after each iteration.
-      output_error: ‖Y − MLP_pruned(X)‖²/‖Y‖² of each iteration's pruned kernels.
-    """
-
-    kernels: dict[str, jax.Array]
-    masks: dict[str, jax.Array]
-    biases: dict[str, jax.Array]
-    objective: list[float]
-    output_error: list[float]
-
-
-def _mm(a: jax.Array, b: jax.Array) -> jax.Array:
-    return jnp.matmul(a, b, precision=_HI)
-
-
-@jax.jit
-def _gram(a: jax.Array, b: jax.Array) -> jax.Array:
-    return _mm(a.T, b)
-
-
-@jax.jit
-def _damped_solve(gram: jax.Array, rhs: jax.Array, percdamp: jax.Array) -> jax.Array:
-    """``(G + λI)⁻¹ rhs`` by Cholesky, λ = percdamp·mean(diag G) plus a floor for G = 0."""
-    damp = percdamp * jnp.mean(jnp.diagonal(gram)) + 1e-8
-    lower = jnp.linalg.cholesky(gram + damp * jnp.eye(gram.shape[0], dtype=gram.dtype))
-    return jax.scipy.linalg.cho_solve((lower, True), rhs)
-
-
-def _pre_activations(kind: str, x: jax.Array, kernels, biases):
-    """``(s, z)``: gate and up (swiglu) or ``(None, fc1)`` (relu) pre-activations of ``x``."""
-    if kind == "swiglu":
-        return _mm(x, kernels["gate_proj"]), _mm(x, kernels["up_proj"])
-    return None, _mm(x, kernels["fc1"]) + biases["fc1"]
-
-
-def _activation(kind: str, s, z):
-    """The down/fc2 input from the pre-activations."""
-    return jax.nn.silu(s) * z if kind == "swiglu" else jax.nn.relu(z)
-
-
-@functools.partial(jax.jit, static_argnames=("kind",))
-def _dense_variables(kind: str, x: jax.Array, kernels, biases):
-    """``(s, z, p)`` of the dense MLP on a chunk (``s`` is ``None`` for relu)."""
-    s, z = _pre_activations(kind, x, kernels, biases)
-    return s, z, _activation(kind, s, z)
-
-
-def _out(kind: str, p: jax.Array, kernels, biases) -> jax.Array:
-    last = _KEYS[kind][-1]
-    return _mm(p, kernels[last]) + biases.get(last, 0.0)
-
-
-def _terms(kind, y, s, z, p, u_s, u_z, y_hat, alpha, beta, gamma) -> jax.Array:
-    """The objective on a chunk, given ``u_s, u_z`` = the pruned pre-activations of ``x`` and
-    ``y_hat`` = ``p`` through the pruned last layer."""
-    total = alpha * jnp.sum((z - u_z) ** 2) + beta * jnp.sum((y - y_hat) ** 2)
-    total += gamma * jnp.sum((p - _activation(kind, s, z)) ** 2)
-    if kind == "swiglu":
-        total += alpha * jnp.sum((s - u_s) ** 2)
-    return total
-
-
-@jax.jit
-def _p_system(w_down: jax.Array, beta: jax.Array, gamma: jax.Array):
-    """``WᵀW`` and the lower Cholesky factor of ``WᵀW + (γ/β)I`` (``d × d``, positive definite)."""
-    wtw = _mm(w_down.T, w_down)
-    eye = jnp.eye(wtw.shape[0], dtype=wtw.dtype)
-    return wtw, jnp.linalg.cholesky(wtw + (gamma / beta) * eye)
-
-
-@functools.partial(jax.jit, static_argnames=("kind", "s_steps", "update"))
-def _chunk_pass(kind, x, y, s, z, p, kernels, biases, system, coef, *, s_steps, update):
-    """One chunk: the pruned MLP's squared output error and, with ``update``, the new ``(s, z, p)``.
-
-    Returns ``(s, z, p, squared error, objective)``; without ``update`` the variables are returned
-    unchanged and the objective is taken at them.
-    """
-    alpha, beta, gamma = coef["alpha"], coef["beta"], coef["gamma"]
-    u_s, u_z = _pre_activations(kind, x, kernels, biases)
-    error = jnp.sum((y - _out(kind, _activation(kind, u_s, u_z), kernels, biases)) ** 2)
-    if not update:
-        y_hat = _out(kind, p, kernels, biases)
-        return s, z, p, error, _terms(kind, y, s, z, p, u_s, u_z, y_hat, alpha, beta, gamma)
-
-    # p = argmin β‖Y − pW − b‖² + γ‖p − a‖², a = act(s, z). Writing p = a + δ with the residual
-    # e = Y − aW − b, the push-through identity gives δ = e (WᵀW + (γ/β)I)⁻¹ Wᵀ: a d × d solve
-    # (not f × f), and a correction that is small when a already fits Y (no cancellation).
-    wtw, factor = system
-    last = _KEYS[kind][-1]
-    a = _activation(kind, s, z)
-    a_out = _out(kind, a, kernels, biases)
-    c = jax.scipy.linalg.cho_solve((factor, True), (y - a_out).T).T
-    p = a + _mm(c, kernels[last].T)
-    y_hat = a_out + _mm(c, wtw)  # = p W + b, without another (T, f) × (f, d) product
-    if kind == "relu":
-        # argmin_z α(z − u)² + γ(p − ReLU(z))²: each branch's minimiser, then the better one.
-        z_neg = jnp.minimum(u_z, 0.0)
-        z_pos = jnp.maximum((alpha * u_z + gamma * p) / (alpha + gamma), 0.0)
-
-        def z_cost(v):
-            return alpha * (v - u_z) ** 2 + gamma * (p - jax.nn.relu(v)) ** 2
-
-        z = jnp.where(z_cost(z_neg) <= z_cost(z_pos), z_neg, z_pos)
-    else:
-        act = jax.nn.silu(s)
-        z = (alpha * u_z + gamma * act * p) / (alpha + gamma * act * act)
-
-        def s_cost(v):
-            return alpha * (v - u_s) ** 2 + gamma * (p - jax.nn.silu(v) * z) ** 2
-
-        def gauss_newton(_, s):
-            sig = jax.nn.sigmoid(s)
-            dact = sig * (1.0 + s * (1.0 - sig))  # SiLU'(s)
-            grad = alpha * (s - u_s) + gamma * (s * sig * z - p) * z * dact
-            step = s - grad / (alpha + gamma * (z * dact) ** 2)
-            # The cost is not convex in s; a Gauss-Newton step that overshoots is not taken.
-            return jnp.where(s_cost(step) <= s_cost(s), step, s)
-
-        s = lax.fori_loop(0, s_steps, gauss_newton, s)
-    return s, z, p, error, _terms(kind, y, s, z, p, u_s, u_z, y_hat, alpha, beta, gamma)
-
-
-def _augment(gram: jax.Array, col_sums: jax.Array, count: int) -> jax.Array:
-    """The Gram matrix of ``[A, 1]`` from that of ``A``, its column sums and its row count."""
-    top = jnp.concatenate([gram, col_sums[:, None]], axis=1)
-    bottom = jnp.concatenate([col_sums, jnp.asarray([float(count)], gram.dtype)])[None, :]
-    return jnp.concatenate([top, bottom], axis=0)
-
-
-def _refit(kind, x, y, spans, state, gram_x, gram_p, percdamp):
-    """Dense least-squares kernels (and biases) for the current auxiliary variables.
-
-    ``gram_x``/``gram_p`` are ``XᵀX``/``pᵀp``; the relu kind augments both with a ones column
-    (the bias is the last row of the solution). Cross-covariances accumulate over chunks.
-    """
-    percdamp = jnp.float32(percdamp)
-    chunks = {
-        "x": lambda i: x[spans[i][0] : spans[i][1]],
-        "y": lambda i: y[spans[i][0] : spans[i][1]],
-        **{name: state[name].__getitem__ for name in ("s", "z", "p")},
-    }
-
-    def cross(left: str, right: str) -> jax.Array:
-        return sum(_gram(chunks[left](i), chunks[right](i)) for i in range(len(spans)))
-
-    if kind == "swiglu":
-        return {
-            "up_proj": _damped_solve(gram_x, cross("x", "z"), percdamp),
-            "gate_proj": _damped_solve(gram_x, cross("x", "s"), percdamp),
-            "down_proj": _damped_solve(gram_p, cross("p", "y"), percdamp),
-        }, {}
-
-    def sums(name: str) -> jax.Array:
-        return sum(jnp.sum(chunks[name](i), axis=0) for i in range(len(spans)))
-
-    count = x.shape[0]
-    x_cross = jnp.concatenate([cross("x", "z"), sums("z")[None]], axis=0)
-    p_cross = jnp.concatenate([cross("p", "y"), sums("y")[None]], axis=0)
-    fc1 = _damped_solve(_augment(gram_x, sums("x"), count), x_cross, percdamp)
-    fc2 = _damped_solve(_augment(gram_p, sums("p"), count), p_cross, percdamp)
-    return {"fc1": fc1[:-1], "fc2": fc2[:-1]}, {"fc1": fc1[-1], "fc2": fc2[-1]}
+# The result type of :func:`prune_mlp` (the joint-solver protocol's solution).
+MlpSolution = JointSolution
 
 
 def _validate(kernels, x, y, targets, kind, biases, options) -> dict[str, Any]:
-    if kind not in _KEYS:
-        raise ValueError(f"kind must be one of {sorted(_KEYS)}, got {kind!r}")
-    keys = _KEYS[kind]
+    if kind not in ROLES:
+        raise ValueError(f"kind must be one of {sorted(ROLES)}, got {kind!r}")
+    keys = ROLES[kind]
     if set(kernels) != set(keys):
         raise ValueError(f"a {kind} MLP needs kernels {keys}, got {sorted(kernels)}")
     if set(targets) != set(keys):
@@ -311,10 +148,10 @@ def _validate(kernels, x, y, targets, kind, biases, options) -> dict[str, Any]:
         )
     if kind == "relu":
         if biases is None or set(biases) != set(keys):
-            raise ValueError("a relu (OPT) MLP needs biases for fc1 and fc2")
+            raise ValueError("a relu (OPT) MLP needs biases for its in and out roles")
         bias_shapes = {k: tuple(biases[k].shape) for k in keys}
-        if bias_shapes != {"fc1": (f,), "fc2": (y.shape[1],)}:
-            raise ValueError(f"bias shapes {bias_shapes} do not fit fc1 {(d, f)} / fc2 {(f, d)}")
+        if bias_shapes != {"in": (f,), "out": (y.shape[1],)}:
+            raise ValueError(f"bias shapes {bias_shapes} do not fit in {(d, f)} / out {(f, d)}")
     return opts
 
 
@@ -331,13 +168,13 @@ def prune_mlp(
     """Prunes one MLP jointly (SparseLLM).
 
     Args:
-      kernels: Flax ``(in, out)`` kernels: ``gate_proj, up_proj, down_proj`` (swiglu) or
-        ``fc1, fc2`` (relu).
+      kernels: Flax ``(in, out)`` kernels by role: ``gate, up, down`` (swiglu) or ``in, out``
+        (relu).
       x: ``(T, d)`` MLP inputs (after the norm).
-      y: ``(T, d)`` dense MLP outputs on ``x`` (fc2's bias included for relu).
+      y: ``(T, d)`` dense MLP outputs on ``x`` (the output bias included for relu).
       targets: one sparsity target per kernel (``Unstructured`` or ``NM``).
       kind: ``"swiglu"`` (LLaMA) or ``"relu"`` (OPT).
-      biases: ``fc1``/``fc2`` biases for relu; ignored for swiglu.
+      biases: ``in``/``out`` biases for relu; ignored for swiglu.
       **options: see :data:`DEFAULT_OPTIONS`.
 
     Returns:
@@ -349,7 +186,7 @@ def prune_mlp(
         ``x``/``y``.
     """
     opts = _validate(kernels, x, y, targets, kind, biases, options)
-    keys = _KEYS[kind]
+    keys = ROLES[kind]
     w = {k: jnp.asarray(kernels[k], jnp.float32) for k in keys}
     b = {k: jnp.asarray(biases[k], jnp.float32) for k in keys} if kind == "relu" else {}
     x = jnp.asarray(x, jnp.float32)
@@ -360,7 +197,7 @@ def prune_mlp(
         (lo, min(lo + opts["chunk_tokens"], count)) for lo in range(0, count, opts["chunk_tokens"])
     ]
 
-    gram_x = sum(_gram(x[lo:hi], x[lo:hi]) for lo, hi in spans)
+    gram_x = sum(gram(x[lo:hi], x[lo:hi]) for lo, hi in spans)
     y_norm = float(sum(jnp.sum(y[lo:hi] ** 2) for lo, hi in spans))
     if not (math.isfinite(y_norm) and bool(jnp.all(jnp.isfinite(gram_x)))):
         raise ValueError("sparsellm: x or y holds NaN/inf values; check the captured activations")
@@ -368,16 +205,16 @@ def prune_mlp(
     # The variables, chunk by chunk, so that replacing one frees its old value at once.
     state: dict[str, list[Any]] = {"s": [], "z": [], "p": []}
     for lo, hi in spans:
-        for name, value in zip("szp", _dense_variables(kind, x[lo:hi], w, b), strict=True):
+        for name, value in zip("szp", dense_variables(kind, x[lo:hi], w, b), strict=True):
             state[name].append(value)
 
     best = None
     objective: list[float] = []
     output_error: list[float] = []
     for it in range(opts["iterations"]):
-        gram_p = sum(_gram(pc, pc) for pc in state["p"])
+        gram_p = sum(gram(pc, pc) for pc in state["p"])
         if it > 0:
-            w, b = _refit(kind, x, y, spans, state, gram_x, gram_p, opts["percdamp"])
+            w, b = refit(kind, x, y, spans, state, gram_x, gram_p, opts["percdamp"])
         pruned, keep = {}, {}
         for key in keys:
             pruned[key], keep[key] = sparsegpt.prune_kernel(
@@ -389,10 +226,10 @@ def prune_mlp(
                 percdamp=opts["percdamp"],
             )
         last = it == opts["iterations"] - 1
-        system = None if last else _p_system(pruned[keys[-1]], coef["beta"], coef["gamma"])
+        system = None if last else p_system(pruned[keys[-1]], coef["beta"], coef["gamma"])
         err = total = 0.0
         for i, (lo, hi) in enumerate(spans):
-            *variables, chunk_err, terms = _chunk_pass(
+            *variables, chunk_err, terms = chunk_pass(
                 kind,
                 x[lo:hi],
                 y[lo:hi],
@@ -429,3 +266,24 @@ def prune_mlp(
         objective=objective,
         output_error=output_error,
     )
+
+
+def solve_joint(unit: JointUnit, targets: Mapping[str, Target], **options: Any) -> JointSolution:
+    """The joint-solver interface: :func:`prune_mlp` on a :class:`~jaxprune.methods.JointUnit`."""
+    return prune_mlp(
+        unit.kernels, unit.x, unit.y, targets, kind=unit.kind, biases=unit.biases or None, **options
+    )
+
+
+# SparseLLM prunes attention per kernel with SparseGPT and each MLP jointly.
+METHOD = register_method(
+    Method(
+        "sparsellm",
+        sparsegpt.solve,
+        statistics=HESSIAN,
+        options=sparsegpt.OPTIONS,
+        solve_sharded=sparsegpt.solve_sharded,
+        joint=solve_joint,
+        joint_options=DEFAULT_OPTIONS,
+    )
+)

@@ -3,11 +3,24 @@
 Wanda needs the squared norm of every input feature over the calibration tokens; SparseGPT needs
 the Hessian of the layer-wise squared error, ``H = (2/N) Σ_t x_t x_tᵀ``. Both are kept as running
 values of fixed size, so any number of batches can be added under ``jit`` without growing memory.
+
+A method declares what it reads as a :class:`Statistic`, a pair of pure functions in the optax
+style: ``init(d_in) -> state`` and ``update(state, x) -> state``. The engine calls the pair once
+per input of a block without knowing what it computes, so a new statistic needs no engine change::
+
+    stat = statistics.HESSIAN
+    state = stat.init(d_in)
+    for x in batches:
+        state = stat.update(state, x)          # jit-able, the state is a pytree
+
+:data:`SQ_NORMS`, :data:`HESSIAN` and :data:`MOMENTS` are the built-ins; :func:`combine` pairs
+several into one whose state is the tuple of theirs.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +28,17 @@ import jax.numpy as jnp
 # Statistics are sums of many products; TPU's default matmul precision (bf16 passes) would lose
 # most of their digits.
 _PRECISION = jax.lax.Precision.HIGHEST
+
+
+class Statistic(NamedTuple):
+    """A statistic of a linear layer's inputs: ``init(d_in)`` → state, ``update(state, x)`` → state.
+
+    ``x`` is ``(..., d_in)`` (every leading index one token); the state is a pytree of float32
+    arrays of fixed size, so ``update`` runs under ``jit`` batch after batch.
+    """
+
+    init: Callable[[int], Any]
+    update: Callable[[Any, jax.Array], Any]
 
 
 class LinearStats(NamedTuple):
@@ -32,10 +56,36 @@ class LinearStats(NamedTuple):
     count: jax.Array
 
 
+class Moments(NamedTuple):
+    """First and second moments of every input feature: ``Σ x_j``, ``Σ x_j²`` and the count."""
+
+    sum: jax.Array
+    sq_sum: jax.Array
+    count: jax.Array
+
+    @property
+    def mean(self) -> jax.Array:
+        return self.sum / jnp.maximum(self.count, 1).astype(jnp.float32)
+
+    @property
+    def variance(self) -> jax.Array:
+        """The (biased) variance of each input feature over the tokens."""
+        return jnp.maximum(self.sq_sum / jnp.maximum(self.count, 1) - self.mean**2, 0.0)
+
+
 def init_stats(d_in: int, with_hessian: bool) -> LinearStats:
     """Empty statistics for a layer with ``d_in`` inputs (``d_in``, ``with_hessian`` static)."""
     hessian = jnp.zeros((d_in, d_in), jnp.float32) if with_hessian else None
     return LinearStats(hessian, jnp.zeros((d_in,), jnp.float32), jnp.zeros((), jnp.int32))
+
+
+def _tokens(x: jax.Array, d_in: int) -> jax.Array:
+    if x.shape[-1:] != (d_in,):
+        raise ValueError(
+            f"inputs of shape {x.shape} do not match statistics of a layer with {d_in} inputs; "
+            "the last axis of x must be the layer's input features"
+        )
+    return x.reshape(-1, d_in).astype(jnp.float32)
 
 
 def accumulate(stats: LinearStats, x: jax.Array) -> LinearStats:
@@ -48,13 +98,7 @@ def accumulate(stats: LinearStats, x: jax.Array) -> LinearStats:
     Returns:
       The updated statistics (float32).
     """
-    d_in = stats.sq_norms.shape[0]
-    if x.shape[-1:] != (d_in,):
-        raise ValueError(
-            f"inputs of shape {x.shape} do not match statistics of a layer with {d_in} inputs; "
-            "the last axis of x must be the layer's input features"
-        )
-    x = x.reshape(-1, d_in).astype(jnp.float32)
+    x = _tokens(x, stats.sq_norms.shape[0])
     batch = x.shape[0]
     total = stats.count + batch
     hessian = stats.hessian
@@ -75,3 +119,72 @@ def hessian(stats: LinearStats) -> jax.Array:
             "these statistics hold no Hessian; create them with init_stats(d_in, with_hessian=True)"
         )
     return stats.hessian
+
+
+def init_moments(d_in: int) -> Moments:
+    """Empty :class:`Moments` for a layer with ``d_in`` inputs."""
+    zeros = jnp.zeros((d_in,), jnp.float32)
+    return Moments(zeros, zeros, jnp.zeros((), jnp.int32))
+
+
+def accumulate_moments(moments: Moments, x: jax.Array) -> Moments:
+    """Adds the tokens of ``x`` (``(..., in)``) to ``moments``."""
+    x = _tokens(x, moments.sum.shape[0])
+    return Moments(
+        moments.sum + jnp.sum(x, axis=0),
+        moments.sq_sum + jnp.sum(x * x, axis=0),
+        moments.count + x.shape[0],
+    )
+
+
+def _init_sq_norms(d_in: int) -> LinearStats:
+    return init_stats(d_in, with_hessian=False)
+
+
+def _init_hessian(d_in: int) -> LinearStats:
+    return init_stats(d_in, with_hessian=True)
+
+
+SQ_NORMS = Statistic(_init_sq_norms, accumulate)
+"""Squared input norms ``Σ x_j²`` and the token count (Wanda, RIA): a :class:`LinearStats`
+without a Hessian."""
+
+HESSIAN = Statistic(_init_hessian, accumulate)
+"""SparseGPT's ``H = (2/N) Σ x xᵀ`` (running mean) together with the squared norms."""
+
+MOMENTS = Statistic(init_moments, accumulate_moments)
+"""Per-feature sum, squared sum and count (:class:`Moments`: mean and variance of each input)."""
+
+
+def combine(*statistics: Statistic) -> Statistic:
+    """One statistic whose state is the tuple of the given ones' states (optax's ``chain``).
+
+    Example: ``combine(SQ_NORMS, MOMENTS)`` gives ``(LinearStats, Moments)`` states.
+    """
+    if not statistics:
+        raise ValueError("combine needs at least one statistic")
+    parts = tuple(statistics)
+
+    def init(d_in: int) -> tuple[Any, ...]:
+        return tuple(stat.init(d_in) for stat in parts)
+
+    def update(states: tuple[Any, ...], x: jax.Array) -> tuple[Any, ...]:
+        return tuple(stat.update(state, x) for stat, state in zip(parts, states, strict=True))
+
+    return Statistic(init, update)
+
+
+__all__ = [
+    "HESSIAN",
+    "MOMENTS",
+    "SQ_NORMS",
+    "LinearStats",
+    "Moments",
+    "Statistic",
+    "accumulate",
+    "accumulate_moments",
+    "combine",
+    "hessian",
+    "init_moments",
+    "init_stats",
+]

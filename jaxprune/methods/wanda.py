@@ -14,15 +14,16 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxprune.core.select import nm_prune_mask, num_pruned, smallest_mask
+from jaxprune.core.sparsity import NM, Target
 from jaxprune.methods.base import (
+    Method,
     check_kernel,
+    check_sq_norms,
     check_target,
-    nm_prune_mask,
-    num_pruned,
-    smallest_mask,
+    register_method,
 )
-from jaxprune.methods.statistics import LinearStats
-from jaxprune.sparsity import NM, Target
+from jaxprune.methods.statistics import SQ_NORMS, LinearStats
 
 
 def scores(kernel: jax.Array, sq_norms: jax.Array) -> jax.Array:
@@ -42,7 +43,7 @@ def _nm(kernel: jax.Array, sq_norms: jax.Array, n: int, m: int):
     return jnp.where(keep, kernel, jnp.zeros_like(kernel)), keep
 
 
-def prune(kernel: jax.Array, stats: LinearStats, target: Target) -> tuple[jax.Array, jax.Array]:
+def solve(kernel: jax.Array, stats: LinearStats, target: Target) -> tuple[jax.Array, jax.Array]:
     """Wanda-prunes one ``(in, out)`` kernel.
 
     Args:
@@ -56,13 +57,11 @@ def prune(kernel: jax.Array, stats: LinearStats, target: Target) -> tuple[jax.Ar
     check_target(target, "wanda")
     kernel = jnp.asarray(kernel)
     check_kernel(kernel, "wanda")
-    if stats is None or stats.sq_norms.shape != kernel.shape[:1]:
-        got = None if stats is None else stats.sq_norms.shape
-        raise ValueError(
-            f"wanda needs the squared input norms of the layer, shape {kernel.shape[:1]}, got "
-            f"{got}; accumulate them with jaxprune.methods.statistics.accumulate"
-        )
+    check_sq_norms(kernel, stats, "wanda")
     if isinstance(target, NM):
         return _nm(kernel, stats.sq_norms, target.n, target.m)
     k = jnp.int32(num_pruned(target.sparsity, kernel.shape[0]))
     return _per_output(kernel, stats.sq_norms, k)
+
+
+METHOD = register_method(Method("wanda", solve, statistics=SQ_NORMS))

@@ -1,13 +1,43 @@
-"""Flax model families and their loaders."""
+"""Flax model families and their loaders.
 
-from jaxprune.models.base import LanguageModel, config_from_dict, config_to_dict, family_of
+Each family is one file (``llama.py``, ``opt.py``) that ends by registering its
+:class:`~jaxprune.models.base.Family` record: taps and sequential groups, partition rules, MLP
+roles and Hugging Face mapping. Importing this package imports (and so registers) every built-in
+family; a new family is one file plus one import line here.
+"""
+
+# Importing a family registers it.
+from jaxprune.models import llama, opt
+from jaxprune.models.base import (
+    FAMILIES,
+    Family,
+    HfSpec,
+    LanguageModel,
+    MlpSpec,
+    config_from_dict,
+    config_to_dict,
+    family_for_model_type,
+    family_of,
+    register_family,
+)
 from jaxprune.models.llama import LlamaConfig, LlamaForCausalLM
+from jaxprune.models.opt import OPTConfig, OPTForCausalLM
 
 __all__ = [
+    "FAMILIES",
+    "Family",
+    "HfSpec",
     "LanguageModel",
     "LlamaConfig",
     "LlamaForCausalLM",
+    "MlpSpec",
+    "OPTConfig",
+    "OPTForCausalLM",
     "config_from_dict",
     "config_to_dict",
+    "family_for_model_type",
     "family_of",
+    "llama",
+    "opt",
+    "register_family",
 ]

@@ -11,82 +11,156 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+from jax.sharding import PartitionSpec
 
 Params = dict[str, Any]
+
+_BLOCK_PATH = re.compile(r"layers/(\d+)/(.+)")
+
+
+@dataclasses.dataclass(frozen=True)
+class MlpSpec:
+    """A block's MLP as joint solvers (SparseLLM) see it.
+
+    Attributes:
+      kind: ``"swiglu"`` (roles ``gate``, ``up``, ``down``) or ``"relu"`` (``in``, ``out``, with
+        biases); see :data:`jaxprune.methods.sparsellm.ROLES`.
+      roles: ``(role, block-relative path of the linear)`` pairs, the output projection last.
+      in_tap: the tap holding the MLP's input.
+      out_tap: the tap holding the output projection's input.
+    """
+
+    kind: str
+    roles: tuple[tuple[str, str], ...]
+    in_tap: str = "mlp_in"
+    out_tap: str = "down_in"
+
+    @property
+    def paths(self) -> dict[str, str]:
+        """``{role: block-relative path}``."""
+        return dict(self.roles)
+
+
+@dataclasses.dataclass(frozen=True)
+class HfSpec:
+    """How a family reads Hugging Face checkpoints (``config.json`` + safetensors).
+
+    Attributes:
+      model_types: the ``model_type`` values of ``config.json`` this family loads.
+      config_from_hf: ``config_from_hf(config_json_dict) -> config``.
+      params_from_hf: ``params_from_hf(tensors, config, dtype) -> params``; ``tensors`` maps
+        Hugging Face names to NumPy arrays (read lazily).
+    """
+
+    model_types: tuple[str, ...]
+    config_from_hf: Callable[[dict[str, Any]], Any]
+    params_from_hf: Callable[[Mapping[str, np.ndarray], Any, Any], Params]
 
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """What jaxprune needs to know about one architecture."""
+    """Everything jaxprune knows about one architecture, declared in the family's own file.
+
+    Attributes:
+      name: the family name, also ``config.family``.
+      config_cls: its config dataclass (``to_dict``/``from_dict``).
+      module_cls: its NNX module, ``module_cls(config, rngs=..., dtype=...)``; blocks live at
+        ``module.layers[i]`` and params at ``params["layers"][i]``.
+      sequential_groups: ``(tap, linears reading that tap)`` in the order a "true sequential"
+        prune visits them; linears are block-relative paths (``"mlp/up_proj"``).
+      default_targets: regex of the leaf paths pruned by default.
+      partition_rules: ``(path regex, PartitionSpec)`` pairs placing params on a
+        ``("data", "model")`` mesh (see :mod:`jaxprune.sharding`).
+      mlp: the MLP for joint solvers, or ``None`` (then they prune it per kernel).
+      hf: how to read Hugging Face checkpoints, or ``None``.
+    """
 
     name: str
     config_cls: type
     module_cls: type
-    # (tap name, linears reading that tap), in the order a "true sequential" prune visits them.
     sequential_groups: tuple[tuple[str, tuple[str, ...]], ...]
-    # Regex of leaf paths pruned by default (relative to the params root).
     default_targets: str
-    # The MLP as joint solvers see it: its activation ("swiglu" or "relu") and
-    # (solver name, block-relative path) of each linear; its input is tap "mlp_in" and its
-    # output projection reads tap "down_in".
-    mlp_kind: str = "swiglu"
-    mlp_linears: tuple[tuple[str, str], ...] = ()
+    partition_rules: tuple[tuple[str, PartitionSpec], ...] = ()
+    mlp: MlpSpec | None = None
+    hf: HfSpec | None = None
+
+    @property
+    def tap_of(self) -> dict[str, str]:
+        """``{block-relative linear path: the tap it reads}``."""
+        return {name: tap for tap, names in self.sequential_groups for name in names}
 
 
-def _families() -> dict[str, Family]:
-    from jaxprune.models import llama
+FAMILIES: dict[str, Family] = {}
 
-    families = {
-        "llama": Family(
-            "llama",
-            llama.LlamaConfig,
-            llama.LlamaForCausalLM,
-            llama.SEQUENTIAL_GROUPS,
-            r"layers/\d+/(self_attn|mlp)/\w+_proj/kernel",
-            mlp_kind="swiglu",
-            mlp_linears=(
-                ("gate_proj", "mlp/gate_proj"),
-                ("up_proj", "mlp/up_proj"),
-                ("down_proj", "mlp/down_proj"),
-            ),
+
+def register_family(family: Family, *, overwrite: bool = False) -> Family:
+    """Adds ``family`` to :data:`FAMILIES` (each family file calls this at its end).
+
+    Raises:
+      ValueError: the name, or one of its Hugging Face model types, is taken (and not
+        ``overwrite``).
+    """
+    if not overwrite:
+        if family.name in FAMILIES:
+            raise ValueError(f"a model family named {family.name!r} is already registered")
+        taken = sorted(
+            t for t in (family.hf.model_types if family.hf else ()) if _hf_owner(t) is not None
         )
-    }
-    try:
-        from jaxprune.models import opt
-    except ImportError:  # the OPT family is optional until it lands
-        return families
-    families["opt"] = Family(
-        "opt",
-        opt.OPTConfig,
-        opt.OPTForCausalLM,
-        opt.SEQUENTIAL_GROUPS,
-        opt.DEFAULT_TARGETS,
-        mlp_kind="relu",
-        mlp_linears=(("fc1", "fc1"), ("fc2", "fc2")),
-    )
-    return families
+        if taken:
+            raise ValueError(f"model types {taken} are already loaded by another family")
+    FAMILIES[family.name] = family
+    return family
+
+
+def _hf_owner(model_type: str) -> Family | None:
+    for family in FAMILIES.values():
+        if family.hf is not None and model_type in family.hf.model_types:
+            return family
+    return None
 
 
 def family_of(config: Any) -> Family:
-    families = _families()
+    """The registered family of ``config`` (by its ``family`` attribute)."""
     name = getattr(config, "family", None)
-    if name not in families:
-        raise ValueError(f"unknown model family {name!r}; known: {sorted(families)}")
-    return families[name]
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; known: {sorted(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def family_for_model_type(model_type: str | None) -> Family:
+    """The family that loads Hugging Face checkpoints of ``model_type``.
+
+    Raises:
+      ValueError: naming the supported model types.
+    """
+    family = None if model_type is None else _hf_owner(model_type)
+    if family is None:
+        raise ValueError(
+            f"model_type {model_type!r} is not supported; supported model types: "
+            f"{', '.join(supported_model_types())}"
+        )
+    return family
+
+
+def supported_model_types() -> list[str]:
+    """Every Hugging Face ``model_type`` some registered family loads."""
+    return sorted(t for f in FAMILIES.values() if f.hf is not None for t in f.hf.model_types)
 
 
 def config_from_dict(d: dict[str, Any]) -> Any:
     """Rebuilds a family config from ``{"family": ..., **fields}`` (as written by ``to_dict``)."""
-    families = _families()
     name = d.get("family", d.get("model_type", "llama"))
-    if name not in families:
-        raise ValueError(f"unknown model family {name!r}; known: {sorted(families)}")
-    return families[name].config_cls.from_dict(d)
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model family {name!r}; known: {sorted(FAMILIES)}")
+    return FAMILIES[name].config_cls.from_dict(d)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -99,6 +173,9 @@ class LanguageModel:
 
     config: Any
     dtype: Any = jnp.float32
+
+    # The key of the decoder blocks in the params (``params["layers"][i]``).
+    BLOCKS: ClassVar[str] = "layers"
 
     @property
     def family(self) -> Family:
@@ -142,10 +219,22 @@ class LanguageModel:
         return block(hidden, positions, capture=capture)
 
     def block_params(self, params: Params, index: int) -> Params:
-        return params["layers"][index]
+        return params[self.BLOCKS][index]
+
+    def block_prefix(self, index: int) -> str:
+        """The path prefix of block ``index``'s leaves (``"layers/3/"``)."""
+        return f"{self.BLOCKS}/{index}/"
+
+    def block_of(self, path: str) -> tuple[int, str] | None:
+        """``(block index, block-relative path)`` of a leaf path, or ``None`` outside the blocks.
+
+        ``"layers/3/mlp/up_proj/kernel"`` → ``(3, "mlp/up_proj/kernel")``.
+        """
+        match = _BLOCK_PATH.fullmatch(path)
+        return None if match is None else (int(match[1]), match[2])
 
     def with_block_params(self, params: Params, index: int, block_params: Params) -> Params:
         """A shallow copy of ``params`` whose block ``index`` is replaced."""
-        layers = dict(params["layers"])
+        layers = dict(params[self.BLOCKS])
         layers[index] = block_params
-        return {**params, "layers": layers}
+        return {**params, self.BLOCKS: layers}

@@ -19,7 +19,11 @@ _BUCKET = 32
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _next_token(model: LanguageModel, params: Params, buffer: jax.Array, length: jax.Array):
+def next_token(model: LanguageModel, params: Params, buffer: jax.Array, length: jax.Array):
+    """The greedy next token after the first ``length`` tokens of ``buffer`` (a padded bucket).
+
+    One compiled program serves every prompt length within a bucket size.
+    """
     logits = model.logits(params, buffer[None])[0]
     return jnp.argmax(logits[length - 1].astype(jnp.float32))
 
@@ -57,7 +61,7 @@ def greedy_generate(
     buffer = jnp.asarray(buffer)
     generated: list[int] = []
     for length in range(len(prompt_tokens), total):
-        token = _next_token(model, params, buffer, jnp.int32(length))
+        token = next_token(model, params, buffer, jnp.int32(length))
         buffer = buffer.at[length].set(token)
         generated.append(int(token))
         if generated[-1] == eos_token_id:

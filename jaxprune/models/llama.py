@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+from jax.sharding import PartitionSpec
+
+from jaxprune.models.base import Family, HfSpec, MlpSpec, Params, register_family
 
 # The linears of one block, grouped by the input they read. The engine computes one set of
 # statistics per tap and prunes the groups in this order when running "true sequential".
@@ -27,6 +33,19 @@ SEQUENTIAL_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("o_in", ("self_attn/o_proj",)),
     ("mlp_in", ("mlp/gate_proj", "mlp/up_proj")),
     ("down_in", ("mlp/down_proj",)),
+)
+DEFAULT_TARGETS = r"layers/\d+/(self_attn|mlp)/\w+_proj/kernel"
+
+# Prunable kernels split along their outputs over the "model" mesh axis (a layout for pruning, see
+# jaxprune.sharding); the embedding table and LM head by vocabulary, as tensor-parallel decoders do;
+# norms replicated (no rule).
+PARTITION_RULES: tuple[tuple[str, PartitionSpec], ...] = (
+    (
+        r"layers/\d+/(self_attn/(q|k|v|o)_proj|mlp/(gate|up|down)_proj)/kernel",
+        PartitionSpec(None, "model"),
+    ),
+    (r"embed_tokens/embedding", PartitionSpec("model", None)),
+    (r"lm_head/kernel", PartitionSpec(None, "model")),
 )
 
 
@@ -246,3 +265,135 @@ class LlamaForCausalLM(nnx.Module):
         for layer in self.layers:
             x = layer(x, positions)
         return self.head(x)
+
+
+# --- Hugging Face checkpoints -------------------------------------------------------------------
+
+_ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
+_MLP = ("gate_proj", "up_proj", "down_proj")
+_NORMS = ("input_layernorm", "post_attention_layernorm")
+
+
+def config_from_hf(hf_config: dict[str, Any]) -> LlamaConfig:
+    """A :class:`LlamaConfig` from a LLaMA/Mistral ``config.json`` dict (any transformers version).
+
+    Raises:
+      ValueError: the config uses a feature the jaxprune LLaMA model does not implement.
+    """
+    d = dict(hf_config)
+    # transformers >= 5 folds rope_theta and rope_scaling into a single rope_parameters dict.
+    rope = d.pop("rope_parameters", None)
+    if isinstance(rope, dict):
+        rope = dict(rope)
+        if "rope_theta" in rope:
+            d["rope_theta"] = rope.pop("rope_theta")
+        if rope.get("rope_type", rope.get("type", "default")) != "default":
+            d["rope_scaling"] = rope
+    act = d.get("hidden_act", "silu")
+    if act != "silu":
+        raise ValueError(f"hidden_act {act!r} is not supported by the LLaMA model (only 'silu')")
+    for flag in ("attention_bias", "mlp_bias"):
+        if d.get(flag):
+            raise ValueError(f"{flag}=true is not supported by the LLaMA model (no biases)")
+    if d.get("sliding_window") is not None:
+        warnings.warn(
+            f"sliding_window={d['sliding_window']} is ignored: attention is full-causal, which is "
+            "exact only for sequences up to the window length",
+            stacklevel=3,
+        )
+    return LlamaConfig.from_dict(d)
+
+
+def params_from_hf(
+    tensors: Mapping[str, np.ndarray], config: LlamaConfig, dtype: Any = jnp.float32
+) -> Params:
+    """Converts Hugging Face LLaMA tensors (``model.layers.0.mlp.up_proj.weight`` ...) to params.
+
+    Args:
+      tensors: name -> array in Hugging Face layout (linear weights ``(out, in)``).
+      config: the model config, used to check every shape.
+      dtype: dtype of the returned arrays.
+
+    Returns:
+      Nested-dict params in the layout of :class:`jaxprune.models.LanguageModel`.
+
+    Raises:
+      ValueError: naming missing, unexpected or misshapen tensors.
+    """
+    c = config
+    q_out, kv_out = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
+    linear_shapes = {  # HF (out, in)
+        "q_proj": (q_out, c.hidden_size),
+        "k_proj": (kv_out, c.hidden_size),
+        "v_proj": (kv_out, c.hidden_size),
+        "o_proj": (c.hidden_size, q_out),
+        "gate_proj": (c.intermediate_size, c.hidden_size),
+        "up_proj": (c.intermediate_size, c.hidden_size),
+        "down_proj": (c.hidden_size, c.intermediate_size),
+    }
+    # name -> (params path, expected HF shape, whether it is a linear weight to transpose)
+    plan: dict[str, tuple[tuple, tuple[int, ...], bool]] = {
+        "model.embed_tokens.weight": (
+            ("embed_tokens", "embedding"),
+            (c.vocab_size, c.hidden_size),
+            False,
+        ),
+        "model.norm.weight": (("norm", "scale"), (c.hidden_size,), False),
+    }
+    if not c.tie_word_embeddings:
+        plan["lm_head.weight"] = (("lm_head", "kernel"), (c.vocab_size, c.hidden_size), True)
+    for i in range(c.num_hidden_layers):
+        prefix = f"model.layers.{i}"
+        for group, names in (("self_attn", _ATTN), ("mlp", _MLP)):
+            for n in names:
+                path = ("layers", i, group, n, "kernel")
+                plan[f"{prefix}.{group}.{n}.weight"] = (path, linear_shapes[n], True)
+        for n in _NORMS:
+            plan[f"{prefix}.{n}.weight"] = (("layers", i, n, "scale"), (c.hidden_size,), False)
+
+    # Tied checkpoints may still carry a copy of the embedding as lm_head (transformers ties it back
+    # on load), and old ones store the rotary inv_freq buffer; neither is a parameter here.
+    ignorable = {"lm_head.weight"} if c.tie_word_embeddings else set()
+    unexpected = sorted(
+        n for n in tensors if n not in plan and n not in ignorable and not n.endswith("inv_freq")
+    )
+    missing = sorted(n for n in plan if n not in tensors)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint tensors do not match a {c.num_hidden_layers}-layer LLaMA model "
+            f"(tie_word_embeddings={c.tie_word_embeddings}): missing {_preview(missing)}; "
+            f"unexpected {_preview(unexpected)}"
+        )
+    params: Params = {}
+    for name, (path, shape, transpose) in plan.items():
+        value = tensors[name]
+        if tuple(value.shape) != shape:
+            raise ValueError(f"tensor {name} has shape {tuple(value.shape)}, expected {shape}")
+        node = params
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = jnp.asarray(value.T if transpose else value, dtype=dtype)
+    return params
+
+
+def _preview(names: list[str], limit: int = 8) -> str:
+    if not names:
+        return "none"
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+FAMILY = register_family(
+    Family(
+        "llama",
+        LlamaConfig,
+        LlamaForCausalLM,
+        SEQUENTIAL_GROUPS,
+        DEFAULT_TARGETS,
+        partition_rules=PARTITION_RULES,
+        mlp=MlpSpec(
+            "swiglu", (("gate", "mlp/gate_proj"), ("up", "mlp/up_proj"), ("down", "mlp/down_proj"))
+        ),
+        hf=HfSpec(("llama", "mistral"), config_from_hf, params_from_hf),
+    )
+)

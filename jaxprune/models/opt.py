@@ -13,12 +13,16 @@ every block can hand back the inputs of its linear layers ("taps") for the calib
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import PartitionSpec
+
+from jaxprune.models.base import Family, HfSpec, MlpSpec, Params, register_family
 
 # The linears of one block, grouped by the input they read, in "true sequential" order.
 SEQUENTIAL_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -28,6 +32,14 @@ SEQUENTIAL_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("down_in", ("fc2",)),
 )
 DEFAULT_TARGETS = r"layers/\d+/(self_attn/(q|k|v|out)_proj|fc1|fc2)/kernel"
+
+# As for LLaMA: prunable kernels (and their biases) split along their outputs over "model", the
+# embedding table by vocabulary (see jaxprune.sharding).
+PARTITION_RULES: tuple[tuple[str, PartitionSpec], ...] = (
+    (r"layers/\d+/(self_attn/(q|k|v|out)_proj|fc1|fc2)/kernel", PartitionSpec(None, "model")),
+    (r"layers/\d+/(self_attn/(q|k|v|out)_proj|fc1|fc2)/bias", PartitionSpec("model")),
+    (r"embed_tokens/embedding", PartitionSpec("model", None)),
+)
 
 # OPT's position table has two extra leading rows (a fairseq padding convention), so position p
 # reads row p + 2.
@@ -302,3 +314,25 @@ def params_from_hf_tensors(
             f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}"
         )
     return params
+
+
+def params_from_hf(
+    tensors: Mapping[str, np.ndarray], config: OPTConfig, dtype: Any = jnp.float32
+) -> Params:
+    """:func:`params_from_hf_tensors` for a lazily read checkpoint, cast to ``dtype``."""
+    params = params_from_hf_tensors({name: tensors[name] for name in tensors}, config)
+    return jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
+
+
+FAMILY = register_family(
+    Family(
+        "opt",
+        OPTConfig,
+        OPTForCausalLM,
+        SEQUENTIAL_GROUPS,
+        DEFAULT_TARGETS,
+        partition_rules=PARTITION_RULES,
+        mlp=MlpSpec("relu", (("in", "fc1"), ("out", "fc2"))),
+        hf=HfSpec(("opt",), OPTConfig.from_dict, params_from_hf),
+    )
+)

@@ -13,12 +13,11 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from jaxprune.checkpoint import MANIFEST_NAME, is_checkpoint
 from jaxprune.models.base import LanguageModel, Params
 from jaxprune.models.tokenizer import Tokenizer
 
-__all__ = ["Pretrained", "load_pretrained"]
-
-CHECKPOINT_MANIFEST = "jaxprune_checkpoint.json"
+__all__ = ["Pretrained", "check_source", "load_pretrained", "load_pruned", "save_pruned"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,27 +55,60 @@ def load_pretrained(name_or_path: str | os.PathLike, dtype: Any = jnp.float32) -
     Raises:
       ValueError: ``name_or_path`` is none of the above.
     """
-    from jaxprune.models.loaders.embedded import EMBEDDED_MODELS, load_embedded
+    kind = check_source(name_or_path)
+    name = os.fspath(name_or_path)
+    if kind == "embedded":
+        from jaxprune.models.loaders.embedded import load_embedded
+
+        return load_embedded(name, dtype)
+    if kind == "gguf":
+        from jaxprune.models.loaders.gguf import load_gguf
+
+        return load_gguf(name, dtype)
+    if kind == "checkpoint":
+        return load_pruned(name)
+    from jaxprune.models.loaders.hf import load_hf_checkpoint
+
+    return load_hf_checkpoint(name, dtype)
+
+
+def check_source(name_or_path: str | os.PathLike) -> str:
+    """Which kind of model ``name_or_path`` is, without loading it (cheap: file names only).
+
+    Returns:
+      ``"embedded"``, ``"gguf"``, ``"checkpoint"`` (a jaxprune checkpoint) or ``"hf"``.
+
+    Raises:
+      ValueError: naming what was found and what is accepted.
+    """
+    from jaxprune.models.loaders.embedded import EMBEDDED_MODELS
 
     name = os.fspath(name_or_path)
     if name in EMBEDDED_MODELS:
-        return load_embedded(name, dtype)
+        return "embedded"
     path = Path(name)
-    if path.is_file() and path.suffix.lower() == ".gguf":
-        from jaxprune.models.loaders.gguf import load_gguf
-
-        return load_gguf(path, dtype)
-    if path.is_dir() and (path / CHECKPOINT_MANIFEST).is_file():
-        from jaxprune.checkpoint import load_model_checkpoint
-
-        return load_model_checkpoint(path)
-    if path.is_dir() and (path / "config.json").is_file():
-        from jaxprune.models.loaders.hf import load_hf_checkpoint
-
-        return load_hf_checkpoint(path, dtype)
-    problem = "does not exist" if not path.exists() else "is not a model jaxprune can load"
-    raise ValueError(
-        f"{name!r} {problem}. Accepted: an embedded model name ({', '.join(EMBEDDED_MODELS)}), "
-        "a .gguf file, a Hugging Face model directory (config.json + model.safetensors), or a "
-        f"jaxprune checkpoint directory (with {CHECKPOINT_MANIFEST})."
+    accepted = (
+        "Give a Hugging Face checkpoint directory (config.json + *.safetensors), a .gguf file or "
+        f"a directory written by `jaxprune prune` (with {MANIFEST_NAME})."
     )
+    if not path.exists():
+        raise ValueError(
+            f"{name!r}: no such file or directory, and not an embedded model name (embedded: "
+            f"{', '.join(sorted(EMBEDDED_MODELS))}). {accepted}"
+        )
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return "gguf"
+        raise ValueError(f"{name!r}: a model file must be a .gguf file. {accepted}")
+    if is_checkpoint(path):
+        return "checkpoint"
+    if (path / "config.json").is_file():
+        return "hf"
+    raise ValueError(
+        f"{name!r}: the directory has neither config.json (Hugging Face checkpoint) nor "
+        f"{MANIFEST_NAME} (a complete jaxprune checkpoint). {accepted}"
+    )
+
+
+# The model-level checkpoint functions need Pretrained, defined above.
+from jaxprune.models.loaders.pruned import load_pruned, save_pruned  # noqa: E402

@@ -24,9 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.models.base import LanguageModel
-from jaxprune.models.llama import LlamaConfig
+from jaxprune.models.llama import LlamaConfig, params_from_hf
 from jaxprune.models.loaders import Pretrained
-from jaxprune.models.loaders.hf import llama_params_from_hf
 from jaxprune.models.tokenizer import Tokenizer
 
 # GGUF per-block tensor name -> Hugging Face name (after "model.layers.{i}.").
@@ -83,7 +82,7 @@ def load_gguf(path: str | os.PathLike, dtype: Any = jnp.float32) -> Pretrained:
         )
     config = _llama_config(meta, tensors, path)
     hf_tensors = _DequantisedTensors(tensors, config)
-    params = llama_params_from_hf(hf_tensors, config, dtype)
+    params = params_from_hf(hf_tensors, config, dtype)
     return Pretrained(
         model=LanguageModel(config, dtype=dtype),
         params=params,

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprune.methods import sparsegpt, sparsellm
-from jaxprune.sparsity import NM, Unstructured
+from jaxprune.core.sparsity import NM, Unstructured
+from jaxprune.methods import sparsegpt, sparsellm, sparsellm_steps
 
 D, F, T = 32, 96, 2048
 
@@ -24,19 +24,19 @@ def make_mlp(kind: str, seed: int = 0):
     x[:, :3] *= 8.0
     if kind == "swiglu":
         kernels = {
-            "gate_proj": rng.standard_normal((D, F)) / np.sqrt(D),
-            "up_proj": rng.standard_normal((D, F)) / np.sqrt(D),
-            "down_proj": rng.standard_normal((F, D)) / np.sqrt(F),
+            "gate": rng.standard_normal((D, F)) / np.sqrt(D),
+            "up": rng.standard_normal((D, F)) / np.sqrt(D),
+            "down": rng.standard_normal((F, D)) / np.sqrt(F),
         }
         biases = None
     else:
         kernels = {
-            "fc1": rng.standard_normal((D, F)) / np.sqrt(D),
-            "fc2": rng.standard_normal((F, D)) / np.sqrt(F),
+            "in": rng.standard_normal((D, F)) / np.sqrt(D),
+            "out": rng.standard_normal((F, D)) / np.sqrt(F),
         }
         biases = {
-            "fc1": jnp.asarray(0.1 * rng.standard_normal(F), jnp.float32),
-            "fc2": jnp.asarray(0.1 * rng.standard_normal(D), jnp.float32),
+            "in": jnp.asarray(0.1 * rng.standard_normal(F), jnp.float32),
+            "out": jnp.asarray(0.1 * rng.standard_normal(D), jnp.float32),
         }
     kernels = {k: jnp.asarray(v, jnp.float32) for k, v in kernels.items()}
     x = jnp.asarray(x, jnp.float32)
@@ -49,10 +49,10 @@ def mlp(kind, x, kernels, biases):
     x = np.asarray(x, np.float64)
     k = {n: np.asarray(v, np.float64) for n, v in kernels.items()}
     if kind == "swiglu":
-        s, z = x @ k["gate_proj"], x @ k["up_proj"]
-        return (silu(s) * z) @ k["down_proj"]
+        s, z = x @ k["gate"], x @ k["up"]
+        return (silu(s) * z) @ k["down"]
     b = {n: np.asarray(v, np.float64) for n, v in biases.items()}
-    return np.maximum(x @ k["fc1"] + b["fc1"], 0) @ k["fc2"] + b["fc2"]
+    return np.maximum(x @ k["in"] + b["in"], 0) @ k["out"] + b["out"]
 
 
 def output_error(kind, x, y, kernels, biases):
@@ -64,12 +64,12 @@ def sparsegpt_per_layer(kind, kernels, x, biases, target):
     """The sequential baseline: each linear pruned by SparseGPT on its own dense-path inputs."""
     x64 = np.asarray(x, np.float64)
     if kind == "swiglu":
-        s, z = x64 @ np.asarray(kernels["gate_proj"]), x64 @ np.asarray(kernels["up_proj"])
+        s, z = x64 @ np.asarray(kernels["gate"]), x64 @ np.asarray(kernels["up"])
         p = silu(s) * z
-        inputs = {"gate_proj": x64, "up_proj": x64, "down_proj": p}
+        inputs = {"gate": x64, "up": x64, "down": p}
     else:
-        p = np.maximum(x64 @ np.asarray(kernels["fc1"]) + np.asarray(biases["fc1"]), 0)
-        inputs = {"fc1": x64, "fc2": p}
+        p = np.maximum(x64 @ np.asarray(kernels["in"]) + np.asarray(biases["in"]), 0)
+        inputs = {"in": x64, "out": p}
     out = {}
     for key, inp in inputs.items():
         h = jnp.asarray(2.0 * inp.T @ inp / T, jnp.float32)
@@ -136,17 +136,17 @@ def test_variable_updates_match_their_closed_forms(kind):
     x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
     k = {n: np.asarray(v, np.float64) for n, v in kernels.items()}
     b = {n: np.asarray(v, np.float64) for n, v in (biases or {}).items()}
-    first, last = ("up_proj", "down_proj") if kind == "swiglu" else ("fc1", "fc2")
-    u_z = x64 @ k[first] + b.get("fc1", 0.0)
+    first, last = ("up", "down") if kind == "swiglu" else ("in", "out")
+    u_z = x64 @ k[first] + b.get("in", 0.0)
     z = u_z + 0.3 * rng.standard_normal(u_z.shape)
-    u_s = x64 @ k["gate_proj"] if kind == "swiglu" else None
+    u_s = x64 @ k["gate"] if kind == "swiglu" else None
     s = None if u_s is None else u_s + 0.3 * rng.standard_normal(u_s.shape)
     p = rng.standard_normal(z.shape)  # ignored by the update (it only reads s and z)
     coef = {n: np.float32(v) for n, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma))}
     f32 = {n: jnp.asarray(v, jnp.float32) for n, v in k.items()}
     b32 = {n: jnp.asarray(v, jnp.float32) for n, v in b.items()}
-    system = sparsellm._p_system(f32[last], coef["beta"], coef["gamma"])
-    new_s, new_z, new_p, err, obj = sparsellm._chunk_pass(
+    system = sparsellm_steps.p_system(f32[last], coef["beta"], coef["gamma"])
+    new_s, new_z, new_p, err, obj = sparsellm_steps.chunk_pass(
         kind,
         x,
         y,
@@ -167,7 +167,7 @@ def test_variable_updates_match_their_closed_forms(kind):
     a = silu(s) * z if kind == "swiglu" else act(z)
     w = k[last]
     lhs = beta * w @ w.T + gamma * np.eye(w.shape[0])
-    p_ref = np.linalg.solve(lhs, (beta * (y64 - b.get("fc2", 0.0)) @ w.T + gamma * a).T).T
+    p_ref = np.linalg.solve(lhs, (beta * (y64 - b.get("out", 0.0)) @ w.T + gamma * a).T).T
     np.testing.assert_allclose(new_p, p_ref, rtol=1e-3, atol=1e-4 * np.abs(p_ref).max())
 
     if kind == "swiglu":
@@ -200,7 +200,7 @@ def test_variable_updates_match_their_closed_forms(kind):
     new_s64 = None if new_s is None else np.asarray(new_s, np.float64)
     obj_ref = (
         alpha * np.sum((new_z - u_z) ** 2)
-        + beta * np.sum((y64 - new_p @ w - b.get("fc2", 0.0)) ** 2)
+        + beta * np.sum((y64 - new_p @ w - b.get("out", 0.0)) ** 2)
         + gamma * np.sum((new_p - (silu(new_s64) * new_z if kind == "swiglu" else act(new_z))) ** 2)
     )
     if kind == "swiglu":
@@ -232,10 +232,10 @@ def test_ill_conditioned_inputs_stay_finite(kind):
     x[:, 10] *= 1e3  # a huge outlier channel
     x = jnp.asarray(x)
     # Dead hidden units: p's Gram matrix (the down/fc2 Hessian and refit) is singular.
-    first = "up_proj" if kind == "swiglu" else "fc1"
+    first = "up" if kind == "swiglu" else "in"
     kernels = {**kernels, first: kernels[first].at[:, :4].set(0.0)}
     if kind == "relu":
-        biases = {**biases, "fc1": biases["fc1"].at[:4].set(-1.0)}
+        biases = {**biases, "in": biases["in"].at[:4].set(-1.0)}
     y = jnp.asarray(mlp(kind, x, kernels, biases), jnp.float32)
     sol = sparsellm.prune_mlp(
         kernels,
@@ -269,7 +269,7 @@ def test_chunking_does_not_change_the_result():
         ({"iterations": 0}, "iterations"),
         ({"gamma": 0.0}, "positive"),
         ({"lr": 0.1}, "no options"),
-        ({"drop": "up_proj"}, "needs kernels"),
+        ({"drop": "up"}, "needs kernels"),
         ({"s_steps": -1}, "s_steps"),
         ({"chunk_tokens": 0.5}, "chunk_tokens"),
         ({"y": jnp.zeros((T - 1, D))}, "equal tokens"),
@@ -291,7 +291,7 @@ def test_bad_input_is_a_clear_error(change, message):
 def test_targets_may_differ_per_kernel_and_dtypes_are_kept():
     kernels, x, y, _ = make_mlp("swiglu", seed=7)
     kernels = {k: v.astype(jnp.bfloat16) for k, v in kernels.items()}
-    targets = {"gate_proj": Unstructured(0.6), "up_proj": Unstructured(0.7), "down_proj": NM(2, 4)}
+    targets = {"gate": Unstructured(0.6), "up": Unstructured(0.7), "down": NM(2, 4)}
     sol = sparsellm.prune_mlp(kernels, x, y, targets, kind="swiglu", iterations=2)
     for key, target in targets.items():
         keep = np.asarray(sol.masks[key])

@@ -16,10 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 from tiny_models import TINY_LLAMA_8WAY
 
-from jaxprune import masks, sharding
+from jaxprune import sharding
+from jaxprune.core import paths
+from jaxprune.core.select import smallest_mask, smallest_mask_sharded
 from jaxprune.engine import prune
-from jaxprune.methods.base import smallest_mask
-from jaxprune.models import LanguageModel
+from jaxprune.methods import sparsegpt
+from jaxprune.models import LanguageModel, llama
 from jaxprune.recipes import Recipe
 
 CONFIG = TINY_LLAMA_8WAY
@@ -37,26 +39,26 @@ RECIPES = {
 }
 
 
-def compare(reference, result, paths) -> dict:
+def compare(reference, result, targets) -> dict:
     mismatches = sum(
         int(
             np.sum(
-                np.asarray(masks.get_leaf(reference.masks, p))
-                != np.asarray(masks.get_leaf(result.masks, p))
+                np.asarray(paths.get_leaf(reference.masks, p))
+                != np.asarray(paths.get_leaf(result.masks, p))
             )
         )
-        for p in paths
+        for p in targets
     )
     max_diff = max(
         float(
             np.max(
                 np.abs(
-                    np.asarray(masks.get_leaf(reference.params, p), np.float32)
-                    - np.asarray(masks.get_leaf(result.params, p), np.float32)
+                    np.asarray(paths.get_leaf(reference.params, p), np.float32)
+                    - np.asarray(paths.get_leaf(result.params, p), np.float32)
                 )
             )
         )
-        for p in masks.leaf_paths(reference.params)
+        for p in paths.leaf_paths(reference.params)
     )
     return {"mask_mismatches": mismatches, "max_weight_diff": max_diff}
 
@@ -72,7 +74,7 @@ def selection_cases() -> list[dict]:
             spec = jax.sharding.PartitionSpec(axes, None)
             select = jax.jit(
                 jax.shard_map(
-                    lambda s, k, axes=axes: sharding.smallest_mask_sharded(s, k, axes),
+                    lambda s, k, axes=axes: smallest_mask_sharded(s, k, axes),
                     mesh=mesh,
                     in_specs=(spec, jax.sharding.PartitionSpec()),
                     out_specs=spec,
@@ -99,7 +101,7 @@ def main() -> None:
     model = LanguageModel(CONFIG)
     params = model.init_params(0)
     windows = np.random.default_rng(0).integers(0, CONFIG.vocab_size, (8, 16), dtype=np.int32)
-    paths = masks.select_paths(params, model.family.default_targets)
+    targets = paths.select_paths(params, model.family.default_targets)
     report: dict = {"devices": jax.device_count(), "prunes": [], "selection": selection_cases()}
     for name, recipe in RECIPES.items():
         reference = prune(model, params, windows, recipe, progress=False)
@@ -107,7 +109,7 @@ def main() -> None:
             result = prune(
                 model, params, windows, recipe, progress=False, mesh=sharding.make_mesh(shape)
             )
-            kernel = masks.get_leaf(result.params, "layers/1/mlp/up_proj/kernel")
+            kernel = paths.get_leaf(result.params, "layers/1/mlp/up_proj/kernel")
             report["prunes"].append(
                 {
                     "recipe": name,
@@ -115,7 +117,7 @@ def main() -> None:
                     "offload": False,
                     "up_proj_spec": str(kernel.sharding.spec),
                     "overall_sparsity": result.report["overall_sparsity"],
-                    **compare(reference, result, paths),
+                    **compare(reference, result, targets),
                 }
             )
         if name == "sparsegpt 0.5":
@@ -135,7 +137,7 @@ def main() -> None:
                     "mesh": [2, 4],
                     "offload": True,
                     "host_leaves": all(isinstance(x, np.ndarray) for x in leaves),
-                    **compare(reference, result, paths),
+                    **compare(reference, result, targets),
                 }
             )
     try:
@@ -151,10 +153,10 @@ def main() -> None:
     except ValueError as err:
         report["indivisible_windows_error"] = str(err)
     # The sharded SparseGPT really splits columns: its program is a shard_map with psum-ed counts.
-    layout = sharding.Layout(sharding.make_mesh((2, 4)), sharding.LLAMA_RULES)
+    layout = sharding.Layout(sharding.make_mesh((2, 4)), llama.PARTITION_RULES)
     jaxpr = str(
         jax.make_jaxpr(
-            lambda k, h: sharding.sparsegpt_kernel(k, h, Recipe(sparsity=0.5).target, layout)
+            lambda k, h: sparsegpt.prune_kernel_sharded(k, h, Recipe(sparsity=0.5).target, layout)
         )(jnp.ones((64, 128)), jnp.eye(64))
     )
     report["sparsegpt_program"] = {

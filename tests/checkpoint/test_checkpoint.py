@@ -10,68 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from pruned_trees import apply_masks, magnitude_masks, tiny_llama, two_four_mask, typed_leaves
 from tiny_models import TINY_LLAMA
 
 from jaxprune import checkpoint
 from jaxprune.checkpoint import MANIFEST_NAME, load_checkpoint, save_checkpoint
-from jaxprune.models import LanguageModel, config_to_dict
+from jaxprune.models import config_to_dict
 
 CFG = TINY_LLAMA
-
-
-def typed_leaves(tree):
-    """Sorted (path with key types, (dtype, shape, bytes)) of every leaf; ``None`` leaves kept."""
-
-    def walk(node, path):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                yield from walk(v, (*path, (type(k).__name__, k)))
-        elif node is None:
-            yield path, None
-        else:
-            a = np.asarray(node)
-            yield path, (a.dtype.name, a.shape, a.tobytes())
-
-    return sorted(walk(tree, ()), key=repr)
-
-
-def magnitude_masks(params, keep_fraction=0.5):
-    """Keep the largest-|w| fraction of every 2-D kernel (NumPy reference)."""
-
-    def mask(path, leaf):
-        name = jax.tree_util.keystr(path)
-        if "kernel" not in name:
-            return None
-        w = np.abs(np.asarray(leaf, np.float32)).reshape(-1)
-        keep = np.zeros(w.size, bool)
-        keep[np.argsort(w, kind="stable")[w.size - int(round(keep_fraction * w.size)) :]] = True
-        return jnp.asarray(keep.reshape(leaf.shape))
-
-    return jax.tree_util.tree_map_with_path(mask, params)
-
-
-def two_four_mask(w):
-    """2:4 along the input axis of an ``(in, out)`` kernel: keep the 2 largest of every 4."""
-    a = np.abs(np.asarray(w, np.float32))
-    groups = a.T.reshape(a.shape[1], -1, 4)
-    rank = np.argsort(np.argsort(-groups, axis=-1, kind="stable"), axis=-1)
-    return (rank < 2).reshape(a.shape[1], a.shape[0]).T
-
-
-def apply_masks(params, masks):
-    return jax.tree.map(
-        lambda w, m: w if m is None else jnp.where(m, w, jnp.zeros((), w.dtype)),
-        params,
-        masks,
-        is_leaf=lambda x: x is None,
-    )
-
-
-def tiny_llama():
-    model = LanguageModel(CFG)
-    params = model.init_params(0)
-    masks = magnitude_masks(params)
-    return model, apply_masks(params, masks), masks
 
 
 def entries(directory: Path) -> list[str]:
@@ -250,7 +196,7 @@ def test_a_save_failing_after_the_arrays_are_written_leaves_nothing_behind(tmp_p
         assert (root / "arrays").is_dir()  # the failure really comes after Orbax wrote its files
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint, "_file_records", fail)
+    monkeypatch.setattr(checkpoint._store, "file_records", fail)
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(tmp_path / "c", {"w": jnp.ones(3)}, config={})
     assert entries(tmp_path) == []
@@ -262,7 +208,7 @@ def test_a_failed_overwrite_keeps_the_previous_checkpoint(tmp_path, monkeypatch)
     def fail(root):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint, "_file_records", fail)
+    monkeypatch.setattr(checkpoint._store, "file_records", fail)
     with pytest.raises(OSError):
         save_checkpoint(tmp_path / "c", {"w": jnp.zeros(3)}, config={"v": 2}, overwrite=True)
     assert entries(tmp_path) == ["c"]
@@ -455,67 +401,8 @@ def test_a_packed_mask_disagreeing_with_the_kept_count_is_rejected(saved):
         tree["mask_bits"] = bits
         shutil.rmtree(saved / "arrays")
         orbax_checkpointer.save(saved / "arrays", tree)
-    records = checkpoint._file_records(saved)
+    records = checkpoint._files.file_records(saved)
     del records[MANIFEST_NAME]
     edit_manifest(saved, lambda m: m.update(files=records))
     with pytest.raises(ValueError, match="packed mask of layers/0/mlp/down_proj/kernel keeps"):
         load_checkpoint(saved)
-
-
-# --------------------------------------------------------------------------------------------------
-# Models
-
-
-def tiny_tokenizer():
-    import tokenizers
-
-    from jaxprune.models.tokenizer import Tokenizer
-
-    vocab = {"<s>": 0, "</s>": 1, "<unk>": 2, "to": 3, "be": 4, "or": 5, "not": 6}
-    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    return Tokenizer(backend, bos_token_id=0, eos_token_id=1)
-
-
-def tokenizer_files(tokenizer, tmp_path: Path) -> dict[str, bytes]:
-    directory = tokenizer.save(tmp_path / "tokenizer")
-    return {p.name: p.read_bytes() for p in directory.iterdir()}
-
-
-def test_a_model_checkpoint_loads_as_a_runnable_model_with_its_tokenizer(tmp_path):
-    from jaxprune.models.loaders import load_pretrained
-
-    model, params, masks = tiny_llama()
-    tokenizer = tiny_tokenizer()
-    save_checkpoint(
-        tmp_path / "c",
-        params,
-        masks=masks,
-        config=config_to_dict(CFG),
-        extra_files=tokenizer_files(tokenizer, tmp_path),
-        compact=True,
-    )
-    for pre in (checkpoint.load_model_checkpoint(tmp_path / "c"), load_pretrained(tmp_path / "c")):
-        assert pre.model == model and pre.source == str(tmp_path / "c")
-        assert typed_leaves(pre.params) == typed_leaves(params)
-        assert pre.tokenizer.encode("to be or not to be") == [3, 4, 5, 6, 3, 4]
-        assert (pre.tokenizer.bos_token_id, pre.tokenizer.eos_token_id) == (0, 1)
-        tokens = jnp.asarray([pre.tokenizer.encode("not to be")])
-        np.testing.assert_array_equal(
-            pre.model.logits(pre.params, tokens), model.logits(params, tokens)
-        )
-
-
-def test_a_bfloat16_model_checkpoint_computes_in_bfloat16_and_may_lack_a_tokenizer(tmp_path):
-    params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), LanguageModel(CFG).init_params(0))
-    save_checkpoint(tmp_path / "c", params, config=config_to_dict(CFG))
-    pre = checkpoint.load_model_checkpoint(tmp_path / "c")
-    assert pre.tokenizer is None
-    assert pre.model == LanguageModel(CFG, dtype=jnp.bfloat16)
-    assert pre.params["norm"]["scale"].dtype == jnp.bfloat16
-
-
-def test_a_checkpoint_without_a_model_config_is_not_a_model(tmp_path):
-    save_checkpoint(tmp_path / "c", {"w": jnp.ones(2)}, config={"family": "toy"})
-    with pytest.raises(ValueError, match="no usable model config.*config_to_dict"):
-        checkpoint.load_model_checkpoint(tmp_path / "c")

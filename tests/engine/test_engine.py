@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from tiny_models import TINY_LLAMA
 
-from jaxprune import masks
+from jaxprune.core import paths
 from jaxprune.engine import prune
 from jaxprune.models import LanguageModel
 from jaxprune.recipes import Recipe
@@ -37,7 +37,7 @@ def windows():
 
 
 def kernel(tree, block, name):
-    return np.asarray(masks.get_leaf(tree, f"layers/{block}/{name}/kernel"))
+    return np.asarray(paths.get_leaf(tree, f"layers/{block}/{name}/kernel"))
 
 
 def test_magnitude_prunes_exactly_half_of_every_projection_and_nothing_else(params):
@@ -54,9 +54,9 @@ def test_magnitude_prunes_exactly_half_of_every_projection_and_nothing_else(para
         "layers/0/input_layernorm/scale",
     ):
         np.testing.assert_array_equal(
-            masks.get_leaf(result.params, path), masks.get_leaf(params, path)
+            paths.get_leaf(result.params, path), paths.get_leaf(params, path)
         )
-        assert masks.get_leaf(result.masks, path) is None
+        assert paths.get_leaf(result.masks, path) is None
 
 
 def _wanda_reference_masks(params, windows, sparsity):
@@ -76,7 +76,7 @@ def _wanda_reference_masks(params, windows, sparsity):
             "mlp/down_proj": "down_in",
         }
         for name, tap in tap_of.items():
-            w = np.asarray(masks.get_leaf(bp, f"{name}/kernel"))
+            w = np.asarray(paths.get_leaf(bp, f"{name}/kernel"))
             x = np.asarray(taps[tap], np.float64).reshape(-1, w.shape[0])
             score = np.abs(w) * np.sqrt((x * x).sum(0))[:, None]
             keep = np.ones_like(w, bool)
@@ -84,7 +84,7 @@ def _wanda_reference_masks(params, windows, sparsity):
             for j in range(w.shape[1]):
                 keep[np.argsort(score[:, j], kind="stable")[:k], j] = False
             out[(block, name)] = keep
-            bp = masks.set_leaves(bp, {f"{name}/kernel": jnp.asarray(w * keep)})
+            bp = paths.set_leaves(bp, {f"{name}/kernel": jnp.asarray(w * keep)})
         hidden = MODEL.block(bp, hidden)
     return out
 
@@ -95,7 +95,7 @@ def test_wanda_engine_matches_hand_run_layer_by_layer(params, windows):
     )
     reference = _wanda_reference_masks(params, windows, 0.5)
     for (block, name), keep in reference.items():
-        got = np.asarray(masks.get_leaf(result.masks, f"layers/{block}/{name}/kernel"))
+        got = np.asarray(paths.get_leaf(result.masks, f"layers/{block}/{name}/kernel"))
         # Identical except possibly at exact score ties between float32 and float64 sums.
         assert np.mean(got == keep) > 0.99, (block, name)
 
@@ -155,7 +155,7 @@ def test_owl_spreads_block_sparsity_and_keeps_the_overall_target(params, windows
     per_block = {int(p.split("/")[1]): s for p, s in targets.items()}
     assert len(set(per_block.values())) == CONFIG.num_hidden_layers  # one target per block
     assert max(abs(s - 0.5) for s in per_block.values()) <= 0.1 + 1e-9
-    sizes = {p: masks.get_leaf(params, p).size for p in targets}
+    sizes = {p: paths.get_leaf(params, p).size for p in targets}
     weighted = sum(targets[p] * sizes[p] for p in targets) / sum(sizes.values())
     assert weighted == pytest.approx(0.5, abs=1e-9)
     owl = result.report["owl"]
@@ -166,7 +166,7 @@ def test_owl_spreads_block_sparsity_and_keeps_the_overall_target(params, windows
     by_ratio = sorted(per_block, key=ratios.get)
     assert [per_block[b] for b in by_ratio] == sorted(per_block.values(), reverse=True)
     for path, entry in layers.items():  # realised: ⌊s·in⌋ per output column
-        d_in = masks.get_leaf(params, path).shape[0]
+        d_in = paths.get_leaf(params, path).shape[0]
         assert entry["sparsity"] == pytest.approx(np.floor(targets[path] * d_in) / d_in)
 
 
@@ -204,8 +204,8 @@ def test_sparsellm_prunes_attention_like_sparsegpt_and_solves_the_mlp_jointly(pa
     for path, entry in joint.report["layers"].items():
         assert entry["sparsity"] == pytest.approx(0.7, abs=0.02), path
         assert np.isfinite(entry["rel_error"])
-        keep = np.asarray(masks.get_leaf(joint.masks, path))
-        assert not np.any(np.asarray(masks.get_leaf(joint.params, path))[~keep])
+        keep = np.asarray(paths.get_leaf(joint.masks, path))
+        assert not np.any(np.asarray(paths.get_leaf(joint.params, path))[~keep])
 
 
 def test_sparsellm_on_opt_with_biases_is_exact_and_finite():
@@ -232,7 +232,7 @@ def test_sparsellm_on_opt_with_biases_is_exact_and_finite():
     )
     assert result.report["overall_sparsity"] == pytest.approx(0.6, abs=0.02)
     for block in range(2):
-        bias = masks.get_leaf(result.params, f"layers/{block}/fc1/bias")
+        bias = paths.get_leaf(result.params, f"layers/{block}/fc1/bias")
         assert np.isfinite(np.asarray(bias)).all()
     logits = model.logits(result.params, jnp.asarray(windows))
     assert np.isfinite(np.asarray(logits)).all()
@@ -256,8 +256,8 @@ def test_owl_with_magnitude_uses_the_calibration_only_for_the_allocation(params,
         assert entry["target_sparsity"] == pytest.approx(
             result.report["owl"]["block_sparsity"][block]
         )
-        dense = np.abs(np.asarray(masks.get_leaf(params, path)))
-        keep = np.asarray(masks.get_leaf(result.masks, path))
+        dense = np.abs(np.asarray(paths.get_leaf(params, path)))
+        keep = np.asarray(paths.get_leaf(result.masks, path))
         # Still magnitude: in each kernel no pruned weight outweighs a kept one.
         assert np.where(keep, dense, np.inf).min() >= np.where(keep, -np.inf, dense).max()
     assert result.report["overall_sparsity"] == pytest.approx(0.6, abs=2e-3)

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxprune.core.sparsity import NM, Unstructured
 from jaxprune.methods import get_method, magnitude, sparsegpt, statistics, wanda
-from jaxprune.sparsity import NM, Unstructured
 
 
 def correlated_inputs(rng, tokens, d_in, dead=()):
@@ -145,7 +145,7 @@ def test_reconstruction_error_beats_magnitude_and_wanda(target):
     kernel = rng.normal(size=(96, 40)).astype(np.float32)
     stats = stats_of(x)
     errors = {
-        name: relative_error(x, kernel, module.prune(kernel, stats, target)[0])
+        name: relative_error(x, kernel, module.solve(kernel, stats, target)[0])
         for name, module in (("magnitude", magnitude), ("wanda", wanda), ("sparsegpt", sparsegpt))
     }
     assert errors["sparsegpt"] < errors["wanda"] < errors["magnitude"], errors
@@ -159,7 +159,7 @@ def test_rank_deficient_inputs_give_finite_results():
     stats = stats_of(x)
     for target in (Unstructured(0.5), NM(2, 4)):
         for module in (sparsegpt, wanda):
-            new, keep = module.prune(kernel, stats, target)
+            new, keep = module.solve(kernel, stats, target)
             assert np.all(np.isfinite(np.asarray(new)))
             assert np.all(np.asarray(new)[~np.asarray(keep)] == 0)
 
@@ -238,12 +238,12 @@ def test_registry_entry_uses_the_hessian_of_the_stats():
     x = correlated_inputs(rng, 100, 32)
     kernel = rng.normal(size=(32, 16)).astype(np.float32)
     method = get_method("sparsegpt")
-    assert method.needs_hessian
+    assert method.statistics is statistics.HESSIAN
     stats = stats_of(x)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        new, keep = method.prune(kernel, stats, Unstructured(0.5), **method.options)
+        new, keep = method.solve(kernel, stats, Unstructured(0.5), **method.options)
     direct = sparsegpt.prune_kernel(kernel, statistics.hessian(stats), Unstructured(0.5))
     np.testing.assert_array_equal(np.asarray(new), np.asarray(direct[0]))
     with pytest.raises(ValueError, match="no Hessian"):
-        method.prune(kernel, stats_of(x, with_hessian=False), Unstructured(0.5))
+        method.solve(kernel, stats_of(x, with_hessian=False), Unstructured(0.5))

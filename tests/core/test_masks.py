@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxprune import masks
+from jaxprune.core import masks, paths
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
@@ -133,32 +133,32 @@ def _params():
 
 def test_paths_get_and_set_with_int_block_keys():
     params = _params()
-    assert masks.leaf_paths(params) == [
+    assert paths.leaf_paths(params) == [
         "embed_tokens/embedding",
         "layers/0/mlp/up_proj/kernel",
         "layers/1/mlp/up_proj/kernel",
     ]
-    leaf = masks.get_leaf(params, "layers/0/mlp/up_proj/kernel")
+    leaf = paths.get_leaf(params, "layers/0/mlp/up_proj/kernel")
     assert leaf.shape == (4, 2)
-    new = masks.set_leaves(params, {"layers/1/mlp/up_proj/kernel": jnp.zeros((4, 2))})
+    new = paths.set_leaves(params, {"layers/1/mlp/up_proj/kernel": jnp.zeros((4, 2))})
     assert float(new["layers"][1]["mlp"]["up_proj"]["kernel"].sum()) == 0
     assert float(params["layers"][1]["mlp"]["up_proj"]["kernel"].sum()) == 8  # not modified
     assert new["layers"][0] is params["layers"][0]  # untouched branches are shared
     with pytest.raises(KeyError, match="up_prj"):
-        masks.get_leaf(params, "layers/0/mlp/up_prj/kernel")
+        paths.get_leaf(params, "layers/0/mlp/up_prj/kernel")
 
 
 def test_select_paths_by_regex_with_ignore():
     params = _params()
-    got = masks.select_paths(params, r"layers/\d+/.*kernel", ignore=r"layers/1/.*")
+    got = paths.select_paths(params, r"layers/\d+/.*kernel", ignore=r"layers/1/.*")
     assert got == ["layers/0/mlp/up_proj/kernel"]
 
 
 def test_select_paths_rejects_patterns_that_match_nothing():
     with pytest.raises(ValueError, match="matches no parameter"):
-        masks.select_paths(_params(), [r"layers/\d+/.*kernel", r"attn/.*"])
+        paths.select_paths(_params(), [r"layers/\d+/.*kernel", r"attn/.*"])
     with pytest.raises(ValueError, match="invalid path regex"):
-        masks.select_paths(_params(), "layers/(")
+        paths.select_paths(_params(), "layers/(")
 
 
 def test_apply_masks_accepts_a_tree_with_none_and_checks_shapes():

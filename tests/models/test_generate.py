@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxprune.models import LanguageModel, LlamaConfig
-from jaxprune.models.generate import _next_token, greedy_generate
+from jaxprune.models.generate import greedy_generate, next_token
 
 CONFIG = LlamaConfig(
     vocab_size=50,
@@ -60,10 +60,10 @@ def test_generation_stops_after_eos(model_and_params):
 
 def test_one_compilation_serves_every_step_and_prompt_length(model_and_params):
     model, params = model_and_params
-    before = _next_token._cache_size()
+    before = next_token._cache_size()
     greedy_generate(model, params, [1, 2, 3], 5)
     greedy_generate(model, params, [1, 2, 3, 4, 5, 6], 7)  # same padded length (32)
-    assert _next_token._cache_size() - before <= 1
+    assert next_token._cache_size() - before <= 1
 
 
 def test_zero_new_tokens_and_bad_arguments(model_and_params):

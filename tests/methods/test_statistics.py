@@ -66,3 +66,26 @@ def test_empty_batch_changes_nothing_and_stays_finite():
 def test_inputs_of_the_wrong_width_are_a_clear_error():
     with pytest.raises(ValueError, match="8 inputs"):
         statistics.accumulate(statistics.init_stats(8, True), np.ones((3, 7), np.float32))
+
+
+def test_moments_give_each_features_mean_and_variance():
+    x = np.random.default_rng(3).normal(2.0, 3.0, size=(5, 40, 6)).astype(np.float32)
+    state = statistics.MOMENTS.init(6)
+    for batch in x:
+        state = jax.jit(statistics.MOMENTS.update)(state, jnp.asarray(batch))
+    flat = x.reshape(-1, 6).astype(np.float64)
+    assert int(state.count) == 200
+    np.testing.assert_allclose(state.mean, flat.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(state.variance, flat.var(axis=0), rtol=1e-4)
+
+
+def test_combined_statistics_update_every_part_like_each_alone():
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 9, 8)), jnp.float32)
+    both = statistics.combine(statistics.HESSIAN, statistics.MOMENTS)
+    state = both.update(both.init(8), x)
+    alone = statistics.HESSIAN.update(statistics.HESSIAN.init(8), x)
+    moments = statistics.MOMENTS.update(statistics.MOMENTS.init(8), x)
+    for got, want in zip(jax.tree.leaves(state), jax.tree.leaves((alone, moments)), strict=True):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="at least one"):
+        statistics.combine()

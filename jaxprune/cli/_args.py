@@ -1,0 +1,124 @@
+"""Argument checks shared by the commands: each bad input is one clear line, before any work."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from jaxprune.recipes import Recipe
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+class UsageError(Exception):
+    """A bad argument, reported before any heavy work (exit status 2)."""
+
+
+def check_model(spec: str) -> None:
+    """``--model``: an embedded name, a .gguf file, a HF or jaxprune checkpoint directory."""
+    from jaxprune.models.loaders import check_source
+
+    try:
+        check_source(spec)
+    except ValueError as err:
+        raise UsageError(f"--model {err}") from None
+
+
+def check_data(flag: str, source: str) -> None:
+    """A corpus name or a text file / directory the data loaders accept."""
+    from jaxprune.data import check_source
+
+    try:
+        check_source(source)
+    except ValueError as err:
+        raise UsageError(f"{flag}: {err}") from None
+
+
+def check_positive(**values: int | None) -> None:
+    """Every given value is a positive integer (``None``: not given)."""
+    for name, value in values.items():
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+
+
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """``["percdamp=0.05", "iterations=8"]`` → ``{"percdamp": 0.05, "iterations": 8}``."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--option {item!r}: write options as KEY=VALUE, e.g. percdamp=0.05")
+        try:
+            options[key] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key] = text
+    return options
+
+
+def parse_overrides(items: list[str]) -> dict[str, float | str]:
+    """``["layers/0/.*=0.3", ".*/down_proj/kernel=2:4"]`` → ``{regex: 0.3, regex: "2:4"}``."""
+    overrides: dict[str, float | str] = {}
+    for item in items:
+        pattern, sep, text = item.rpartition("=")
+        if not sep or not pattern or not text:
+            raise UsageError(
+                f"--override {item!r}: write REGEX=SPARSITY or REGEX=N:M, "
+                "e.g. 'layers/0/.*=0.3' or '.*/down_proj/kernel=2:4'"
+            )
+        try:
+            overrides[pattern] = float(text)
+        except ValueError:
+            overrides[pattern] = text
+    return overrides
+
+
+def mesh_from_arg(text: str | None):
+    """The ``--mesh DATAxMODEL`` argument as a mesh over this host's devices (None if absent)."""
+    if text is None:
+        return None
+    from jaxprune import sharding
+
+    try:
+        return sharding.make_mesh(sharding.parse_mesh(text))
+    except ValueError as err:
+        raise UsageError(f"--mesh {text!r}: {err}") from None
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    """The recipe of ``prune``: a ``--recipe`` file, then the explicit options over it."""
+    fields: dict[str, Any] = {}
+    if args.recipe:
+        fields = Recipe.load(args.recipe).to_dict()
+    if args.sparsity is not None and args.pattern is not None:
+        raise UsageError("give either --sparsity or --pattern, not both")
+    explicit = {
+        "method": args.method,
+        "sparsity": args.pattern if args.pattern is not None else args.sparsity,
+        "targets": args.targets,
+        "ignore": args.ignore,
+        "allocation": args.allocation,
+        "owl_lambda": args.owl_lambda,
+        "owl_m": args.owl_m,
+        "true_sequential": args.true_sequential or None,
+        "calib": args.calib,
+        "nsamples": args.nsamples,
+        "seqlen": args.seqlen,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+    }
+    fields.update({k: v for k, v in explicit.items() if v is not None})
+    if args.override:
+        fields["overrides"] = {
+            **dict(fields.get("overrides") or {}),
+            **parse_overrides(args.override),
+        }
+    if args.option:
+        fields["method_options"] = {
+            **dict(fields.get("method_options") or {}),
+            **parse_options(args.option),
+        }
+    try:
+        return Recipe.from_dict(fields)
+    except ValueError as err:
+        raise UsageError(str(err)) from None

@@ -1,0 +1,172 @@
+"""SparseLLM's steps: the closed-form updates of its auxiliary variables and the refits.
+
+Token-row layout: ``x`` is ``(T, d)``, kernels are Flax ``(in, out)``; the variables ``s`` (gate
+pre-activation, SwiGLU only), ``z`` (up / ``in`` pre-activation) and ``p`` (the output
+projection's input) are float32 chunks of rows. See :mod:`jaxprune.methods.sparsellm` for the
+objective and the order of the steps; every function here is one step of it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# The roles of each MLP kind, its output projection last.
+ROLES = {"swiglu": ("gate", "up", "down"), "relu": ("in", "out")}
+
+_HI = lax.Precision.HIGHEST
+
+
+def mm(a: jax.Array, b: jax.Array) -> jax.Array:
+    return jnp.matmul(a, b, precision=_HI)
+
+
+@jax.jit
+def gram(a: jax.Array, b: jax.Array) -> jax.Array:
+    return mm(a.T, b)
+
+
+@jax.jit
+def damped_solve(gram: jax.Array, rhs: jax.Array, percdamp: jax.Array) -> jax.Array:
+    """``(G + λI)⁻¹ rhs`` by Cholesky, λ = percdamp·mean(diag G) plus a floor for G = 0."""
+    damp = percdamp * jnp.mean(jnp.diagonal(gram)) + 1e-8
+    lower = jnp.linalg.cholesky(gram + damp * jnp.eye(gram.shape[0], dtype=gram.dtype))
+    return jax.scipy.linalg.cho_solve((lower, True), rhs)
+
+
+def pre_activations(kind: str, x: jax.Array, kernels, biases):
+    """``(s, z)``: gate and up (swiglu) or ``(None, in)`` (relu) pre-activations of ``x``."""
+    if kind == "swiglu":
+        return mm(x, kernels["gate"]), mm(x, kernels["up"])
+    return None, mm(x, kernels["in"]) + biases["in"]
+
+
+def activation(kind: str, s, z):
+    """The output projection's input from the pre-activations."""
+    return jax.nn.silu(s) * z if kind == "swiglu" else jax.nn.relu(z)
+
+
+@functools.partial(jax.jit, static_argnames=("kind",))
+def dense_variables(kind: str, x: jax.Array, kernels, biases):
+    """``(s, z, p)`` of the dense MLP on a chunk (``s`` is ``None`` for relu)."""
+    s, z = pre_activations(kind, x, kernels, biases)
+    return s, z, activation(kind, s, z)
+
+
+def out(kind: str, p: jax.Array, kernels, biases) -> jax.Array:
+    last = ROLES[kind][-1]
+    return mm(p, kernels[last]) + biases.get(last, 0.0)
+
+
+def terms(kind, y, s, z, p, u_s, u_z, y_hat, alpha, beta, gamma) -> jax.Array:
+    """The objective on a chunk, given ``u_s, u_z`` = the pruned pre-activations of ``x`` and
+    ``y_hat`` = ``p`` through the pruned last layer."""
+    total = alpha * jnp.sum((z - u_z) ** 2) + beta * jnp.sum((y - y_hat) ** 2)
+    total += gamma * jnp.sum((p - activation(kind, s, z)) ** 2)
+    if kind == "swiglu":
+        total += alpha * jnp.sum((s - u_s) ** 2)
+    return total
+
+
+@jax.jit
+def p_system(w_down: jax.Array, beta: jax.Array, gamma: jax.Array):
+    """``WᵀW`` and the lower Cholesky factor of ``WᵀW + (γ/β)I`` (``d × d``, positive definite)."""
+    wtw = mm(w_down.T, w_down)
+    eye = jnp.eye(wtw.shape[0], dtype=wtw.dtype)
+    return wtw, jnp.linalg.cholesky(wtw + (gamma / beta) * eye)
+
+
+@functools.partial(jax.jit, static_argnames=("kind", "s_steps", "update"))
+def chunk_pass(kind, x, y, s, z, p, kernels, biases, system, coef, *, s_steps, update):
+    """One chunk: the pruned MLP's squared output error and, with ``update``, the new ``(s, z, p)``.
+
+    Returns ``(s, z, p, squared error, objective)``; without ``update`` the variables are returned
+    unchanged and the objective is taken at them.
+    """
+    alpha, beta, gamma = coef["alpha"], coef["beta"], coef["gamma"]
+    u_s, u_z = pre_activations(kind, x, kernels, biases)
+    error = jnp.sum((y - out(kind, activation(kind, u_s, u_z), kernels, biases)) ** 2)
+    if not update:
+        y_hat = out(kind, p, kernels, biases)
+        return s, z, p, error, terms(kind, y, s, z, p, u_s, u_z, y_hat, alpha, beta, gamma)
+
+    # p = argmin β‖Y − pW − b‖² + γ‖p − a‖², a = act(s, z). Writing p = a + δ with the residual
+    # e = Y − aW − b, the push-through identity gives δ = e (WᵀW + (γ/β)I)⁻¹ Wᵀ: a d × d solve
+    # (not f × f), and a correction that is small when a already fits Y (no cancellation).
+    wtw, factor = system
+    last = ROLES[kind][-1]
+    a = activation(kind, s, z)
+    a_out = out(kind, a, kernels, biases)
+    c = jax.scipy.linalg.cho_solve((factor, True), (y - a_out).T).T
+    p = a + mm(c, kernels[last].T)
+    y_hat = a_out + mm(c, wtw)  # = p W + b, without another (T, f) × (f, d) product
+    if kind == "relu":
+        # argmin_z α(z − u)² + γ(p − ReLU(z))²: each branch's minimiser, then the better one.
+        z_neg = jnp.minimum(u_z, 0.0)
+        z_pos = jnp.maximum((alpha * u_z + gamma * p) / (alpha + gamma), 0.0)
+
+        def z_cost(v):
+            return alpha * (v - u_z) ** 2 + gamma * (p - jax.nn.relu(v)) ** 2
+
+        z = jnp.where(z_cost(z_neg) <= z_cost(z_pos), z_neg, z_pos)
+    else:
+        act = jax.nn.silu(s)
+        z = (alpha * u_z + gamma * act * p) / (alpha + gamma * act * act)
+
+        def s_cost(v):
+            return alpha * (v - u_s) ** 2 + gamma * (p - jax.nn.silu(v) * z) ** 2
+
+        def gauss_newton(_, s):
+            sig = jax.nn.sigmoid(s)
+            dact = sig * (1.0 + s * (1.0 - sig))  # SiLU'(s)
+            grad = alpha * (s - u_s) + gamma * (s * sig * z - p) * z * dact
+            step = s - grad / (alpha + gamma * (z * dact) ** 2)
+            # The cost is not convex in s; a Gauss-Newton step that overshoots is not taken.
+            return jnp.where(s_cost(step) <= s_cost(s), step, s)
+
+        s = lax.fori_loop(0, s_steps, gauss_newton, s)
+    return s, z, p, error, terms(kind, y, s, z, p, u_s, u_z, y_hat, alpha, beta, gamma)
+
+
+def augment(gram: jax.Array, col_sums: jax.Array, count: int) -> jax.Array:
+    """The Gram matrix of ``[A, 1]`` from that of ``A``, its column sums and its row count."""
+    top = jnp.concatenate([gram, col_sums[:, None]], axis=1)
+    bottom = jnp.concatenate([col_sums, jnp.asarray([float(count)], gram.dtype)])[None, :]
+    return jnp.concatenate([top, bottom], axis=0)
+
+
+def refit(kind, x, y, spans, state, gram_x, gram_p, percdamp):
+    """Dense least-squares kernels (and biases) for the current auxiliary variables.
+
+    ``gram_x``/``gram_p`` are ``XᵀX``/``pᵀp``; the relu kind augments both with a ones column
+    (the bias is the last row of the solution). Cross-covariances accumulate over chunks.
+    """
+    percdamp = jnp.float32(percdamp)
+    chunks = {
+        "x": lambda i: x[spans[i][0] : spans[i][1]],
+        "y": lambda i: y[spans[i][0] : spans[i][1]],
+        **{name: state[name].__getitem__ for name in ("s", "z", "p")},
+    }
+
+    def cross(left: str, right: str) -> jax.Array:
+        return sum(gram(chunks[left](i), chunks[right](i)) for i in range(len(spans)))
+
+    if kind == "swiglu":
+        return {
+            "up": damped_solve(gram_x, cross("x", "z"), percdamp),
+            "gate": damped_solve(gram_x, cross("x", "s"), percdamp),
+            "down": damped_solve(gram_p, cross("p", "y"), percdamp),
+        }, {}
+
+    def sums(name: str) -> jax.Array:
+        return sum(jnp.sum(chunks[name](i), axis=0) for i in range(len(spans)))
+
+    count = x.shape[0]
+    x_cross = jnp.concatenate([cross("x", "z"), sums("z")[None]], axis=0)
+    p_cross = jnp.concatenate([cross("p", "y"), sums("y")[None]], axis=0)
+    w_in = damped_solve(augment(gram_x, sums("x"), count), x_cross, percdamp)
+    w_out = damped_solve(augment(gram_p, sums("p"), count), p_cross, percdamp)
+    return {"in": w_in[:-1], "out": w_out[:-1]}, {"in": w_in[-1], "out": w_out[-1]}
