@@ -7,7 +7,7 @@ family; a new family is one file plus one import line here.
 """
 
 # Importing a family registers it.
-from jaxprune.models import llama, opt
+from jaxprune.models import llama, opt  # noqa: F401
 from jaxprune.models.base import (
     FAMILIES,
     Family,
