@@ -31,6 +31,19 @@ def order_keys(scores: jax.Array) -> jax.Array:
     return jnp.where(negative, ~bits, bits | jnp.uint32(1 << 31))
 
 
+def _pinned(keys: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
+    """``keys``, unchanged (``lo <= hi`` always holds), as a value XLA cannot prove unchanged.
+
+    Every counting pass and the final comparisons must read the *same* keys. Left to itself, XLA
+    fuses the score computation into each consumer and recomputes it there, and two fusions of the
+    same float expression can round differently (seen on CPU with a guarded division: a key equal
+    to the k-th in one pass compared below it in another, and a 2:4 group kept 3). Carrying the keys
+    through the loop behind a condition the compiler cannot decide keeps them one buffer; an
+    ``optimization_barrier`` does not, as XLA:CPU removes it before fusion.
+    """
+    return jnp.where(lo > hi, ~keys, keys)
+
+
 def smallest_mask(scores: jax.Array, k: int | jax.Array, axis: int | None = None) -> jax.Array:
     """True at the ``k`` smallest entries along ``axis`` (of all entries when ``None``).
 
@@ -48,15 +61,15 @@ def smallest_mask(scores: jax.Array, k: int | jax.Array, axis: int | None = None
     shape = list(keys.shape)
     shape[axis] = 1
 
-    def halve(_, bounds):
-        lo, hi = bounds
+    def halve(_, carry):
+        lo, hi, keys = carry
         mid = lo + (hi - lo) // 2
         enough = jnp.sum(keys <= mid, axis=axis, keepdims=True) >= k
-        return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
+        return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi), _pinned(keys, lo, hi)
 
     # Invariant: the smallest key t with #(keys <= t) >= k lies in [lo, hi].
-    bounds = (jnp.zeros(shape, jnp.uint32), jnp.full(shape, 0xFFFFFFFF, jnp.uint32))
-    kth, _ = lax.fori_loop(0, 32, halve, bounds)
+    bounds = (jnp.zeros(shape, jnp.uint32), jnp.full(shape, 0xFFFFFFFF, jnp.uint32), keys)
+    kth, _, keys = lax.fori_loop(0, 32, halve, bounds)
     below = keys < kth
     at = keys == kth
     room = k - jnp.sum(below, axis=axis, keepdims=True)
@@ -103,14 +116,15 @@ def smallest_mask_sharded(
     def count(mask: jax.Array) -> jax.Array:
         return lax.psum(jnp.sum(mask, dtype=jnp.int32), axis_name)
 
-    def halve(_, bounds):
-        lo, hi = bounds
+    def halve(_, carry):
+        lo, hi, keys = carry
         mid = lo + (hi - lo) // 2
         enough = count(keys <= mid) >= k
-        return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
+        return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi), _pinned(keys, lo, hi)
 
     # Invariant: the smallest key t with #(keys <= t) >= k over all devices lies in [lo, hi].
-    kth, _ = lax.fori_loop(0, 32, halve, (jnp.uint32(0), jnp.uint32(0xFFFFFFFF)))
+    bounds = (jnp.uint32(0), jnp.uint32(0xFFFFFFFF), keys)
+    kth, _, keys = lax.fori_loop(0, 32, halve, bounds)
     below = keys < kth
     at = keys == kth
     room = k - count(below)
