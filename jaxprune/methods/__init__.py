@@ -18,7 +18,7 @@ here; nothing else changes (see ``docs/design.md``, "Adding a method").
 from __future__ import annotations
 
 # Importing a built-in registers it.
-from jaxprune.methods import magnitude, sparsegpt, sparsellm, statistics, wanda  # noqa: F401
+from jaxprune.methods import magnitude, ria, sparsegpt, sparsellm, statistics, wanda  # noqa: F401
 from jaxprune.methods.base import (
     METHODS,
     JointSolution,
