@@ -44,6 +44,8 @@ CONFIGS = {
     "wanda-0.5": ("wanda", 0.5),
     "sparsegpt-0.5": ("sparsegpt", 0.5),
     "sparsegpt-2:4": ("sparsegpt", "2:4"),
+    "sparsegpt-0.7": ("sparsegpt", 0.7),
+    "sparsellm-0.7": ("sparsellm", 0.7),
 }
 LLAMA2_7B = {
     "layers": 32,
@@ -117,11 +119,25 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="a tiny shape that runs on a CPU")
     for name in LLAMA2_7B:
         parser.add_argument(f"--{name}", type=int, help=f"override the shape's {name}")
-    parser.add_argument("--methods", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=list(CONFIGS),
+        default=["wanda-0.5", "sparsegpt-0.5", "sparsegpt-2:4"],
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--mesh", help="DATAxMODEL, e.g. 1x8 (default: no mesh, one device)")
     parser.add_argument("--offload", action="store_true", help="params on the host, one block")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--profile", action="store_true", help="split the passes into forward and statistics time"
+    )
+    parser.add_argument(
+        "--errors",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="per-linear reconstruction errors in the report (jaxprune.prune's errors=)",
+    )
     parser.add_argument("--out", type=Path, help="append one JSON line per result to this file")
     args = parser.parse_args()
 
@@ -154,8 +170,17 @@ def main() -> None:
     for name in args.methods:
         method, target = CONFIGS[name]
         recipe = jp.Recipe(method=method, sparsity=target, batch_size=args.batch_size)
+        errors = {"auto": None, "on": True, "off": False}[args.errors]
         result = jp.prune(
-            model, params, windows, recipe, progress=False, mesh=mesh, offload=args.offload
+            model,
+            params,
+            windows,
+            recipe,
+            progress=False,
+            mesh=mesh,
+            offload=args.offload,
+            errors=errors,
+            profile=args.profile,
         )
         report = result.report
         del result
@@ -165,8 +190,9 @@ def main() -> None:
             "mesh": args.mesh,
             "offload": args.offload,
             "method": method,
-            "sparsity": 0.5,
+            "sparsity": 0.5 if isinstance(target, str) else target,
             "pattern": target if isinstance(target, str) else None,
+            "errors": args.errors,
             "layers": shape["layers"],
             "hidden": shape["hidden"],
             "intermediate": shape["intermediate"],
@@ -177,9 +203,10 @@ def main() -> None:
             "seqlen": shape["seqlen"],
             "calib_tokens": shape["nsamples"] * shape["seqlen"],
             "total_seconds": report["seconds"],
-            "forward_seconds": report["forward_seconds"],
-            "stats_seconds": report["stats_seconds"],
+            "forward_seconds": report.get("forward_seconds"),
+            "stats_seconds": report.get("stats_seconds"),
             "solve_seconds": report["solve_seconds"],
+            "joint_seconds": sum(e["seconds"] for e in report.get("joint_mlp", {}).values()),
             "capture_seconds": report["capture_seconds"],
             "propagate_seconds": report["propagate_seconds"],
             "overall_sparsity": report["overall_sparsity"],

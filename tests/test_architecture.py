@@ -19,7 +19,7 @@ PACKAGE = ROOT / "jaxprune"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 100
 # The numeric kernels may be longer: each is one algorithm that reads best in one piece.
-NUMERIC_KERNELS = {"methods/sparsegpt.py:_solve", "methods/sparsellm.py:prune_mlp"}
+NUMERIC_KERNELS = {"methods/sparsegpt_sweep.py:sweep", "methods/sparsellm.py:prune_mlp"}
 
 
 def _functions(tree: ast.AST):

@@ -26,7 +26,7 @@ FIELDS = {
 def test_accelerator_benchmark_small_shape_writes_every_field(tmp_path):
     out = tmp_path / "results.jsonl"
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--small", "--out", str(out)],
+        [sys.executable, str(SCRIPT), "--small", "--profile", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -43,3 +43,19 @@ def test_accelerator_benchmark_small_shape_writes_every_field(tmp_path):
         assert row["device"] == "cpu"
         parts = row["forward_seconds"] + row["stats_seconds"] + row["solve_seconds"]
         assert 0 < parts <= row["total_seconds"] * 1.01
+
+
+def test_sparsellm_and_its_sparsegpt_baseline_run_at_the_smoke_shape(tmp_path):
+    out = tmp_path / "results.jsonl"
+    argv = ["--small", "--layers", "1", "--methods", "sparsegpt-0.7", "sparsellm-0.7"]
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *argv, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["method"], r["sparsity"]) for r in rows] == [("sparsegpt", 0.7), ("sparsellm", 0.7)]
+    assert rows[1]["joint_seconds"] > 0 and rows[0]["joint_seconds"] == 0
+    assert "forward_seconds" in rows[0] and rows[0]["forward_seconds"] is None  # no --profile

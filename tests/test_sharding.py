@@ -216,9 +216,16 @@ def test_a_one_device_mesh_prunes_like_no_mesh(params, windows):
 
 
 def test_report_splits_pass_time_into_forward_and_statistics(params, windows):
-    report = prune(
-        MODEL, params, windows, Recipe(method="sparsegpt", sparsity=0.5), progress=False
-    ).report
+    recipe = Recipe(method="sparsegpt", sparsity=0.5)
+    report = prune(MODEL, params, windows, recipe, progress=False, profile=True).report
     assert report["forward_seconds"] > 0 and report["stats_seconds"] > 0
     passes = report["capture_seconds"] + report["propagate_seconds"]
     assert report["forward_seconds"] + report["stats_seconds"] <= passes
+
+
+def test_without_profile_the_passes_are_not_split(params, windows):
+    report = prune(
+        MODEL, params, windows, Recipe(method="sparsegpt", sparsity=0.5), progress=False
+    ).report
+    assert "forward_seconds" not in report and "stats_seconds" not in report
+    assert report["capture_seconds"] > 0 and report["propagate_seconds"] > 0

@@ -22,12 +22,21 @@ from jaxprune.sharding import Layout, place_like
 
 @dataclasses.dataclass(frozen=True)
 class Solver:
-    """A method with its resolved options, on one device or a mesh, reporting into a log."""
+    """A method with its resolved options, on one device or a mesh, reporting into a log.
+
+    ``errors`` says which relative reconstruction errors ‖X(W − Ŵ)‖²/‖XW‖² the report gets:
+    ``None`` (default) those that cost no extra pass over the data — every kernel whose method
+    holds a Hessian ``H ∝ XᵀX``, from ``tr(ΔᵀHΔ)/tr(WᵀHW)`` on the inputs the statistics were
+    gathered from, and jointly solved MLPs, whose inputs were collected anyway, measured on the
+    next pass; ``True`` also the others, with two extra matrix products per kernel and token on the
+    next pass (Wanda, RIA); ``False`` none.
+    """
 
     method: Method
     options: Mapping[str, Any]
     layout: Layout | None
     log: PruneLog
+    errors: bool | None = None
 
 
 class BlockResult(NamedTuple):
@@ -60,6 +69,64 @@ def solve_kernel(
     seconds = time.perf_counter() - t0
     solver.log.timings["solve_seconds"] += seconds
     return new_kernel, keep, seconds
+
+
+def solve_kernels(
+    solver: Solver, kernels: list[jax.Array], stats: Any, targets: list[Target]
+) -> tuple[list[tuple[jax.Array, jax.Array]], float]:
+    """Kernels reading one input, solved together when the method can (one device), else one by
+    one; returns ``[(pruned kernel, keep mask), ...]`` and the seconds per kernel."""
+    method = solver.method
+    if len(kernels) > 1 and method.solve_group is not None and solver.layout is None:
+        t0 = time.perf_counter()
+        results = method.solve_group(
+            kernels, stats, targets, **method.solve_options(solver.options)
+        )
+        jax.block_until_ready(results)
+        seconds = time.perf_counter() - t0
+        solver.log.timings["solve_seconds"] += seconds
+        return results, seconds / len(kernels)
+    solved = [solve_kernel(solver, k, stats, t) for k, t in zip(kernels, targets, strict=True)]
+    return [(new, keep) for new, keep, _ in solved], sum(s for *_, s in solved) / len(solved)
+
+
+@jax.jit
+def hessian_rel_error(hessian: jax.Array, dense: jax.Array, pruned: jax.Array) -> jax.Array:
+    """‖X(W − Ŵ)‖²/‖XW‖² from ``H ∝ XᵀX``: ``tr(ΔᵀHΔ)/tr(WᵀHW)``, no pass over ``X``."""
+    w = dense.astype(jnp.float32)
+    delta = w - pruned.astype(jnp.float32)
+    high = jax.lax.Precision.HIGH
+    num = jnp.sum(jnp.matmul(hessian, delta, precision=high) * delta)
+    den = jnp.sum(jnp.matmul(hessian, w, precision=high) * w)
+    return num / jnp.maximum(den, 1e-30)
+
+
+def solve_tap_group(
+    solver: Solver,
+    unit: TapGroup,
+    block_params: Params,
+    stats: Any,
+    targets: Mapping[str, Target],
+) -> tuple[Params, dict[str, Solved], Checks]:
+    """Solves the linears of one tap group; returns the block params, the solved kernels and the
+    error checks left for the next pass (see :class:`Solver` for which errors are measured)."""
+    dense = [get_leaf(block_params, lin.kernel_path) for lin in unit.linears]
+    wanted = [targets[lin.path] for lin in unit.linears]
+    results, seconds = solve_kernels(solver, dense, stats, wanted)
+    hessian = getattr(stats, "hessian", None)
+    solved: dict[str, Solved] = {}
+    checks: Checks = {}
+    for lin, w, (new, keep), target in zip(unit.linears, dense, results, wanted, strict=True):
+        solved[lin.path] = Solved(new, keep, record(target, seconds))
+        if solver.errors is not False and hessian is not None:
+            solved[lin.path].record["rel_error"] = float(hessian_rel_error(hessian, w, new))
+        elif solver.errors:
+            checks[lin.path] = (unit.tap, w, new)
+    block_params = set_leaves(
+        block_params,
+        {lin.kernel_path: s.kernel for lin, s in zip(unit.linears, solved.values(), strict=True)},
+    )
+    return block_params, solved, checks
 
 
 def solve_joint(
@@ -131,8 +198,9 @@ def prune_block(
     """Prunes the targeted linears of one block stage by stage; returns it and its outputs.
 
     Each stage captures the block's inputs (statistics of its tap groups, raw inputs of a joint
-    MLP) with the earlier stages already pruned, solves its units, and hands the kernels it
-    changed to the next pass, which measures their relative output errors at no extra cost.
+    MLP) with the earlier stages already pruned and solves its units; relative output errors come
+    from the Hessians where the method holds them, or are measured on the next pass (see
+    :class:`Solver`).
     """
     solved: dict[str, Solved] = {}
     joint: dict[str, dict[str, Any]] = {}
@@ -157,15 +225,14 @@ def prune_block(
                     solver, unit, block_params, *(calib.collected[tap] for tap in collect), targets
                 )
                 solved.update(done)
-                pending.update(checks)
+                if solver.errors is not False:
+                    pending.update(checks)
                 continue
-            for lin in unit.linears:
-                dense = get_leaf(block_params, lin.kernel_path)
-                target = targets[lin.path]
-                new, keep, seconds = solve_kernel(solver, dense, calib.stats[unit.tap], target)
-                solved[lin.path] = Solved(new, keep, record(target, seconds))
-                block_params = set_leaves(block_params, {lin.kernel_path: new})
-                pending[lin.path] = (unit.tap, dense, new)
+            block_params, done, checks = solve_tap_group(
+                solver, unit, block_params, calib.stats[unit.tap], targets
+            )
+            solved.update(done)
+            pending.update(checks)
     final = runner.run(block_params, hidden, checks=pending, with_output=True)
     _record_errors(solved, pending, final.rel_errors)
     return BlockResult(block_params, final.hidden, solved, joint)

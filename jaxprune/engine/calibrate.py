@@ -111,17 +111,25 @@ class BlockRunner:
     """Runs passes of one block over all windows in batches, adding to the log's timings.
 
     The log gets the seconds of whole passes (``capture_seconds`` for passes that gather
-    statistics, ``propagate_seconds`` for those producing the next block's inputs) and, across
-    both, of the block's forward computation (``forward_seconds``) and of the statistics, error
-    sums and collected inputs computed from its taps (``stats_seconds``).
+    statistics, ``propagate_seconds`` for those producing the next block's inputs). With
+    ``profile`` it also splits them, across both, into the block's forward computation
+    (``forward_seconds``) and the statistics, error sums and collected inputs computed from its
+    taps (``stats_seconds``); that waits for the device after every batch, so it is off by default
+    and batches are otherwise queued without a host round trip.
     """
 
     def __init__(
-        self, model: LanguageModel, size: int, log: PruneLog, layout: Layout | None = None
+        self,
+        model: LanguageModel,
+        size: int,
+        log: PruneLog,
+        layout: Layout | None = None,
+        profile: bool = False,
     ):
         self.model = model
         self.batch_size = size
         self.log = log
+        self.profile = profile
         self.batch = None if layout is None else layout.batch
         self.replicated = None if layout is None else layout.replicated
 
@@ -161,10 +169,10 @@ class BlockRunner:
             stats = jax.device_put(stats, self.replicated)
         outputs, sums = [], {name: [0.0, 0.0] for name in checks}
         collected: dict[str, list[jax.Array]] = {tap: [] for tap in collect}
+        sync = jax.block_until_ready if self.profile else (lambda tree: tree)
         for batch in hidden:
-            # Synchronising after each step splits the time between forward and statistics.
             t0 = time.perf_counter()
-            out, captured = jax.block_until_ready(
+            out, captured = sync(
                 _forward_step(
                     self.model,
                     block_params,
@@ -177,7 +185,7 @@ class BlockRunner:
             t1 = time.perf_counter()
             timings["forward_seconds"] += t1 - t0
             if taps:
-                stats, errs, raw = jax.block_until_ready(
+                stats, errs, raw = sync(
                     _statistics_step(
                         captured,
                         stats,
@@ -198,6 +206,7 @@ class BlockRunner:
                     sums[name][1] += den
             if with_output:
                 outputs.append(out)
+        jax.block_until_ready((outputs, stats, collected))
         gathered = {tap: jnp.concatenate(parts) for tap, parts in collected.items()}
         key = "propagate_seconds" if with_output else "capture_seconds"
         timings[key] += time.perf_counter() - start
@@ -232,6 +241,7 @@ def start(
     method: Method,
     placement: Placement,
     log: PruneLog,
+    profile: bool = False,
 ) -> tuple[BlockRunner, list[jax.Array]]:
     """The calibration windows checked, placed and embedded, and the runner for the blocks.
 
@@ -249,7 +259,7 @@ def start(
     layout = placement.layout
     windows = jnp.asarray(windows, dtype=jnp.int32) if layout is None else layout.windows(windows)
     size = batch_size(windows.shape[0], recipe.batch_size, layout.data_size if layout else 1)
-    runner = BlockRunner(model, size, log, layout)
+    runner = BlockRunner(model, size, log, layout, profile)
     t0 = time.perf_counter()
     outer = placement.outer(params)
     hidden = [

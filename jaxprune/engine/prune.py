@@ -19,6 +19,20 @@ processed at a time; the hidden states of all windows are kept as a list of batc
 :class:`jaxprune.sharding.Layout` (batches of windows over ``data``, kernels by their output
 columns over ``model``); with ``offload=True`` the params stay on the host and one block at a time
 visits the devices.
+
+Device memory, with ``b`` bytes per param/activation, ``n × T`` calibration tokens of width ``d``,
+batches of ``B`` windows and the widest MLP ``f``:
+
+    hidden states      2·n·T·d·b          (one block's inputs and outputs)
+    one batch's taps   B·T·(3d + f)·(b + 4)
+    statistics         4·Σ_taps d_tap²    (float32 Hessians; ``4·Σ d_tap`` for Wanda/RIA)
+    solver             4·(4·d_in² + 3·d_in·d_out)   for the largest kernel group (SparseGPT)
+    params             2 blocks with ``offload``; otherwise the whole model, plus the pruned
+                       kernels while the caller still holds the dense ones
+
+At LLaMA-2-7B shape in bfloat16 with 128 × 2048 tokens and ``offload=True`` that is about
+4.3 + 0.8 + 0.7 + 2.5 + 0.8 ≈ 9 GB; without offload the model's 13.5 GB come on top (twice for
+the kernels while both copies live).
 """
 
 from __future__ import annotations
@@ -48,6 +62,8 @@ def prune(
     progress: bool = True,
     mesh: jax.sharding.Mesh | None = None,
     offload: bool = False,
+    errors: bool | None = None,
+    profile: bool = False,
 ) -> PruneResult:
     """Prunes ``params`` of ``model`` one-shot as ``recipe`` says.
 
@@ -66,6 +82,11 @@ def prune(
         near-tied mask entry). ``None``: JAX's default device.
       offload: keep the params on the host (NumPy) and move one block at a time to the devices,
         for models larger than device memory; the returned params and masks are host arrays.
+      errors: which per-linear relative reconstruction errors the report gets: ``None`` those
+        that cost no extra work (methods with a Hessian, jointly solved MLPs), ``True`` all
+        (Wanda and RIA then pay two extra matrix products per kernel and token), ``False`` none.
+      profile: split the passes' time into ``forward_seconds`` and ``stats_seconds``, waiting for
+        the device after every batch (off: batches are queued without host round trips).
 
     Returns:
       :class:`PruneResult` with the pruned params, keep-masks and a report (per linear: sparsity,
@@ -83,12 +104,14 @@ def prune(
     method = get_method(recipe.method)
     plan = PrunePlan.build(model, params, recipe, method)
     layout = None if mesh is None else Layout(mesh, model.family.partition_rules)
-    placement, log = Placement(model, layout, offload), PruneLog(method, recipe)
-    solver = Solver(method, method.resolve_options(recipe.options), layout, log)
+    placement, log = Placement(model, layout, offload), PruneLog(method, recipe, profile)
+    solver = Solver(method, method.resolve_options(recipe.options), layout, log, errors)
     params = placement.initial(params)
     runner = hidden = block_sparsity = None
     if plan.calibrated:
-        runner, hidden = calibrate.start(model, params, calibration, recipe, method, placement, log)
+        runner, hidden = calibrate.start(
+            model, params, calibration, recipe, method, placement, log, profile
+        )
     if recipe.allocation == "owl":
         block_sparsity, ratios = prepass.owl_block_sparsity(
             plan, params, hidden, recipe, runner, placement, progress

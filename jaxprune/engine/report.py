@@ -53,13 +53,15 @@ class PruneLog:
     """Collects what a prune did, block by block, and assembles the result.
 
     Attributes:
-      timings: seconds by phase (see :data:`TIMINGS`), added to by the block runner and solvers.
+      timings: seconds by phase (see :data:`TIMINGS`), added to by the block runner and solvers;
+        ``forward_seconds`` and ``stats_seconds`` are reported only when ``profile`` is on.
       allocation: what a data-driven allocation reported (OWL's ratios and sparsities), or None.
     """
 
-    def __init__(self, method: Method, recipe: Recipe):
+    def __init__(self, method: Method, recipe: Recipe, profile: bool = False):
         self.method = method
         self.recipe = recipe
+        self.profile = profile
         self.timings = dict.fromkeys(TIMINGS, 0.0)
         self.allocation: dict[str, Any] | None = None
         self._start = time.perf_counter()
@@ -96,7 +98,11 @@ class PruneLog:
             "overall_sparsity": sparsity_report(pruned, paths)["overall"]["sparsity"],
             "calib_windows": 0 if windows is None else int(windows.shape[0]),
             "seqlen": 0 if windows is None else int(windows.shape[1]),
-            **self.timings,
+            **{
+                k: v
+                for k, v in self.timings.items()
+                if self.profile or k not in ("forward_seconds", "stats_seconds")
+            },
             "seconds": time.perf_counter() - self._start,
         }
         if self.allocation is not None:

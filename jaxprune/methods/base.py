@@ -9,6 +9,9 @@ A one-shot method is, in the optax style, a small record of pure functions:
 * ``solve_sharded(kernel, stats, target, layout, **options)`` for a kernel whose output columns
   are split over a mesh, when the mask couples the columns (SparseGPT's per-block selection);
   ``None`` when ``solve`` already gives the single-device result on sharded arrays;
+* ``solve_group(kernels, stats, targets, **options)`` for several kernels reading the same input
+  (q/k/v, gate/up) when solving them together is cheaper (SparseGPT factors their shared Hessian
+  once and sweeps them side by side); ``None``: the engine calls ``solve`` per kernel;
 * ``joint(unit, targets, **joint_options)`` for methods that solve a whole MLP at once
   (SparseLLM); the engine then calls ``solve`` only for the other linears.
 
@@ -82,6 +85,8 @@ class Method:
       solve_sharded: ``solve_sharded(kernel, stats, target, layout, **options)`` for a kernel
         split by output columns over a :class:`jaxprune.sharding.Layout`; ``None`` when ``solve``
         gives the single-device result as it is on sharded arrays.
+      solve_group: ``solve_group(kernels, stats, targets, **options) -> [(kernel, keep), ...]``
+        for kernels sharing one input, with the results of ``solve`` on each; ``None``: per kernel.
       joint: ``joint(unit, targets, **joint_options) -> JointSolution`` for a whole MLP
         (:class:`JointUnit`; ``targets`` by role), or ``None``.
       joint_options: the keyword options of ``joint``, with their defaults.
@@ -92,6 +97,7 @@ class Method:
     statistics: Statistic | None = None
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     solve_sharded: Callable[..., tuple[jax.Array, jax.Array]] | None = None
+    solve_group: Callable[..., list[tuple[jax.Array, jax.Array]]] | None = None
     joint: Callable[..., JointSolution] | None = None
     joint_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 

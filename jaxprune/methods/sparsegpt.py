@@ -16,8 +16,14 @@ Frantar & Alistarh, "SparseGPT: Massive Language Models Can Be Accurately Pruned
 Everything runs in one compiled program per kernel shape (the target's sparsity is a traced value):
 the input dimension is padded to a multiple of ``blocksize`` with inert inputs (zero weights, an
 identity block in ``U``, excluded from the selection), so that blocks have a static size and the
-loops over blocks and over inputs are both ``lax.fori_loop``. Flax kernels are ``(in, out)``: the
-reference's columns are our rows.
+loops over blocks and over inputs are both ``lax.fori_loop`` (the inner one unrolled on GPUs,
+where a loop iteration costs a host round trip). Flax kernels are ``(in, out)``: the reference's
+columns are our rows.
+
+Kernels that read the same input (q/k/v, gate/up) share its Hessian, so :func:`prune_kernels`
+factors it once and sweeps them together as one wide matrix: output columns never interact in the
+sweep, and each kernel keeps its own per-block selection (a *segment* of the columns), so the
+result is each kernel's own solve, at a third (q/k/v) of the sequential steps.
 
 Two deliberate differences from the reference: an unstructured block prunes exactly ⌊s·count⌋
 weights (the reference's ``<=`` threshold takes one more, and ties), and when the damped Cholesky
@@ -29,149 +35,21 @@ damping repairs (non-finite) is a ``ValueError``.
 from __future__ import annotations
 
 import functools
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.sharding import Mesh, PartitionSpec
 
-from jaxprune.core.select import num_pruned, smallest_mask, smallest_mask_sharded
-from jaxprune.core.sparsity import NM, Target
+from jaxprune.core.select import smallest_mask_sharded
+from jaxprune.core.sparsity import Target
 from jaxprune.methods import statistics
-from jaxprune.methods.base import Method, check_kernel, check_target, register_method
+from jaxprune.methods.base import Method, register_method
+from jaxprune.methods.obs import check_solution
+from jaxprune.methods.sparsegpt_sweep import default_unroll, solver_inputs, sweep
 from jaxprune.methods.statistics import HESSIAN, LinearStats
 from jaxprune.sharding import Layout
-
-_PRECISION = lax.Precision.HIGHEST
-_RETRIES = 4
-# The first retry's damping when the caller asked for none (0 × 10 would never change anything).
-_RETRY_BASE = 1e-3
-
-
-def _inverse_hessian_factor(
-    hessian: jax.Array, percdamp: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """The upper Cholesky factor of ``(H + damp·I)⁻¹``, whether it is finite, the damping used."""
-    d_in = hessian.shape[0]
-    eye = jnp.eye(d_in, dtype=jnp.float32)
-    mean_diag = jnp.mean(jnp.diagonal(hessian))
-
-    def attempt(state):
-        tries, _, _, _ = state
-        damping = jnp.where(
-            tries == 0,
-            percdamp,
-            jnp.maximum(percdamp, _RETRY_BASE) * 10.0 ** tries.astype(jnp.float32),
-        )
-        lower = jnp.linalg.cholesky(hessian + (damping * mean_diag) * eye)
-        inverse = jax.scipy.linalg.cho_solve((lower, True), eye)
-        upper = jnp.linalg.cholesky(inverse).T
-        finite = jnp.all(jnp.isfinite(upper)) & jnp.all(jnp.diagonal(upper) > 0)
-        return tries + 1, upper, finite, damping
-
-    def failed(state):
-        tries, _, finite, _ = state
-        return ~finite & (tries <= _RETRIES)
-
-    init = (jnp.int32(0), jnp.zeros_like(hessian), jnp.bool_(False), jnp.float32(percdamp))
-    _, upper, finite, damping = lax.while_loop(failed, attempt, init)
-    return upper, finite, damping
-
-
-@functools.partial(jax.jit, static_argnames=("blocksize", "nm", "select"))
-def _solve(
-    kernel: jax.Array,
-    hessian: jax.Array,
-    block_counts: jax.Array,
-    percdamp: jax.Array,
-    *,
-    blocksize: int,
-    nm: tuple[int, int] | None,
-    select: Callable[[jax.Array, jax.Array], jax.Array] = smallest_mask,
-):
-    """The compiled solver; ``block_counts[b]`` = weights to prune in block ``b`` (unstructured).
-
-    ``select(scores, k)`` marks the ``k`` smallest of an unstructured block's scores. Output
-    columns are otherwise independent, so :func:`prune_kernel_sharded` runs this function on a
-    slice of the columns inside ``shard_map`` with a ``select`` that counts across the slices.
-    """
-    d_in, d_out = kernel.shape
-    num_blocks = -(-d_in // blocksize)
-    padded = num_blocks * blocksize
-    idx = jnp.arange(d_in)
-
-    w = kernel.astype(jnp.float32)
-    h = hessian.astype(jnp.float32)
-    diag = jnp.diagonal(h)
-    dead = diag == 0
-    h = h.at[idx, idx].set(jnp.where(dead, 1.0, diag))
-    w = jnp.where(dead[:, None], 0.0, w)
-    upper, finite, damping = _inverse_hessian_factor(h, percdamp)
-
-    # Padding inputs: zero weights and an identity block of U, so they neither receive nor send
-    # any update (U is block diagonal between real and padding inputs).
-    pad = padded - d_in
-    upper = jnp.pad(upper, ((0, pad), (0, pad)))
-    upper = upper.at[jnp.arange(d_in, padded), jnp.arange(d_in, padded)].set(1.0)
-    w = jnp.pad(w, ((0, pad), (0, 0)))
-    real = jnp.arange(padded) < d_in
-
-    def block_step(b, carry):
-        w, pruned = carry
-        start = b * blocksize
-        w1 = lax.dynamic_slice_in_dim(w, start, blocksize, axis=0)
-        u1 = lax.dynamic_slice(upper, (start, start), (blocksize, blocksize))
-        d = jnp.diagonal(u1)
-
-        def column_step(i, carry):
-            w1, err1, p1 = carry
-            row = w1[i]
-            q = jnp.where(p1[i], 0.0, row)
-            err = (row - q) / u1[i, i]
-            # U is upper triangular, so rows before i (already final) receive exact zeros.
-            w1 = w1 - u1[i][:, None] * err[None, :]
-            return w1.at[i].set(q), err1.at[i].set(err), p1
-
-        zeros = jnp.zeros_like(w1)
-        if nm is None:
-            scores = w1**2 / (d**2)[:, None]
-            scores = jnp.where(
-                lax.dynamic_slice_in_dim(real, start, blocksize)[:, None], scores, jnp.inf
-            )
-            # Flattened in the reference's (out, in) order, so that ties resolve the same way.
-            p1 = select(scores.T, block_counts[b]).T
-            w1, err1, p1 = lax.fori_loop(0, blocksize, column_step, (w1, zeros, p1))
-        else:
-            n, m = nm
-
-            def group_step(g, carry):
-                w1, err1, p1 = carry
-                first = g * m
-                # The group's mask is chosen from the weights as updated by the earlier inputs.
-                rows = lax.dynamic_slice_in_dim(w1, first, m, axis=0)
-                dg = lax.dynamic_slice_in_dim(d, first, m)
-                pg = smallest_mask(rows**2 / (dg**2)[:, None], m - n, axis=0)
-                p1 = lax.dynamic_update_slice_in_dim(p1, pg, first, axis=0)
-                return lax.fori_loop(first, first + m, column_step, (w1, err1, p1))
-
-            init = (w1, zeros, jnp.zeros(w1.shape, jnp.bool_))
-            w1, err1, p1 = lax.fori_loop(0, blocksize // m, group_step, init)
-
-        w = lax.dynamic_update_slice_in_dim(w, w1, start, axis=0)
-        pruned = lax.dynamic_update_slice_in_dim(pruned, p1, start, axis=0)
-        # Lazy batch update of every later input; the rows of U for this block are zero left of
-        # the block, and the block itself is masked out, so earlier inputs are untouched.
-        u_rows = lax.dynamic_slice_in_dim(upper, start, blocksize, axis=0)
-        u_rows = jnp.where(jnp.arange(padded)[None, :] >= start + blocksize, u_rows, 0.0)
-        w = w - jnp.matmul(u_rows.T, err1, precision=_PRECISION)
-        return w, pruned
-
-    init = (w, jnp.zeros(w.shape, jnp.bool_))
-    w, pruned = lax.fori_loop(0, num_blocks, block_step, init)
-    return w[:d_in].astype(kernel.dtype), ~pruned[:d_in], finite, damping
 
 
 def prune_kernel(
@@ -202,69 +80,65 @@ def prune_kernel(
     kernel, hessian, counts, blocksize, nm = solver_inputs(
         kernel, hessian, target, blocksize=blocksize, percdamp=percdamp
     )
-    new_kernel, keep, finite, damping = _solve(
-        kernel, hessian, counts, jnp.float32(percdamp), blocksize=blocksize, nm=nm
+    new_kernel, keep, finite, damping = sweep(
+        kernel,
+        hessian,
+        counts,
+        jnp.float32(percdamp),
+        blocksize=blocksize,
+        nm=nm,
+        unroll=default_unroll(),
     )
     check_solution(finite, damping, percdamp)
     return new_kernel, keep
 
 
-def solver_inputs(
-    kernel: jax.Array, hessian: jax.Array, target: Target, *, blocksize: int, percdamp: float
-) -> tuple[jax.Array, jax.Array, jax.Array, int, tuple[int, int] | None]:
-    """Validates :func:`prune_kernel`'s arguments and derives the compiled solver's inputs.
+def prune_kernels(
+    kernels: Sequence[jax.Array],
+    hessian: jax.Array,
+    targets: Sequence[Target],
+    *,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+) -> list[tuple[jax.Array, jax.Array]]:
+    """:func:`prune_kernel` for several kernels that read the same input, in one sweep.
+
+    The Hessian is factored once and the kernels are swept side by side (see the module
+    docstring); each keeps its own per-block selection, so the results are each kernel's own
+    solve (up to float rounding of the wider matrix products). Kernels with different kinds of
+    target (unstructured and N:M, or two N:M patterns) are solved one by one.
 
     Returns:
-      ``(kernel, hessian, block_counts, blocksize, nm)``: the arrays, the number of weights to
-      prune in each block of inputs (unstructured; counted over all outputs), the clamped
-      blocksize and ``(n, m)`` or ``None``.
+      ``[(pruned kernel, keep mask), ...]`` in the order of ``kernels``.
     """
-    check_target(target, "sparsegpt")
-    kernel = jnp.asarray(kernel)
-    hessian = jnp.asarray(hessian)
-    check_kernel(kernel, "sparsegpt")
-    d_in = kernel.shape[0]
-    if hessian.shape != (d_in, d_in):
-        raise ValueError(
-            f"sparsegpt needs an (in, in) = ({d_in}, {d_in}) Hessian for a kernel of shape "
-            f"{kernel.shape}, got {hessian.shape}; kernels must be in Flax (in, out) layout"
-        )
-    if not isinstance(blocksize, int | np.integer) or blocksize <= 0:
-        raise ValueError(f"blocksize must be a positive integer, got {blocksize!r}")
-    if not (np.isfinite(percdamp) and percdamp >= 0):
-        raise ValueError(f"percdamp must be a finite number >= 0, got {percdamp!r}")
-    blocksize = min(int(blocksize), d_in)
-    if isinstance(target, NM):
-        if d_in % target.m or blocksize % target.m:
-            raise ValueError(
-                f"sparsegpt {target} needs the input dimension ({d_in}) and blocksize "
-                f"({blocksize}) to be multiples of {target.m}"
-            )
-        return kernel, hessian, jnp.zeros(1, jnp.int32), blocksize, (target.n, target.m)
-    sizes = [min(blocksize, d_in - start) * kernel.shape[1] for start in range(0, d_in, blocksize)]
-    counts = np.array([num_pruned(target.sparsity, size) for size in sizes], np.int32)
-    return kernel, hessian, jnp.asarray(counts), blocksize, None
-
-
-def check_solution(finite: jax.Array, damping: jax.Array, percdamp: float) -> None:
-    """Raises for a Hessian no damping repaired; warns when more damping than asked was needed.
-
-    Under an outer ``jit`` (``finite`` a tracer) nothing can be checked.
-    """
-    if isinstance(finite, jax.core.Tracer):
-        return
-    if not bool(finite):
-        raise ValueError(
-            "sparsegpt: the damped Hessian is not positive definite even with damping "
-            f"{float(damping):g}·mean(diag H); check it for NaN/inf values"
-        )
-    if float(damping) != np.float32(percdamp):
-        warnings.warn(
-            f"sparsegpt: Cholesky failed with percdamp={percdamp:g}; solved with "
-            f"percdamp={float(damping):g}",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    if len(kernels) != len(targets) or not kernels:
+        raise ValueError(f"need one target per kernel, got {len(kernels)} and {len(targets)}")
+    inputs = [
+        solver_inputs(k, hessian, t, blocksize=blocksize, percdamp=percdamp)
+        for k, t in zip(kernels, targets, strict=True)
+    ]
+    kinds = {nm for *_, nm in inputs}
+    if len(inputs) == 1 or len(kinds) > 1 or len({k.dtype for k, *_ in inputs}) > 1:
+        return [
+            prune_kernel(k, hessian, t, blocksize=blocksize, percdamp=percdamp)
+            for k, t in zip(kernels, targets, strict=True)
+        ]
+    nm = kinds.pop()
+    widths = tuple(int(k.shape[1]) for k, *_ in inputs)
+    counts = jnp.stack([c for _, _, c, _, _ in inputs]) if nm is None else inputs[0][2]
+    new, keep, finite, damping = sweep(
+        jnp.concatenate([k for k, *_ in inputs], axis=1),
+        inputs[0][1],
+        counts,
+        jnp.float32(percdamp),
+        blocksize=inputs[0][3],
+        nm=nm,
+        segments=widths if nm is None else None,
+        unroll=default_unroll(),
+    )
+    check_solution(finite, damping, percdamp)
+    cuts = np.cumsum(widths)[:-1]
+    return list(zip(jnp.split(new, cuts, axis=1), jnp.split(keep, cuts, axis=1), strict=True))
 
 
 def solve(
@@ -279,6 +153,20 @@ def solve(
     return prune_kernel(kernel, _hessian_of(stats), target, blocksize=blocksize, percdamp=percdamp)
 
 
+def solve_group(
+    kernels: Sequence[jax.Array],
+    stats: LinearStats,
+    targets: Sequence[Target],
+    *,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+) -> list[tuple[jax.Array, jax.Array]]:
+    """The method interface for kernels sharing one input: :func:`prune_kernels`."""
+    return prune_kernels(
+        kernels, _hessian_of(stats), targets, blocksize=blocksize, percdamp=percdamp
+    )
+
+
 @functools.cache
 def _select_over(axes: tuple[str, ...]) -> Callable[[jax.Array, jax.Array], jax.Array]:
     # One function object per axes, so that the compiled solver (which takes the selection as a
@@ -291,7 +179,7 @@ def _sharded_solver(
     mesh: Mesh, axes: tuple[str, ...], blocksize: int, nm: tuple[int, int] | None
 ) -> Callable:
     columns = PartitionSpec(None, axes)
-    solver = functools.partial(_solve, blocksize=blocksize, nm=nm, select=_select_over(axes))
+    solver = functools.partial(sweep, blocksize=blocksize, nm=nm, select=_select_over(axes))
     # check_vma is off: the solver's loops start some carries from constants (the same on every
     # device) that become per-device values, which the check rejects; the specs below state what
     # the program computes.
@@ -340,7 +228,7 @@ def prune_kernel_sharded(
     if axes:
         solver = _sharded_solver(layout.mesh, axes, blocksize, nm)
     else:
-        solver = functools.partial(_solve, blocksize=blocksize, nm=nm)
+        solver = functools.partial(sweep, blocksize=blocksize, nm=nm, unroll=default_unroll())
     new_kernel, keep, finite, damping = solver(kernel, hessian, counts, jnp.float32(percdamp))
     check_solution(finite, damping, percdamp)
     return new_kernel, keep
@@ -373,5 +261,12 @@ def _hessian_of(stats: LinearStats | None) -> jax.Array:
 OPTIONS = {"blocksize": 128, "percdamp": 0.01}
 
 METHOD = register_method(
-    Method("sparsegpt", solve, statistics=HESSIAN, options=OPTIONS, solve_sharded=solve_sharded)
+    Method(
+        "sparsegpt",
+        solve,
+        statistics=HESSIAN,
+        options=OPTIONS,
+        solve_sharded=solve_sharded,
+        solve_group=solve_group,
+    )
 )

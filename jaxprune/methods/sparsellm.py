@@ -215,16 +215,21 @@ def prune_mlp(
         gram_p = sum(gram(pc, pc) for pc in state["p"])
         if it > 0:
             w, b = refit(kind, x, y, spans, state, gram_x, gram_p, opts["percdamp"])
-        pruned, keep = {}, {}
-        for key in keys:
-            pruned[key], keep[key] = sparsegpt.prune_kernel(
-                w[key],
-                # SparseGPT's H = (2/N) Σ xxᵀ of each kernel's inputs.
-                (2.0 / count) * (gram_p if key == keys[-1] else gram_x),
-                targets[key],
-                blocksize=opts["blocksize"],
-                percdamp=opts["percdamp"],
-            )
+        # SparseGPT's H = (2/N) Σ xxᵀ of each kernel's inputs; the kernels reading X share it and
+        # are swept together.
+        solver = {"blocksize": opts["blocksize"], "percdamp": opts["percdamp"]}
+        inputs_side, last_key = keys[:-1], keys[-1]
+        solved = sparsegpt.prune_kernels(
+            [w[k] for k in inputs_side],
+            (2.0 / count) * gram_x,
+            [targets[k] for k in inputs_side],
+            **solver,
+        )
+        solved.append(
+            sparsegpt.prune_kernel(w[last_key], (2.0 / count) * gram_p, targets[last_key], **solver)
+        )
+        pruned = {k: new for k, (new, _) in zip(keys, solved, strict=True)}
+        keep = {k: mask for k, (_, mask) in zip(keys, solved, strict=True)}
         last = it == opts["iterations"] - 1
         system = None if last else p_system(pruned[keys[-1]], coef["beta"], coef["gamma"])
         err = total = 0.0
@@ -283,6 +288,7 @@ METHOD = register_method(
         statistics=HESSIAN,
         options=sparsegpt.OPTIONS,
         solve_sharded=sparsegpt.solve_sharded,
+        solve_group=sparsegpt.solve_group,
         joint=solve_joint,
         joint_options=DEFAULT_OPTIONS,
     )

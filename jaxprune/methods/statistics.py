@@ -98,7 +98,9 @@ def accumulate(stats: LinearStats, x: jax.Array) -> LinearStats:
     Returns:
       The updated statistics (float32).
     """
-    x = _tokens(x, stats.sq_norms.shape[0])
+    d_in = stats.sq_norms.shape[0]
+    tokens = x.reshape(-1, d_in) if x.shape[-1:] == (d_in,) else x
+    x = _tokens(x, d_in)
     batch = x.shape[0]
     total = stats.count + batch
     hessian = stats.hessian
@@ -106,10 +108,24 @@ def accumulate(stats: LinearStats, x: jax.Array) -> LinearStats:
         # Running mean: rescale the old estimate to the new token count instead of summing, so its
         # magnitude does not grow with the amount of calibration data.
         denom = jnp.maximum(total, 1).astype(jnp.float32)
-        xtx = jnp.matmul(x.T, x, precision=_PRECISION)
-        hessian = hessian * (stats.count.astype(jnp.float32) / denom) + (2.0 / denom) * xtx
+        hessian = hessian * (stats.count.astype(jnp.float32) / denom) + (2.0 / denom) * gram(tokens)
     sq_norms = stats.sq_norms + jnp.sum(x * x, axis=0)
     return LinearStats(hessian, sq_norms, total)
+
+
+def gram(x: jax.Array) -> jax.Array:
+    """``XᵀX`` in float32 of ``(tokens, d)`` inputs, at tensor-core speed where that is exact.
+
+    bfloat16 and float16 inputs are multiplied as they are with float32 accumulation: the product
+    of two such numbers is exact in float32, so this equals the float32 product of the upcast
+    inputs up to accumulation order, at the accelerator's low-precision matmul speed (about 8× the
+    float32 rate on an H100). Float32 inputs use the full float32 precision (``HIGHEST``), which
+    TPU and GPU defaults would otherwise lower to bfloat16 passes.
+    """
+    if x.dtype in (jnp.bfloat16, jnp.float16):
+        return jnp.matmul(x.T, x, preferred_element_type=jnp.float32)
+    x = x.astype(jnp.float32)
+    return jnp.matmul(x.T, x, precision=_PRECISION)
 
 
 def hessian(stats: LinearStats) -> jax.Array:
@@ -184,6 +200,7 @@ __all__ = [
     "accumulate",
     "accumulate_moments",
     "combine",
+    "gram",
     "hessian",
     "init_moments",
     "init_stats",

@@ -24,6 +24,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec
 
+from jaxprune.models.attention import causal_attention
 from jaxprune.models.base import Family, HfSpec, MlpSpec, Params, register_family
 
 # The linears of one block, grouped by the input they read. The engine computes one set of
@@ -180,14 +181,8 @@ class Attention(nnx.Module):
         v = self.v_proj(x).reshape(b, t, c.num_key_value_heads, c.head_dim)
         inv_freq = rope_inverse_frequencies(c)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
-        # Grouped-query attention: each key/value head serves `groups` consecutive query heads.
-        groups = c.num_attention_heads // c.num_key_value_heads
-        q = q.reshape(b, t, c.num_key_value_heads, groups, c.head_dim)
-        scores = jnp.einsum("bqhgd,bkhd->bhgqk", q, k).astype(jnp.float32) / math.sqrt(c.head_dim)
-        causal = jnp.tril(jnp.ones((t, t), dtype=bool))
-        scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bhgqk,bkhd->bqhgd", probs, v).reshape(b, t, -1)
+        # Grouped-query attention: each key/value head serves a group of consecutive query heads.
+        out = causal_attention(q, k, v).reshape(b, t, -1)
         if taps is not None:
             taps["o_in"] = out
         return self.o_proj(out)

@@ -22,6 +22,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec
 
+from jaxprune.models.attention import causal_attention
 from jaxprune.models.base import Family, HfSpec, MlpSpec, Params, register_family
 
 # The linears of one block, grouped by the input they read, in "true sequential" order.
@@ -156,11 +157,7 @@ class Attention(nnx.Module):
         q = self.q_proj(x).reshape(b, t, self.num_heads, head_dim) * head_dim**-0.5
         k = self.k_proj(x).reshape(b, t, self.num_heads, head_dim)
         v = self.v_proj(x).reshape(b, t, self.num_heads, head_dim)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
-        causal = jnp.tril(jnp.ones((t, t), dtype=bool))
-        scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, d)
+        out = causal_attention(q, k, v, scale=1.0).reshape(b, t, d)
         if taps is not None:
             taps["o_in"] = out
         return self.out_proj(out)

@@ -103,7 +103,8 @@ def test_wanda_engine_matches_hand_run_layer_by_layer(params, windows):
 def test_sparsegpt_reconstructs_better_than_magnitude_and_wanda(params, windows):
     errors = {}
     for method in ("magnitude", "wanda", "sparsegpt"):
-        result = prune(MODEL, params, windows, Recipe(method=method, sparsity=0.6), progress=False)
+        recipe = Recipe(method=method, sparsity=0.6)
+        result = prune(MODEL, params, windows, recipe, progress=False, errors=True)
         if method == "magnitude":
             continue
         errors[method] = np.mean([v["rel_error"] for v in result.report["layers"].values()])
@@ -261,3 +262,41 @@ def test_owl_with_magnitude_uses_the_calibration_only_for_the_allocation(params,
         # Still magnitude: in each kernel no pruned weight outweighs a kept one.
         assert np.where(keep, dense, np.inf).min() >= np.where(keep, -np.inf, dense).max()
     assert result.report["overall_sparsity"] == pytest.approx(0.6, abs=2e-3)
+
+
+@pytest.mark.parametrize(
+    ("method", "errors", "expected"),
+    [
+        ("sparsegpt", None, True),  # from the Hessian, free
+        ("sparsegpt", False, False),
+        ("wanda", None, False),  # would cost extra matrix products on the next pass
+        ("wanda", True, True),
+        ("sparsellm", None, True),  # attention from the Hessian, the MLP on the next pass
+    ],
+)
+def test_which_errors_are_reported(params, windows, method, errors, expected):
+    recipe = Recipe(
+        method=method,
+        sparsity=0.5,
+        method_options=({"iterations": 2} if method == "sparsellm" else {}),
+    )
+    result = prune(MODEL, params, windows, recipe, progress=False, errors=errors)
+    has = ["rel_error" in entry for entry in result.report["layers"].values()]
+    assert all(h == expected for h in has)
+    if expected:
+        assert all(0.0 <= e["rel_error"] < 1.0 for e in result.report["layers"].values())
+
+
+def test_hessian_errors_equal_errors_measured_on_the_same_inputs():
+    from jaxprune.engine.block import hessian_rel_error
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 24)).astype(np.float32) * rng.lognormal(0, 1, 24).astype(np.float32)
+    w = rng.normal(size=(24, 10)).astype(np.float32)
+    pruned = np.where(rng.random(w.shape) < 0.5, 0.0, w).astype(np.float32)
+    h = 2.0 / len(x) * x.astype(np.float64).T @ x.astype(np.float64)
+    want = np.sum((x @ (w - pruned)) ** 2, dtype=np.float64) / np.sum(
+        (x @ w) ** 2, dtype=np.float64
+    )
+    got = float(hessian_rel_error(jnp.asarray(h, jnp.float32), w, pruned))
+    assert got == pytest.approx(want, rel=1e-4)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxprune.core.sparsity import NM, Unstructured
-from jaxprune.methods import get_method, magnitude, sparsegpt, statistics, wanda
+from jaxprune.methods import get_method, magnitude, sparsegpt, sparsegpt_sweep, statistics, wanda
 
 
 def correlated_inputs(rng, tokens, d_in, dead=()):
@@ -205,10 +205,10 @@ def test_one_compilation_serves_every_sparsity_of_a_shape():
     h = statistics.hessian(stats_of(correlated_inputs(rng, 100, 40)))
     kernel = rng.normal(size=(40, 24)).astype(np.float32)
     sparsegpt.prune_kernel(kernel, h, Unstructured(0.3), blocksize=16)
-    before = sparsegpt._solve._cache_size()
+    before = sparsegpt_sweep.sweep._cache_size()
     for s in (0.4, 0.55, 0.9):
         sparsegpt.prune_kernel(kernel, h, Unstructured(s), blocksize=16, percdamp=0.02)
-    assert sparsegpt._solve._cache_size() == before
+    assert sparsegpt_sweep.sweep._cache_size() == before
 
 
 @pytest.mark.parametrize(
@@ -247,3 +247,60 @@ def test_registry_entry_uses_the_hessian_of_the_stats():
     np.testing.assert_array_equal(np.asarray(new), np.asarray(direct[0]))
     with pytest.raises(ValueError, match="no Hessian"):
         method.solve(kernel, stats_of(x, with_hessian=False), Unstructured(0.5))
+
+
+@pytest.mark.parametrize(
+    "targets",
+    [
+        [Unstructured(0.5), Unstructured(0.5), Unstructured(0.5)],
+        [Unstructured(0.3), Unstructured(0.6), Unstructured(0.7)],
+        [NM(2, 4), NM(2, 4), NM(2, 4)],
+    ],
+    ids=["same", "different", "2:4"],
+)
+def test_kernels_sharing_an_input_solved_together_equal_their_own_solves(targets):
+    rng = np.random.default_rng(11)
+    x = correlated_inputs(rng, 200, 96)
+    h = statistics.hessian(stats_of(x))
+    kernels = [rng.normal(size=(96, width)).astype(np.float32) for width in (40, 24, 24)]
+    together = sparsegpt.prune_kernels(kernels, h, targets, blocksize=32)
+    for kernel, target, (new, keep) in zip(kernels, targets, together, strict=True):
+        alone_new, alone_keep = sparsegpt.prune_kernel(kernel, h, target, blocksize=32)
+        np.testing.assert_array_equal(np.asarray(keep), np.asarray(alone_keep))
+        np.testing.assert_allclose(np.asarray(new), np.asarray(alone_new), atol=1e-5)
+
+
+def test_mixed_kinds_of_target_are_solved_one_by_one():
+    rng = np.random.default_rng(12)
+    x = correlated_inputs(rng, 100, 32)
+    h = statistics.hessian(stats_of(x))
+    kernels = [rng.normal(size=(32, 8)).astype(np.float32) for _ in range(2)]
+    mixed = sparsegpt.prune_kernels(kernels, h, [Unstructured(0.5), NM(2, 4)])
+    for kernel, target, (new, keep) in zip(
+        kernels, [Unstructured(0.5), NM(2, 4)], mixed, strict=True
+    ):
+        alone = sparsegpt.prune_kernel(kernel, h, target)
+        np.testing.assert_array_equal(keep, alone[1])
+        np.testing.assert_array_equal(new, alone[0])
+    with pytest.raises(ValueError, match="one target per kernel"):
+        sparsegpt.prune_kernels(kernels, h, [NM(2, 4)])
+
+
+@pytest.mark.parametrize("target", [Unstructured(0.6), NM(2, 4)], ids=str)
+def test_unrolling_the_column_loop_changes_nothing(target):
+    # GPUs run the sweep unrolled; the arithmetic must be exactly the CPU's loop.
+    rng = np.random.default_rng(13)
+    x = correlated_inputs(rng, 100, 64)
+    h = statistics.hessian(stats_of(x))
+    kernel = rng.normal(size=(64, 16)).astype(np.float32)
+    k, hh, counts, blocksize, nm = sparsegpt_sweep.solver_inputs(
+        kernel, h, target, blocksize=32, percdamp=0.01
+    )
+    runs = [
+        sparsegpt_sweep.sweep(
+            k, hh, counts, jnp.float32(0.01), blocksize=blocksize, nm=nm, unroll=u
+        )
+        for u in (1, True)
+    ]
+    for a, b in zip(runs[0][:2], runs[1][:2], strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

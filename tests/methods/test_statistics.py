@@ -89,3 +89,17 @@ def test_combined_statistics_update_every_part_like_each_alone():
         np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="at least one"):
         statistics.combine()
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_gram_equals_the_float32_product_of_its_inputs(dtype):
+    # bf16/f16 inputs are multiplied as they are (tensor cores) with float32 accumulation; the
+    # products are exact, so the result is the float32 product of the upcast inputs up to the
+    # order of accumulation.
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(4096, 48)) * 3.0, dtype)
+    fast = statistics.gram(x)
+    exact = statistics.gram(x.astype(jnp.float32))
+    assert fast.dtype == jnp.float32
+    np.testing.assert_allclose(fast, exact, rtol=1e-5, atol=1e-3)
+    reference = np.asarray(x, np.float64).T @ np.asarray(x, np.float64)
+    np.testing.assert_allclose(fast, reference, rtol=2e-5, atol=2e-3)  # float32 accumulation
