@@ -44,6 +44,9 @@ _EXPORTS = {
     "load_windows": "jaxprune.data",
     "load_images": "jaxprune.data.images",
     "keep_masks": "jaxprune.training",
+    "load_vit": "jaxprune.models.loaders.vit",
+    "prune_tokens": "jaxprune.tokens",
+    "TokenSchedule": "jaxprune.tokens",
     "perplexity": "jaxprune.eval",
     "save_checkpoint": "jaxprune.checkpoint",
     "load_checkpoint": "jaxprune.checkpoint",
@@ -68,6 +71,7 @@ _SUBMODULES = {
         "pipeline",
         "recipes",
         "sharding",
+        "tokens",
         "training",
     )
 } | {"masks": "jaxprune.core.masks", "sparsity": "jaxprune.core.sparsity"}
