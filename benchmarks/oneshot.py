@@ -75,6 +75,9 @@ def main() -> None:
     parser.add_argument("--eval-nsamples", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--option", action="append", default=[], help="METHOD.KEY=VALUE")
+    parser.add_argument(
+        "--dtype", default="float32", help="load and prune the model in this dtype (bfloat16, ...)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     configs = [parse_config(c) for c in args.configs]
@@ -84,7 +87,7 @@ def main() -> None:
         method, _, name = key.partition(".")
         method_options.setdefault(method, {})[name] = json.loads(value)
 
-    pre = jp.load_pretrained(args.model)
+    pre = jp.load_pretrained(args.model, args.dtype)
     calib = jp.load_windows(
         "shakespeare-calib",
         pre.tokenizer,
@@ -112,6 +115,7 @@ def main() -> None:
             "eval": "shakespeare-hamlet",
             "eval_nsamples": args.eval_nsamples,
             "eval_tokens": dense.tokens,
+            "dtype": args.dtype,
         },
         "machine": {
             "platform": platform.platform(),

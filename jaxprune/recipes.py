@@ -129,6 +129,9 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Recipe:
+        """A recipe from its dict; a saved ``recipe.json``'s ``calibration`` record (what ran) is
+        not a recipe field and is skipped, so a saved recipe can be run again."""
+        d = {k: v for k, v in d.items() if k != "calibration"}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -137,7 +140,13 @@ class Recipe:
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
-        """Reads a recipe from a ``.yaml``/``.yml`` or ``.json`` file."""
+        """Reads a recipe from a ``.yaml``/``.yml`` or ``.json`` file.
+
+        Raises:
+          FileNotFoundError: no such file.
+          ValueError: the file does not parse (the message names the file, line and problem) or
+            holds an invalid recipe.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"recipe file {path} does not exist")
@@ -145,12 +154,26 @@ class Recipe:
         if path.suffix in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text)
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+                problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+                raise ValueError(f"{path}{where}: not valid YAML ({problem})") from None
         else:
-            data = json.loads(text)
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})"
+                ) from None
         if not isinstance(data, dict):
             raise ValueError(f"recipe file {path} must hold a mapping of recipe fields")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
     def save(self, path: str | Path) -> None:
         import yaml

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
+import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +65,79 @@ def check_extra_files(extra_files: Mapping[str, bytes]) -> dict[str, bytes]:
         if not isinstance(data, (bytes, bytearray)):
             raise ValueError(f"extra file {name!r} must be bytes, got {type(data).__name__}")
     return {name: bytes(data) for name, data in extra_files.items()}
+
+
+def scratch_dir(target: Path, kind: str) -> Path:
+    """A new hidden sibling of ``target`` for an unfinished save (``kind``: ``tmp`` or ``old``).
+
+    Its name carries this process's id, so that :func:`sweep_abandoned` can tell the leftovers
+    of a process that was killed (``kill -9``, a power cut) from a save still running elsewhere.
+    """
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{kind}-{os.getpid()}-", dir=target.parent))
+
+
+def sweep_abandoned(target: Path) -> list[Path]:
+    """Removes the scratch directories of saves to ``target`` whose process no longer exists."""
+    removed = []
+    for path in target.parent.glob(f".{target.name}.*-*-*"):
+        kind, _, rest = path.name[len(target.name) + 2 :].partition("-")
+        pid = rest.partition("-")[0]
+        if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
+            remove_tree(path)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Terminated(Exception):
+    """SIGTERM arrived during a save (raised so that the save cleans up before exiting)."""
+
+
+@contextlib.contextmanager
+def terminate_as_exception() -> Iterator[None]:
+    """Inside the block, SIGTERM raises :class:`Terminated` instead of killing the process.
+
+    SIGINT already raises ``KeyboardInterrupt``; with both as exceptions, the save's cleanup runs
+    whichever way the user stops it. Only the main thread can install handlers; elsewhere (and
+    where a handler other than the default is installed) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated("terminated (SIGTERM) during a checkpoint save")
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Holds SIGINT and SIGTERM back for the block (a second Ctrl-C must not stop a cleanup);
+    they are delivered when it ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

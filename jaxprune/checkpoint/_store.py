@@ -24,7 +24,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,10 @@ from jaxprune.checkpoint._files import (
     file_records,
     fsync_dir,
     remove_tree,
+    scratch_dir,
+    signals_held,
+    sweep_abandoned,
+    terminate_as_exception,
     write_file,
 )
 from jaxprune.checkpoint._manifest import (
@@ -130,7 +133,26 @@ def save_checkpoint(
     check_target(target, overwrite)
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    sweep_abandoned(target)
+    with terminate_as_exception():
+        _write_atomically(target, texts, extra, arrays, records, empty, compact, masks, overwrite)
+    fsync_dir(target.parent)
+
+    return {
+        "path": str(target),
+        "bytes_on_disk": sum(f.stat().st_size for f in target.rglob("*") if f.is_file()),
+        "dense_bytes": sum(int(r["size"]) * jnp.dtype(r["dtype"]).itemsize for r in records),
+        "compact": compact,
+    }
+
+
+def _write_atomically(target, texts, extra, arrays, records, empty, compact, masks, overwrite):
+    """Writes everything into a scratch directory and renames it to ``target`` once complete.
+
+    On any exception — errors, Ctrl-C, SIGTERM — the scratch directory is removed (with further
+    signals held back until that is done) and a replaced checkpoint is put back.
+    """
+    tmp = scratch_dir(target, "tmp")
     aside: Path | None = None
     try:
         for name, text in texts.items():
@@ -152,27 +174,20 @@ def save_checkpoint(
         }
         write_file(tmp / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
         if overwrite and target.exists():
-            aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            aside = scratch_dir(target, "old")
             os.replace(target, aside / target.name)
         os.replace(tmp, target)
     except BaseException:
-        remove_tree(tmp)
-        if aside is not None and not target.exists() and (aside / target.name).exists():
-            os.replace(aside / target.name, target)
-        if aside is not None:
-            shutil.rmtree(aside, ignore_errors=True)
+        with signals_held():
+            remove_tree(tmp)
+            if aside is not None and not target.exists() and (aside / target.name).exists():
+                os.replace(aside / target.name, target)
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
         raise
     if aside is not None:
         # The new checkpoint is in place; failing to delete the old one must not fail the save.
         shutil.rmtree(aside, ignore_errors=True)
-    fsync_dir(target.parent)
-
-    return {
-        "path": str(target),
-        "bytes_on_disk": sum(f.stat().st_size for f in target.rglob("*") if f.is_file()),
-        "dense_bytes": sum(int(r["size"]) * jnp.dtype(r["dtype"]).itemsize for r in records),
-        "compact": compact,
-    }
 
 
 def _check_masks(leaves: dict[KeyPath, Any], masks: Mapping[Key, Any] | None) -> dict[KeyPath, Any]:

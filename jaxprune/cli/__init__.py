@@ -1,26 +1,31 @@
 """``jaxprune`` command line: a thin shell over the library, one module per command.
 
-    jaxprune eval  --model smollm2-135m --data shakespeare-hamlet --nsamples 32 --seqlen 512
-    jaxprune prune --model smollm2-135m --method sparsegpt --sparsity 0.5 --out pruned/
-    jaxprune demo  (prune the embedded default model and print perplexity before and after)
+    jaxprune eval     --model smollm2-135m --data shakespeare-hamlet --nsamples 32 --seqlen 512
+    jaxprune prune    --model smollm2-135m --method sparsegpt --sparsity 0.5 --out /tmp/pruned
+    jaxprune generate --model /tmp/pruned --prompt "To be, or not to be"
+    jaxprune demo     (prune the embedded default model and print perplexity before and after)
 
-Every argument is checked before a model is loaded; on error the command prints one line saying what
-is wrong and how to fix it, exits with status 2, and leaves no output directory behind.
+Every argument is checked before a model is loaded, and what can only be checked against the model
+(targets, sequence lengths, windows) before any pruning; on error the command prints one line saying
+what is wrong and how to fix it, exits with status 2, and leaves no output directory behind. Each
+command prints a short summary, or with ``--json`` one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import sys
+import warnings
 
-from jaxprune.cli import demo, eval, prune
+from jaxprune.cli import demo, eval, generate, prune
 from jaxprune.cli._args import DEFAULT_MODEL, UsageError
 
-COMMANDS = (eval, prune, demo)
+COMMANDS = (eval, prune, generate, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from jaxprune import __version__
     from jaxprune.data import KNOWN_SOURCES
 
     sources = ", ".join(KNOWN_SOURCES)
@@ -31,24 +36,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxprune", description="Prune and evaluate language models in JAX/Flax."
     )
+    parser.add_argument("--version", action="version", version=f"jaxprune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(sub, model_help, sources)
     return parser
 
 
+def _show_progress_messages() -> None:
+    """jaxprune's INFO messages (downloads, tokenising, saving) on stderr, once."""
+    logger = logging.getLogger("jaxprune")
+    if not any(getattr(h, "_jaxprune_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("jaxprune: %(message)s"))
+        handler._jaxprune_cli = True
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _show_progress_messages()
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = lambda message, *_: print(
+            f"jaxprune {args.command}: warning: {message}", file=sys.stderr
+        )
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
-        result = args.func(args)
+        args.func(args)
     except UsageError as err:
         print(f"jaxprune {args.command}: error: {err}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"jaxprune {args.command}: error: {err}", file=sys.stderr)
         return 1
-    print(json.dumps(result, default=float))
+    except KeyboardInterrupt:
+        print(
+            f"jaxprune {args.command}: interrupted; nothing was left half-written", file=sys.stderr
+        )
+        return 130
     return 0
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from jaxprune.recipes import Recipe
 
 DEFAULT_MODEL = "smollm2-135m"
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 class UsageError(Exception):
@@ -26,7 +29,7 @@ def check_model(spec: str) -> None:
 
 
 def check_data(flag: str, source: str) -> None:
-    """A corpus name or a text file / directory the data loaders accept."""
+    """A corpus name or a non-empty text file / directory the data loaders accept."""
     from jaxprune.data import check_source
 
     try:
@@ -40,6 +43,25 @@ def check_positive(**values: int | None) -> None:
     for name, value in values.items():
         if value is not None and value <= 0:
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+
+
+def check_output(out: str | None, overwrite: bool) -> Path | None:
+    """``--out``: a new path in an existing directory, or (with ``--overwrite``) a checkpoint."""
+    if out is None:
+        return None
+    from jaxprune.checkpoint import MANIFEST_NAME, is_checkpoint
+
+    path = Path(out)
+    if path.exists() and not overwrite:
+        raise UsageError(f"--out {path}: already exists; choose another path or pass --overwrite")
+    if path.exists() and not (is_checkpoint(path) or (path.is_dir() and not any(path.iterdir()))):
+        raise UsageError(
+            f"--out {path}: --overwrite replaces jaxprune checkpoints only, and this is not one "
+            f"(no {MANIFEST_NAME}); remove it yourself or choose another path"
+        )
+    if not path.parent.exists():
+        raise UsageError(f"--out {path}: parent directory {path.parent} does not exist")
+    return path
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:
@@ -85,11 +107,21 @@ def mesh_from_arg(text: str | None):
         raise UsageError(f"--mesh {text!r}: {err}") from None
 
 
+def load_recipe_file(path: str) -> Recipe:
+    """``--recipe``: a YAML/JSON recipe, every problem a one-line usage error."""
+    try:
+        return Recipe.load(path)
+    except FileNotFoundError:
+        raise UsageError(f"--recipe {path}: no such file") from None
+    except ValueError as err:
+        raise UsageError(f"--recipe {err}") from None
+
+
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
     """The recipe of ``prune``: a ``--recipe`` file, then the explicit options over it."""
     fields: dict[str, Any] = {}
     if args.recipe:
-        fields = Recipe.load(args.recipe).to_dict()
+        fields = load_recipe_file(args.recipe).to_dict()
     if args.sparsity is not None and args.pattern is not None:
         raise UsageError("give either --sparsity or --pattern, not both")
     explicit = {
@@ -122,3 +154,24 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
         return Recipe.from_dict(fields)
     except ValueError as err:
         raise UsageError(str(err)) from None
+
+
+def method_options_help() -> str:
+    """Each registered method's options with their defaults, for ``--help``."""
+    from jaxprune.methods import METHODS
+
+    parts = []
+    for name in sorted(METHODS):
+        options = METHODS[name].known_options
+        listed = ", ".join(f"{k}={v}" for k, v in options.items()) or "none"
+        parts.append(f"{name}: {listed}")
+    return "; ".join(parts)
+
+
+def emit(args: argparse.Namespace, result: dict[str, Any], summary: str) -> None:
+    """Prints the human summary, or with ``--json`` the full result as one JSON line."""
+    if getattr(args, "json", False):
+        print(json.dumps(result, default=float))
+    else:
+        print(summary)
+    sys.stdout.flush()

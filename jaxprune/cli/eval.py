@@ -6,37 +6,65 @@ import argparse
 import time
 from typing import Any
 
-from jaxprune.cli._args import DEFAULT_MODEL, check_data, check_model, check_positive
+from jaxprune.cli._args import (
+    DEFAULT_MODEL,
+    DTYPES,
+    UsageError,
+    check_data,
+    check_model,
+    check_positive,
+    emit,
+)
 
 
 def add_parser(sub: Any, model_help: str, sources: str) -> None:
-    ev = sub.add_parser("eval", help="perplexity of a model on a corpus; prints one JSON line")
+    ev = sub.add_parser(
+        "eval",
+        help="perplexity of a model on a corpus",
+        description="Measure the perplexity of a model (an embedded name, a .gguf file, a Hugging "
+        "Face directory or a pruned checkpoint) on consecutive windows of a corpus.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     ev.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
     ev.add_argument(
         "--data",
         default="shakespeare-hamlet",
         help=f"corpus name ({sources}) or a text file / directory of *.txt files",
     )
-    ev.add_argument("--nsamples", type=int, default=32, help="number of windows (default 32)")
-    ev.add_argument("--seqlen", type=int, default=512, help="tokens per window (default 512)")
+    ev.add_argument("--nsamples", type=int, default=32, help="number of windows")
+    ev.add_argument("--seqlen", type=int, default=512, help="tokens per window")
     ev.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    ev.add_argument("--dtype", choices=DTYPES, help="compute in this dtype (default: the model's)")
+    ev.add_argument("--json", action="store_true", help="print the result as one JSON line")
     ev.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from jaxprune.pipeline import evaluate, load_with_tokenizer
+def run(args: argparse.Namespace) -> None:
+    from jaxprune.data import load_windows
+    from jaxprune.pipeline import _perplexity, check_recipe, load_with_tokenizer
+    from jaxprune.recipes import Recipe
 
     check_model(args.model)
     check_data("--data", args.data)
     check_positive(nsamples=args.nsamples, seqlen=args.seqlen, batch_size=args.batch_size)
-    pretrained = load_with_tokenizer(args.model)
+    try:
+        pretrained = load_with_tokenizer(args.model, args.dtype)
+        check_recipe(pretrained, Recipe(seqlen=args.seqlen))
+        windows = load_windows(
+            args.data,
+            pretrained.tokenizer,
+            nsamples=args.nsamples,
+            seqlen=args.seqlen,
+            split="eval",
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     start = time.perf_counter()
-    out = evaluate(
-        pretrained,
-        pretrained.params,
-        args.data,
-        nsamples=args.nsamples,
-        seqlen=args.seqlen,
-        batch_size=args.batch_size,
+    out = _perplexity(pretrained, pretrained.params, windows, args.batch_size)
+    result = {"model": args.model, "data": args.data, **out, "seconds": time.perf_counter() - start}
+    emit(
+        args,
+        result,
+        f"{args.model}: perplexity {out['ppl']:.2f} on {args.data} ({out['tokens']} tokens, "
+        f"{result['seconds']:.1f} s)",
     )
-    return {"model": args.model, "data": args.data, **out, "seconds": time.perf_counter() - start}

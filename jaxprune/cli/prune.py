@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import sys
 from typing import Any
 
 from jaxprune.cli._args import (
     DEFAULT_MODEL,
+    DTYPES,
     UsageError,
     check_data,
     check_model,
+    check_output,
     check_positive,
+    emit,
     mesh_from_arg,
+    method_options_help,
     recipe_from_args,
 )
 
@@ -20,11 +24,20 @@ from jaxprune.cli._args import (
 def add_parser(sub: Any, model_help: str, sources: str) -> None:
     from jaxprune.methods import METHODS
 
-    pr = sub.add_parser("prune", help="prune a model one-shot; prints a JSON report")
+    pr = sub.add_parser(
+        "prune",
+        help="prune a model one-shot; prints a summary (or --json the full report)",
+        description="Prune a model one-shot from calibration data, optionally measure perplexity "
+        "before and after, and save the pruned model. Every argument is checked before the model "
+        "is loaded; problems found against the model (targets, sequence length, windows) are "
+        "reported before any pruning, with exit status 2.",
+    )
     pr.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
     pr.add_argument("--method", choices=sorted(METHODS), help="pruning method (default magnitude)")
-    pr.add_argument("--sparsity", type=float, help="fraction of weights to remove, in [0, 1)")
-    pr.add_argument("--pattern", help="N:M pattern instead of --sparsity, e.g. 2:4 or 4:8")
+    pr.add_argument(
+        "--sparsity", help="fraction of weights to remove, in [0, 1), or an N:M pattern (2:4)"
+    )
+    pr.add_argument("--pattern", help="N:M pattern, e.g. 2:4 or 4:8 (same as --sparsity 2:4)")
     pr.add_argument("--recipe", help="YAML/JSON recipe file; explicit options override it")
     pr.add_argument("--targets", nargs="+", help="regexes of parameter paths to prune")
     pr.add_argument("--ignore", nargs="+", help="regexes of parameter paths never pruned")
@@ -46,7 +59,7 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         "--option",
         action="append",
         metavar="KEY=VALUE",
-        help="method option, repeatable (e.g. percdamp=0.05 blocksize=128 for sparsegpt)",
+        help=f"method option, repeatable. Options and defaults: {method_options_help()}",
     )
     pr.add_argument(
         "--true-sequential",
@@ -55,11 +68,20 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     )
     pr.add_argument("--calib", help=f"calibration corpus ({sources}) or text path")
     pr.add_argument("--nsamples", type=int, help="calibration windows (default 64)")
-    pr.add_argument("--seqlen", type=int, help="tokens per window (default 512)")
+    pr.add_argument("--seqlen", type=int, help="tokens per calibration window (default 512)")
     pr.add_argument("--seed", type=int, help="seed of the calibration windows (default 0)")
     pr.add_argument("--batch-size", type=int, help="windows per forward pass (default 8)")
     pr.add_argument("--eval", help="also report perplexity before/after on this corpus")
-    pr.add_argument("--eval-nsamples", type=int, default=32, help="evaluation windows")
+    pr.add_argument("--eval-nsamples", type=int, default=32, help="evaluation windows (32)")
+    pr.add_argument(
+        "--eval-seqlen", type=int, help="tokens per evaluation window (default: --seqlen)"
+    )
+    pr.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help="load, prune and save the model in this dtype "
+        "(statistics stay float32; default float32, or a checkpoint's own dtype)",
+    )
     pr.add_argument(
         "--mesh",
         metavar="DATAxMODEL",
@@ -73,37 +95,73 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     )
     pr.add_argument("--out", help="write the pruned model here (Orbax checkpoint directory)")
     pr.add_argument("--compact", action="store_true", help="store only kept values + bit masks")
-    pr.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    pr.add_argument(
+        "--overwrite", action="store_true", help="replace an existing jaxprune checkpoint at --out"
+    )
+    pr.add_argument("--json", action="store_true", help="print the full report as one JSON line")
     pr.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> None:
+    from jaxprune import pipeline
     from jaxprune.methods import get_method
-    from jaxprune.pipeline import prune_pretrained
 
     recipe = recipe_from_args(args)
     check_model(args.model)
-    if get_method(recipe.method).needs_inputs:
+    if get_method(recipe.method).needs_inputs or recipe.allocation == "owl":
         check_data("--calib", recipe.calib)
     if args.eval:
         check_data("--eval", args.eval)
-    check_positive(eval_nsamples=args.eval_nsamples)
+    check_positive(eval_nsamples=args.eval_nsamples, eval_seqlen=args.eval_seqlen)
     mesh = mesh_from_arg(args.mesh)
-    out = Path(args.out) if args.out else None
-    if out is not None and out.exists() and not args.overwrite:
-        raise UsageError(f"--out {out}: already exists; choose another path or pass --overwrite")
-    if out is not None and not out.parent.exists():
-        raise UsageError(f"--out {out}: parent directory {out.parent} does not exist")
-    result = prune_pretrained(
-        args.model,
-        recipe,
-        eval_source=args.eval,
-        eval_nsamples=args.eval_nsamples,
-        mesh=mesh,
-        offload=args.offload,
-    )
+    out = check_output(args.out, args.overwrite)
+    try:
+        job = pipeline.prepare(
+            args.model,
+            recipe,
+            eval_source=args.eval,
+            eval_nsamples=args.eval_nsamples,
+            eval_seqlen=args.eval_seqlen,
+            dtype=args.dtype,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if out is None:
+        print(
+            "jaxprune prune: note: no --out given, the pruned model is not saved", file=sys.stderr
+        )
+    result = pipeline.run(job, mesh=mesh, offload=args.offload, name=args.model)
+    report = result.report
+    saved = None
     if out is not None:
-        result.report["checkpoint"] = result.save(
+        saved = report["checkpoint"] = result.save(
             out, compact=args.compact, overwrite=args.overwrite
         )
-    return result.report
+    emit(args, report, summary(report, recipe, saved))
+
+
+def summary(report: dict[str, Any], recipe: Any, saved: dict[str, Any] | None) -> str:
+    """A few lines a person reads: what was pruned, how well, where it went."""
+    calib = (
+        f"calibration {recipe.calib} {report['calib_windows']}×{report['seqlen']}"
+        if report["calib_windows"]
+        else "no calibration"
+    )
+    lines = [
+        f"{report['model']}: {report['method']} {report['target']} — "
+        f"{report['overall_sparsity']:.1%} of {len(report['layers'])} weight matrices pruned in "
+        f"{report['seconds']:.1f} s ({calib})"
+    ]
+    if "eval" in report:
+        ev = report["eval"]
+        lines.append(
+            f"perplexity on {ev['data']} ({ev['dense']['tokens']} tokens): "
+            f"dense {ev['dense']['ppl']:.2f} -> pruned {ev['pruned']['ppl']:.2f}"
+        )
+    if saved is not None:
+        kind = "compact" if saved["compact"] else "dense"
+        lines.append(
+            f"saved to {saved['path']} ({kind}, {saved['bytes_on_disk'] / 2**20:.1f} MiB; "
+            "the full report is report.json there)"
+        )
+    return "\n".join(lines)

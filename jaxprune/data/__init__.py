@@ -117,8 +117,20 @@ def _check_local(path: Path) -> None:
             f"{os.fspath(path)!r} is not a known corpus ({', '.join(KNOWN_SOURCES)}) and no such "
             "file or directory exists"
         )
-    if path.is_dir() and not any(path.glob("*.txt")):
+    files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
+    if path.is_dir() and not files:
         raise ValueError(f"directory {path} holds no *.txt files")
+    if all(_blank(f) for f in files):
+        raise ValueError(f"{path} holds no text (empty or only whitespace)")
+
+
+def _blank(path: Path) -> bool:
+    """Whether a text file is empty or whitespace only (reads at most its first megabyte)."""
+    try:
+        with open(path, "rb") as f:
+            return not f.read(1 << 20).strip()
+    except OSError:
+        return False  # unreadable: reported when it is read
 
 
 def _local_text(path: Path) -> str:

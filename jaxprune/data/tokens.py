@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from jaxprune._cache import cache_dir
+from jaxprune._log import notice
 
 # Bump when the text a corpus name stands for changes, to invalidate cached ids.
 CORPUS_VERSION = "1"
@@ -29,7 +30,9 @@ def token_stream(name: str, tokenizer, text: Callable[[], str], split: str) -> n
     path = cache_dir() / "tokens" / f"{name}-{split}-{key}.npy"
     if path.is_file():
         return np.load(path)
-    ids = np.asarray(tokenizer.encode(text()), np.int32)
+    content = text()
+    notice("tokenizing %s (%.1f MB of text, once; the ids are cached)", name, len(content) / 1e6)
+    ids = np.asarray(tokenizer.encode(content), np.int32)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
     try:

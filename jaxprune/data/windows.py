@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -13,6 +15,15 @@ def random_windows(
         raise ValueError(
             f"{name} has {tokens.size} tokens, fewer than one window of {seqlen}; "
             "use a shorter seqlen or more text"
+        )
+    if nsamples * seqlen > tokens.size:
+        warnings.warn(
+            f"{name} has {tokens.size} tokens but {nsamples} windows of {seqlen} ask for "
+            f"{nsamples * seqlen}: the calibration windows overlap (each token is seen "
+            f"{nsamples * seqlen / tokens.size:.1f}× on average); use fewer or shorter windows, "
+            "or more text",
+            UserWarning,
+            stacklevel=3,
         )
     starts = rng.integers(0, tokens.size - seqlen + 1, size=nsamples)
     return np.stack([tokens[s : s + seqlen] for s in starts]).astype(np.int32)

@@ -38,7 +38,7 @@ def perplexity(
     windows: np.ndarray | jax.Array,
     *,
     batch_size: int = 8,
-    progress: bool = False,
+    progress: bool = True,
 ) -> PerplexityResult:
     """Perplexity of ``model`` with ``params`` (dense or pruned) on ``windows``.
 
@@ -48,7 +48,7 @@ def perplexity(
       windows: int tokens ``(n, seqlen)``, e.g. from :func:`jaxprune.data.load_windows`.
       batch_size: windows per forward pass. A last partial batch is padded with weight-0 windows,
         so one program is compiled for every batch.
-      progress: show a progress bar.
+      progress: show a progress bar (pass ``False`` to silence it).
 
     Returns:
       :class:`PerplexityResult`.

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from jaxprune.checkpoint import MANIFEST_NAME, is_checkpoint
@@ -37,7 +38,7 @@ class Pretrained:
     source: str
 
 
-def load_pretrained(name_or_path: str | os.PathLike, dtype: Any = jnp.float32) -> Pretrained:
+def load_pretrained(name_or_path: str | os.PathLike, dtype: Any = None) -> Pretrained:
     """Loads a model from any source jaxprune understands.
 
     Args:
@@ -46,8 +47,8 @@ def load_pretrained(name_or_path: str | os.PathLike, dtype: Any = jnp.float32) -
         - a ``.gguf`` file (llama architecture; quantised tensors are dequantised);
         - a Hugging Face model directory (``config.json`` + safetensors);
         - a jaxprune checkpoint directory (holding ``jaxprune_checkpoint.json``).
-      dtype: dtype of the params and of the model's computation (jaxprune checkpoints keep the
-        dtype they were saved with).
+      dtype: dtype of the params and of the model's computation; ``None`` is float32, except
+        for jaxprune checkpoints, which keep the dtype they were saved with unless one is given.
 
     Returns:
       The loaded :class:`Pretrained`.
@@ -57,6 +58,10 @@ def load_pretrained(name_or_path: str | os.PathLike, dtype: Any = jnp.float32) -
     """
     kind = check_source(name_or_path)
     name = os.fspath(name_or_path)
+    if kind == "checkpoint":
+        loaded = load_pruned(name)
+        return loaded if dtype is None else with_dtype(loaded, dtype)
+    dtype = jnp.float32 if dtype is None else dtype
     if kind == "embedded":
         from jaxprune.models.loaders.embedded import load_embedded
 
@@ -65,11 +70,32 @@ def load_pretrained(name_or_path: str | os.PathLike, dtype: Any = jnp.float32) -
         from jaxprune.models.loaders.gguf import load_gguf
 
         return load_gguf(name, dtype)
-    if kind == "checkpoint":
-        return load_pruned(name)
     from jaxprune.models.loaders.hf import load_hf_checkpoint
 
     return load_hf_checkpoint(name, dtype)
+
+
+def _jaxprune_config(path: Path) -> bool:
+    """Whether ``path`` is a config written by jaxprune (it names a ``family``, not a
+    Hugging Face ``model_type``)."""
+    import json
+
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and "family" in config and "model_type" not in config
+
+
+def with_dtype(pretrained: Pretrained, dtype: Any) -> Pretrained:
+    """``pretrained`` with its floating params cast to ``dtype`` and the model computing in it."""
+    dtype = jnp.dtype(dtype)
+    params = jax.tree.map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+        pretrained.params,
+    )
+    model = dataclasses.replace(pretrained.model, dtype=dtype)
+    return dataclasses.replace(pretrained, model=model, params=params)
 
 
 def check_source(name_or_path: str | os.PathLike) -> str:
@@ -102,6 +128,11 @@ def check_source(name_or_path: str | os.PathLike) -> str:
         raise ValueError(f"{name!r}: a model file must be a .gguf file. {accepted}")
     if is_checkpoint(path):
         return "checkpoint"
+    if (path / "arrays").is_dir() or _jaxprune_config(path / "config.json"):
+        raise ValueError(
+            f"{name!r} looks like a jaxprune checkpoint but has no {MANIFEST_NAME}, which is "
+            "written last: the save did not finish, or the file was removed; save it again"
+        )
     if (path / "config.json").is_file():
         return "hf"
     raise ValueError(

@@ -149,6 +149,7 @@ def test_magnitude_prune_then_eval_of_the_saved_model_round_trips(tmp_path, caps
             "--out",
             out,
             "--compact",
+            "--json",
             *common,
         ],
         capsys,
@@ -164,7 +165,18 @@ def test_magnitude_prune_then_eval_of_the_saved_model_round_trips(tmp_path, caps
     assert report["checkpoint"]["bytes_on_disk"] < report["checkpoint"]["dense_bytes"]
 
     rc, stdout, stderr = run(
-        ["eval", "--model", out, "--data", "shakespeare-hamlet", "--nsamples", 2, *common], capsys
+        [
+            "eval",
+            "--model",
+            out,
+            "--data",
+            "shakespeare-hamlet",
+            "--nsamples",
+            2,
+            "--json",
+            *common,
+        ],
+        capsys,
     )
     assert rc == 0, stderr
     again = json.loads(stdout)
@@ -180,13 +192,14 @@ def test_magnitude_prune_then_eval_of_the_saved_model_round_trips(tmp_path, caps
     )
     np.testing.assert_array_equal(saved.params["norm"]["scale"], dense["norm"]["scale"])
     assert saved.recipe["method"] == "magnitude"
+    assert saved.recipe["calibration"] is None  # magnitude read no calibration data
 
 
 @pytest.mark.real_model
 def test_mesh_and_offload_options_give_the_same_pruned_model(capsys):
     common = ["prune", "--model", "smollm2-135m", "--method", "sparsegpt", "--sparsity", 0.5]
     common += ["--nsamples", 2, "--seqlen", 64, "--eval", "shakespeare-hamlet"]
-    common += ["--eval-nsamples", 1]
+    common += ["--eval-nsamples", 1, "--json"]
     rc, stdout, stderr = run(common, capsys)
     assert rc == 0, stderr
     plain = json.loads(stdout)
