@@ -116,8 +116,24 @@ def test_hub_protocol_joins_records_like_the_reference_code():
         hub.join_records("c4", docs, "calib")
 
 
+def test_missing_datasets_package_is_a_clear_error_naming_the_offline_sources():
+    # `datasets` is an optional extra: hide it (also when it is installed) and ask for a hub corpus.
+    code = (
+        "import sys\nsys.modules['datasets'] = None\n"
+        "from jaxprune.data import hub\n"
+        "try:\n    hub.load_text('wikitext2', 'eval')\n"
+        "except RuntimeError as e:\n    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "needs the `datasets` package (pip install datasets)" in out
+    assert "shakespeare-hamlet" in out
+
+
 def test_unreachable_hub_is_a_clear_error_naming_the_offline_sources(tmp_path):
     # A real `datasets` call in offline mode, in a fresh process so the env vars take effect.
+    pytest.importorskip("datasets", reason="the `hub` extra is not installed")
     code = (
         "from jaxprune.data import hub\n"
         "try:\n    hub.load_text('wikitext2', 'eval')\n"
