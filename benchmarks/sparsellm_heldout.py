@@ -85,7 +85,13 @@ def main() -> None:
             for name, opts in (("sparsegpt", {**options, "iterations": 1}), ("sparsellm", options)):
                 start = time.perf_counter()
                 sol = sparsellm.prune_mlp(
-                    dense, xc, y, dict.fromkeys(ROLES, target), kind="swiglu", **opts
+                    dense,
+                    xc,
+                    y,
+                    dict.fromkeys(ROLES, target),
+                    kind="gated",
+                    activation="silu",
+                    **opts,
                 )
                 row[name] = {
                     "seconds": time.perf_counter() - start,
