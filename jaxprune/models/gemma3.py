@@ -51,6 +51,8 @@ class Gemma3Config:
     Defaults are Gemma-3-270M's. ``layer_types`` (``"sliding_attention"`` / ``"full_attention"``
     per block) defaults to Gemma 3's pattern: every sixth block global. ``rope_scaling_factor``
     divides the global layers' rotary frequencies (linear scaling; 8 in Gemma 3 4B and larger).
+    ``query_pre_attn_scalar`` defaults to ``head_dim`` (what llama.cpp assumes for GGUF files,
+    which do not store it; right for every Gemma 3 but the 27B, whose config.json gives 168).
     """
 
     vocab_size: int = 262144
@@ -66,7 +68,7 @@ class Gemma3Config:
     rope_scaling_factor: float = 1.0
     sliding_window: int = 512
     layer_types: tuple[str, ...] | None = None
-    query_pre_attn_scalar: float = 256.0
+    query_pre_attn_scalar: float | None = None
     final_logit_softcapping: float | None = None
     tie_word_embeddings: bool = True
     max_position_embeddings: int = 32768
@@ -76,6 +78,8 @@ class Gemma3Config:
     family = "gemma3"
 
     def __post_init__(self):
+        if self.query_pre_attn_scalar is None:
+            object.__setattr__(self, "query_pre_attn_scalar", float(self.head_dim))
         kinds = self.layer_types
         if kinds is None:
             kinds = [GLOBAL if (i + 1) % 6 == 0 else SLIDING for i in range(self.num_hidden_layers)]
