@@ -1,4 +1,4 @@
-"""One-shot pruning of SmolLM2-135M on the public protocol: perplexity and cost per method.
+"""One-shot pruning of an embedded model on the public protocol: perplexity and cost per method.
 
 Protocol: calibration ``shakespeare-calib`` (64 × 512, seed 0), evaluation ``shakespeare-hamlet``
 (32 × 512). Every configuration is pruned from the same dense params with the same windows; the cost
@@ -7,6 +7,12 @@ measured in the same run (the speed unit of benchmarks/README.md).
 
     python benchmarks/oneshot.py --out benchmarks/results/oneshot_cpu.json
     python benchmarks/oneshot.py --configs sparsegpt:0.7 owl+sparsegpt:0.7 --out /tmp/x.json
+    python benchmarks/oneshot.py --model gemma3-270m --bos --configs ... --out ...
+
+``--bos`` starts every window with the tokenizer's BOS token (then the window's first seqlen − 1
+tokens), for models that are trained to always see one (Gemma); the dense perplexity without it is
+recorded too. ``--save-windows FILE.npz`` keeps the exact calibration and evaluation windows (for
+cross-checks against other code).
 
 A configuration is ``[owl+]METHOD:TARGET`` with TARGET a fraction or ``N:M``. Results are written
 after every configuration (atomically), so an interrupted run keeps what it finished.
@@ -24,6 +30,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jaxprune as jp
 
@@ -56,6 +63,11 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def with_bos(windows: np.ndarray, bos: int) -> np.ndarray:
+    """Each window as BOS followed by its first ``seqlen - 1`` tokens."""
+    return np.concatenate([np.full((windows.shape[0], 1), bos, windows.dtype), windows[:, :-1]], 1)
+
+
 def dense_forward_seconds(model, params, windows, batch_size: int = 8) -> float:
     """Seconds of one jit-compiled dense forward over ``windows`` (compile excluded)."""
     step = jax.jit(lambda p, t: model.logits(p, t)[:, -1].sum())
@@ -75,6 +87,8 @@ def main() -> None:
     parser.add_argument("--eval-nsamples", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--option", action="append", default=[], help="METHOD.KEY=VALUE")
+    parser.add_argument("--bos", action="store_true", help="start every window with BOS")
+    parser.add_argument("--save-windows", type=Path, help="write the windows to this .npz")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     configs = [parse_config(c) for c in args.configs]
@@ -100,6 +114,14 @@ def main() -> None:
         seqlen=args.seqlen,
         split="eval",
     )
+    extra = {}
+    if args.bos:
+        extra["dense_ppl_without_bos"] = jp.perplexity(pre.model, pre.params, evalw).ppl
+        print(f"dense ppl without BOS {extra['dense_ppl_without_bos']:.3f}", flush=True)
+        calib = with_bos(calib, pre.tokenizer.bos_token_id)
+        evalw = with_bos(evalw, pre.tokenizer.bos_token_id)
+    if args.save_windows:
+        np.savez(args.save_windows, calib=calib, eval=evalw)
     unit = dense_forward_seconds(pre.model, pre.params, jnp.asarray(calib))
     dense = jp.perplexity(pre.model, pre.params, evalw)
     data = {
@@ -112,6 +134,7 @@ def main() -> None:
             "eval": "shakespeare-hamlet",
             "eval_nsamples": args.eval_nsamples,
             "eval_tokens": dense.tokens,
+            "bos": args.bos,
         },
         "machine": {
             "platform": platform.platform(),
@@ -121,6 +144,7 @@ def main() -> None:
             "jax": jax.__version__,
         },
         "dense_forward_seconds": unit,
+        **extra,
         "results": [{"config": "dense", "ppl": dense.ppl}],
     }
     write_json(args.out, data)
@@ -151,6 +175,7 @@ def main() -> None:
             "capture_seconds": rep["capture_seconds"],
             "propagate_seconds": rep["propagate_seconds"],
             "options": dict(recipe.options),
+            "rel_error": {path: e.get("rel_error") for path, e in rep["layers"].items()},
         }
         if "owl" in rep:
             entry["owl"] = rep["owl"]
