@@ -293,10 +293,13 @@ def config_from_hf(hf_config: dict[str, Any]) -> Gemma3Config:
     if kind not in ("default", "linear") or local.get("rope_type", "default") != "default":
         raise ValueError(f"RoPE type {kind!r} is not supported (supported: default, linear)")
     d["rope_scaling_factor"] = float(scaling.get("factor", 1.0)) if kind == "linear" else 1.0
-    if d.get("layer_types") is None and "sliding_window_pattern" in d:
-        pattern = d["sliding_window_pattern"]
+    pattern = d.get("sliding_window_pattern")
+    if d.get("layer_types") is None and pattern is not None:
+        # An int: every pattern-th block is global; a list (llama.cpp): True marks sliding blocks.
         n = d["num_hidden_layers"]
-        d["layer_types"] = [GLOBAL if (i + 1) % pattern == 0 else SLIDING for i in range(n)]
+        if isinstance(pattern, int):
+            pattern = [(i + 1) % pattern != 0 for i in range(n)]
+        d["layer_types"] = [SLIDING if sliding else GLOBAL for sliding in pattern]
     for key in ("bos_token_id", "eos_token_id"):
         if isinstance(d.get(key), list):
             d[key] = d[key][0]
@@ -376,6 +379,8 @@ FAMILY = register_family(
             ),
             config_keys=(
                 ("attention.sliding_window", "sliding_window"),
+                ("attention.sliding_window_pattern", "sliding_window_pattern"),
+                ("rope.freq_base_swa", "rope_local_base_freq"),
                 ("final_logit_softcapping", "final_logit_softcapping"),
             ),
             norm_offset=1.0,
