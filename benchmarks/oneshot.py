@@ -11,8 +11,9 @@ measured in the same run (the speed unit of benchmarks/README.md).
 
 ``--bos`` starts every window with the tokenizer's BOS token (then the window's first seqlen − 1
 tokens), for models that are trained to always see one (Gemma); the dense perplexity without it is
-recorded too. ``--save-windows FILE.npz`` keeps the exact calibration and evaluation windows (for
-cross-checks against other code).
+recorded too. ``--resume`` keeps the rows of an earlier, interrupted run (e.g. killed for memory on
+a shared machine) and runs only the missing configurations. ``--save-windows FILE.npz`` keeps the
+exact calibration and evaluation windows (for cross-checks against other code).
 
 A configuration is ``[owl+]METHOD:TARGET`` with TARGET a fraction or ``N:M``. Results are written
 after every configuration (atomically), so an interrupted run keeps what it finished.
@@ -78,6 +79,37 @@ def dense_forward_seconds(model, params, windows, batch_size: int = 8) -> float:
     return time.perf_counter() - start
 
 
+def dense_record(args, pre, calib, evalw, no_bos: float | None) -> dict:
+    """The run's header: protocol, machine, the cost unit and the dense perplexity."""
+    unit = dense_forward_seconds(pre.model, pre.params, jnp.asarray(calib), args.eval_batch)
+    dense = jp.perplexity(pre.model, pre.params, evalw, batch_size=args.eval_batch)
+    print(f"dense ppl {dense.ppl:.3f}; dense calibration forward {unit:.2f} s", flush=True)
+    extra = {} if no_bos is None else {"dense_ppl_without_bos": no_bos}
+    return {
+        "model": args.model,
+        "protocol": {
+            "calib": "shakespeare-calib",
+            "nsamples": args.nsamples,
+            "seqlen": args.seqlen,
+            "seed": args.seed,
+            "eval": "shakespeare-hamlet",
+            "eval_nsamples": args.eval_nsamples,
+            "eval_tokens": dense.tokens,
+            "bos": args.bos,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "device": str(jax.devices()[0].device_kind),
+            "jax": jax.__version__,
+        },
+        "dense_forward_seconds": unit,
+        **extra,
+        "results": [{"config": "dense", "ppl": dense.ppl}],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -91,6 +123,9 @@ def main() -> None:
     # Logits are batch × seqlen × vocab floats: 4.3 GB for 8 × 512 × Gemma's 262k vocabulary.
     parser.add_argument("--eval-batch", type=int, default=8, help="windows per logits pass")
     parser.add_argument("--save-windows", type=Path, help="write the windows to this .npz")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the rows already in --out, run the others"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     configs = [parse_config(c) for c in args.configs]
@@ -116,44 +151,27 @@ def main() -> None:
         seqlen=args.seqlen,
         split="eval",
     )
-    extra = {}
+    data = json.loads(args.out.read_text()) if args.resume and args.out.is_file() else None
+    if data is not None and (data["model"], data["protocol"]["bos"]) != (args.model, args.bos):
+        raise SystemExit(f"{args.out} holds another model or protocol; not resuming it")
+    no_bos = None
     if args.bos:
-        extra["dense_ppl_without_bos"] = jp.perplexity(
-            pre.model, pre.params, evalw, batch_size=args.eval_batch
-        ).ppl
-        print(f"dense ppl without BOS {extra['dense_ppl_without_bos']:.3f}", flush=True)
+        if data is None:
+            no_bos = jp.perplexity(pre.model, pre.params, evalw, batch_size=args.eval_batch).ppl
+            print(f"dense ppl without BOS {no_bos:.3f}", flush=True)
         calib = with_bos(calib, pre.tokenizer.bos_token_id)
         evalw = with_bos(evalw, pre.tokenizer.bos_token_id)
     if args.save_windows:
         np.savez(args.save_windows, calib=calib, eval=evalw)
-    unit = dense_forward_seconds(pre.model, pre.params, jnp.asarray(calib), args.eval_batch)
-    dense = jp.perplexity(pre.model, pre.params, evalw, batch_size=args.eval_batch)
-    data = {
-        "model": args.model,
-        "protocol": {
-            "calib": "shakespeare-calib",
-            "nsamples": args.nsamples,
-            "seqlen": args.seqlen,
-            "seed": args.seed,
-            "eval": "shakespeare-hamlet",
-            "eval_nsamples": args.eval_nsamples,
-            "eval_tokens": dense.tokens,
-            "bos": args.bos,
-        },
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpu_count": os.cpu_count(),
-            "device": str(jax.devices()[0].device_kind),
-            "jax": jax.__version__,
-        },
-        "dense_forward_seconds": unit,
-        **extra,
-        "results": [{"config": "dense", "ppl": dense.ppl}],
-    }
+    if data is None:
+        data = dense_record(args, pre, calib, evalw, no_bos)
+    else:  # the cost unit stays the first process's; later processes only add rows
+        data["processes"] = data.get("processes", 1) + 1
     write_json(args.out, data)
-    print(f"dense ppl {dense.ppl:.3f}; dense calibration forward {unit:.2f} s", flush=True)
+    done = {row["config"] for row in data["results"]}
     for (method, target, allocation), text in zip(configs, args.configs, strict=True):
+        if text in done:
+            continue
         recipe = jp.Recipe(
             method=method,
             sparsity=target,
@@ -174,7 +192,7 @@ def main() -> None:
             "ppl": ppl,
             "overall_sparsity": rep["overall_sparsity"],
             "seconds": rep["seconds"],
-            "cost_vs_dense_forward": rep["seconds"] / unit,
+            "cost_vs_dense_forward": rep["seconds"] / data["dense_forward_seconds"],
             "solve_seconds": rep["solve_seconds"],
             "capture_seconds": rep["capture_seconds"],
             "propagate_seconds": rep["propagate_seconds"],
