@@ -156,7 +156,7 @@ def solve_joint(
         y = y + biases[out_role].astype(jnp.float32)
     method = solver.method
     solution = method.joint(
-        JointUnit(unit.spec.kind, kernels, biases, x, y),
+        JointUnit(unit.spec.kind, kernels, biases, x, y, unit.spec.activation),
         {role: targets[lin.path] for role, lin in linears.items()},
         **method.joint_options_of(solver.options),
     )
@@ -212,6 +212,7 @@ def prune_block(
         calib = runner.run(
             block_params,
             hidden,
+            index=plan.index,
             statistic=solver.method.statistics,
             stat_taps=tuple(group.tap for group in groups),
             checks=pending,
@@ -233,7 +234,7 @@ def prune_block(
             )
             solved.update(done)
             pending.update(checks)
-    final = runner.run(block_params, hidden, checks=pending, with_output=True)
+    final = runner.run(block_params, hidden, index=plan.index, checks=pending, with_output=True)
     _record_errors(solved, pending, final.rel_errors)
     return BlockResult(block_params, final.hidden, solved, joint)
 

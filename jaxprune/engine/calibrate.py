@@ -47,13 +47,17 @@ def _forward_step(
     model: LanguageModel,
     block_params: Params,
     hidden: jax.Array,
+    index: int,
     *,
     taps: tuple[str, ...],
     with_output: bool,
     batch: jax.sharding.NamedSharding | None,
 ):
-    """One batch through one block: its output (if wanted) and the inputs of ``taps``."""
-    out, captured = model.block(block_params, hidden, capture=True)
+    """One batch through block ``index``: its output (if wanted) and the inputs of ``taps``.
+
+    ``index`` is traced, not static, so every block of the same shape shares one compiled step.
+    """
+    out, captured = model.block(block_params, hidden, capture=True, index=index)
     if batch is not None and with_output:
         out = jax.lax.with_sharding_constraint(out, batch)
     return (out if with_output else None), {tap: captured[tap] for tap in taps}
@@ -138,6 +142,7 @@ class BlockRunner:
         block_params: Params,
         hidden: list[jax.Array],
         *,
+        index: int,
         statistic: Statistic | None = None,
         stat_taps: tuple[str, ...] = (),
         checks: Checks | None = None,
@@ -149,6 +154,7 @@ class BlockRunner:
         Args:
           block_params: the block's params (as placed).
           hidden: the block's inputs, one array per batch of windows.
+          index: the block's position in the stack (see :meth:`LanguageModel.block`).
           statistic: the ``(init, update)`` pair accumulated for every tap of ``stat_taps``.
           stat_taps: the taps to gather statistics of.
           checks: kernels to measure the relative output error ‖X(W−Ŵ)‖²/‖XW‖² of.
@@ -177,6 +183,7 @@ class BlockRunner:
                     self.model,
                     block_params,
                     batch,
+                    index,
                     taps=taps,
                     with_output=with_output,
                     batch=self.batch,

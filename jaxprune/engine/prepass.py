@@ -45,7 +45,14 @@ def owl_block_sparsity(
     for block in progress_bar(plan.blocks, progress, "OWL outlier pass"):
         block_params = next(blocks)
         taps = tuple(dict.fromkeys(lin.tap for lin in block.linears))
-        out = runner.run(block_params, hidden, statistic=SQ_NORMS, stat_taps=taps, with_output=True)
+        out = runner.run(
+            block_params,
+            hidden,
+            index=block.index,
+            statistic=SQ_NORMS,
+            stat_taps=taps,
+            with_output=True,
+        )
         if block.linears:
             scores = [
                 wanda.scores(get_leaf(block_params, lin.kernel_path), out.stats[lin.tap].sq_norms)

@@ -39,12 +39,14 @@ class JointUnit(NamedTuple):
     """One MLP as a joint solver sees it.
 
     Attributes:
-      kind: the MLP's shape, ``"swiglu"`` (roles ``gate``, ``up``, ``down``) or ``"relu"``
+      kind: the MLP's shape, ``"gated"`` (roles ``gate``, ``up``, ``down``) or ``"relu"``
         (roles ``in``, ``out``, with biases).
       kernels: Flax ``(in, out)`` kernels by role.
       biases: biases by role (``{}`` when the MLP has none).
       x: ``(tokens, d)`` float32 inputs of the MLP.
       y: ``(tokens, d)`` float32 dense outputs of the MLP on ``x``.
+      activation: the activation by name (``"silu"``, ``"gelu_tanh"``, ``"relu"``), as the model
+        family declares it (``MlpSpec.activation``).
     """
 
     kind: str
@@ -52,6 +54,7 @@ class JointUnit(NamedTuple):
     biases: Mapping[str, jax.Array]
     x: jax.Array
     y: jax.Array
+    activation: str
 
 
 class JointSolution(NamedTuple):

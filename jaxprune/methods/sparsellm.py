@@ -3,11 +3,12 @@
 Bai et al., "SparseLLM: Towards Global Pruning for Pre-trained Language Models" (NeurIPS 2024,
 arXiv 2402.17946). Instead of pruning each linear to reproduce its own dense output, the MLP's
 intermediate activations become free variables tying the layers together. In token-row layout
-(``X`` is ``(T, d)``, kernels are Flax ``(in, out)``) for a SwiGLU MLP:
+(``X`` is ``(T, d)``, kernels are Flax ``(in, out)``) for a gated MLP with gate activation ``g``
+(SiLU for LLaMA's SwiGLU, tanh-approximated GELU for Gemma; the model family names it):
 
-    s = X W_gate,  z = X W_up,  p = SiLU(s) ⊙ z,  Y = p W_down          (dense, on entry)
+    s = X W_gate,  z = X W_up,  p = g(s) ⊙ z,  Y = p W_down          (dense, on entry)
 
-    min  α‖z − X W_up‖² + α‖s − X W_gate‖² + β‖Y − p W_down‖² + γ‖p − SiLU(s) ⊙ z‖²
+    min  α‖z − X W_up‖² + α‖s − X W_gate‖² + β‖Y − p W_down‖² + γ‖p − g(s) ⊙ z‖²
 
 over sparse kernels and dense ``s, z, p``, by alternating closed-form steps. Each iteration:
 
@@ -17,14 +18,14 @@ over sparse kernels and dense ``s, z, p``, by alternating closed-form steps. Eac
 2. **prune** each with SparseGPT, ``W_up``/``W_gate`` with ``H = XᵀX``, ``W_down`` with ``H = pᵀp``;
    as SparseGPT minimises ‖X(W − Ŵ)‖ and the refit residual is orthogonal to the span of ``X``,
    this is the pruned least-squares fit to the variables;
-3. **update** ``p ← (βYŴ_downᵀ + γa)(βŴ_downŴ_downᵀ + γI)⁻¹`` with ``a = SiLU(s)⊙z``, computed as
+3. **update** ``p ← (βYŴ_downᵀ + γa)(βŴ_downŴ_downᵀ + γI)⁻¹`` with ``a = g(s)⊙z``, computed as
    ``p = a + (Y − aŴ_down)(Ŵ_downᵀŴ_down + (γ/β)I)⁻¹Ŵ_downᵀ`` (push-through identity: a ``d × d``
    Cholesky factored once per iteration instead of an ``f × f`` system, and a correction that
-   vanishes as ``a`` fits ``Y``); then ``z ← (α XŴ_up + γ SiLU(s)⊙p) / (α + γ SiLU(s)²)``
+   vanishes as ``a`` fits ``Y``); then ``z ← (α XŴ_up + γ g(s)⊙p) / (α + γ g(s)²)``
    elementwise, and ``s`` by ``s_steps`` elementwise Gauss-Newton steps on
-   ``α(s − XŴ_gate)² + γ(p − SiLU(s)z)²`` (a step is kept only where it lowers that cost, so the
-   ``s`` update never raises the objective). The same pass over the tokens measures the true
-   output error of the pruned kernels.
+   ``α(s − XŴ_gate)² + γ(p − g(s)z)²``, which use ``g'`` (a step is kept only where it lowers
+   that cost, so the ``s`` update never raises the objective). The same pass over the tokens
+   measures the true output error of the pruned kernels.
 
 For an OPT/ReLU MLP (roles ``in``, ``out`` = OPT's ``fc1``, ``fc2``, with biases; ``z`` = the
 ``in`` pre-activation, ``p`` = the ``out`` projection's
@@ -44,14 +45,16 @@ SmolLM2-135M MLP inputs and random MLPs; the sweep and what it showed are in
 ``benchmarks/README.md`` ("SparseLLM defaults"). Only the ratios of α, β, γ matter.
 
 The MLP's linears are named by **role**, not by a model's parameter names: ``gate``, ``up``,
-``down`` (SwiGLU) and ``in``, ``out`` (ReLU); each model family maps its linears to these roles.
+``down`` (gated) and ``in``, ``out`` (ReLU); each model family maps its linears to these roles and
+names the gate activation (:data:`~jaxprune.methods.sparsellm_steps.ACTIVATIONS`, with the
+derivatives the Gauss-Newton steps use).
 
-Memory: the variables ``z, p`` (and ``s`` for SwiGLU) are kept as float32 chunks of
+Memory: the variables ``z, p`` (and ``s`` for gated MLPs) are kept as float32 chunks of
 ``chunk_tokens`` rows, each replaced in turn, and every other token-sized quantity is made one chunk
 at a time (Gram and cross-covariance sums accumulate over chunks). With ``c`` = ``chunk_tokens``
 the solver holds about
 
-    4 B · (2·T·d  +  k·T·f  +  d² + 6·f²  +  9·d·f  +  c·(12·f + 4·d))      (k = 3 SwiGLU, 2 ReLU)
+    4 B · (2·T·d  +  k·T·f  +  d² + 6·f²  +  9·d·f  +  c·(12·f + 4·d))      (k = 3 gated, 2 ReLU)
 
 (``X``, ``Y`` as float32; the variables; the Gram matrices and SparseGPT's ``f × f`` work; dense,
 pruned and best kernels; one chunk's temporaries). For a LLaMA-7B MLP (d = 4096, f = 11008) with
@@ -80,6 +83,7 @@ from jaxprune.methods.base import (
     register_method,
 )
 from jaxprune.methods.sparsellm_steps import (
+    ACTIVATIONS,
     ROLES,
     chunk_pass,
     dense_variables,
@@ -97,7 +101,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "gamma": 1.0,
     # Outer iterations (iterate 0 is plain SparseGPT), each one SparseGPT pass over the kernels.
     "iterations": 6,
-    # Gauss-Newton steps of the gate pre-activation s per iteration (SwiGLU only).
+    # Gauss-Newton steps of the gate pre-activation s per iteration (gated MLPs only).
     "s_steps": 3,
     # SparseGPT's options; percdamp also damps the least-squares refits.
     "percdamp": 0.01,
@@ -111,9 +115,12 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 MlpSolution = JointSolution
 
 
-def _validate(kernels, x, y, targets, kind, biases, options) -> dict[str, Any]:
+def _validate(kernels, x, y, targets, kind, activation, biases, options) -> dict[str, Any]:
     if kind not in ROLES:
         raise ValueError(f"kind must be one of {sorted(ROLES)}, got {kind!r}")
+    allowed = sorted(ACTIVATIONS) if kind == "gated" else ["relu"]
+    if activation not in allowed:
+        raise ValueError(f"a {kind} MLP's activation must be one of {allowed}, got {activation!r}")
     keys = ROLES[kind]
     if set(kernels) != set(keys):
         raise ValueError(f"a {kind} MLP needs kernels {keys}, got {sorted(kernels)}")
@@ -161,20 +168,24 @@ def prune_mlp(
     y: jax.Array,
     targets: Mapping[str, Target],
     *,
-    kind: Literal["swiglu", "relu"],
+    kind: Literal["gated", "relu"],
+    activation: str,
     biases: Mapping[str, jax.Array] | None = None,
     **options: Any,
 ) -> MlpSolution:
     """Prunes one MLP jointly (SparseLLM).
 
     Args:
-      kernels: Flax ``(in, out)`` kernels by role: ``gate, up, down`` (swiglu) or ``in, out``
+      kernels: Flax ``(in, out)`` kernels by role: ``gate, up, down`` (gated) or ``in, out``
         (relu).
       x: ``(T, d)`` MLP inputs (after the norm).
       y: ``(T, d)`` dense MLP outputs on ``x`` (the output bias included for relu).
       targets: one sparsity target per kernel (``Unstructured`` or ``NM``).
-      kind: ``"swiglu"`` (LLaMA) or ``"relu"`` (OPT).
-      biases: ``in``/``out`` biases for relu; ignored for swiglu.
+      kind: ``"gated"`` (LLaMA, Gemma) or ``"relu"`` (OPT).
+      activation: the gate activation of a gated MLP (a key of
+        :data:`~jaxprune.methods.sparsellm_steps.ACTIVATIONS`: ``"silu"``, ``"gelu_tanh"``);
+        ``"relu"`` for the relu kind.
+      biases: ``in``/``out`` biases for relu; ignored for gated.
       **options: see :data:`DEFAULT_OPTIONS`.
 
     Returns:
@@ -182,10 +193,10 @@ def prune_mlp(
       masks exactly.
 
     Raises:
-      ValueError: unknown kind, option or key, mismatched shapes, bad option values, or non-finite
-        ``x``/``y``.
+      ValueError: unknown kind, activation, option or key, mismatched shapes, bad option values, or
+        non-finite ``x``/``y``.
     """
-    opts = _validate(kernels, x, y, targets, kind, biases, options)
+    opts = _validate(kernels, x, y, targets, kind, activation, biases, options)
     keys = ROLES[kind]
     w = {k: jnp.asarray(kernels[k], jnp.float32) for k in keys}
     b = {k: jnp.asarray(biases[k], jnp.float32) for k in keys} if kind == "relu" else {}
@@ -205,7 +216,9 @@ def prune_mlp(
     # The variables, chunk by chunk, so that replacing one frees its old value at once.
     state: dict[str, list[Any]] = {"s": [], "z": [], "p": []}
     for lo, hi in spans:
-        for name, value in zip("szp", dense_variables(kind, x[lo:hi], w, b), strict=True):
+        for name, value in zip(
+            "szp", dense_variables(kind, activation, x[lo:hi], w, b), strict=True
+        ):
             state[name].append(value)
 
     best = None
@@ -236,6 +249,7 @@ def prune_mlp(
         for i, (lo, hi) in enumerate(spans):
             *variables, chunk_err, terms = chunk_pass(
                 kind,
+                activation,
                 x[lo:hi],
                 y[lo:hi],
                 *(state[name][i] for name in "szp"),
@@ -276,7 +290,14 @@ def prune_mlp(
 def solve_joint(unit: JointUnit, targets: Mapping[str, Target], **options: Any) -> JointSolution:
     """The joint-solver interface: :func:`prune_mlp` on a :class:`~jaxprune.methods.JointUnit`."""
     return prune_mlp(
-        unit.kernels, unit.x, unit.y, targets, kind=unit.kind, biases=unit.biases or None, **options
+        unit.kernels,
+        unit.x,
+        unit.y,
+        targets,
+        kind=unit.kind,
+        activation=unit.activation,
+        biases=unit.biases or None,
+        **options,
     )
 
 

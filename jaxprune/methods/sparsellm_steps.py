@@ -1,21 +1,58 @@
 """SparseLLM's steps: the closed-form updates of its auxiliary variables and the refits.
 
 Token-row layout: ``x`` is ``(T, d)``, kernels are Flax ``(in, out)``; the variables ``s`` (gate
-pre-activation, SwiGLU only), ``z`` (up / ``in`` pre-activation) and ``p`` (the output
+pre-activation, gated MLPs only), ``z`` (up / ``in`` pre-activation) and ``p`` (the output
 projection's input) are float32 chunks of rows. See :mod:`jaxprune.methods.sparsellm` for the
-objective and the order of the steps; every function here is one step of it.
+objective and the order of the steps; every function here is one step of it. ``act`` names the
+activation (a static argument): a key of :data:`ACTIVATIONS` for gated MLPs, ``"relu"`` for the
+relu kind.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 # The roles of each MLP kind, its output projection last.
-ROLES = {"swiglu": ("gate", "up", "down"), "relu": ("in", "out")}
+ROLES = {"gated": ("gate", "up", "down"), "relu": ("in", "out")}
+
+
+class Activation(NamedTuple):
+    """A gate activation ``g`` and its derivative ``g'`` (the gate's Gauss-Newton steps)."""
+
+    fn: Callable[[jax.Array], jax.Array]
+    derivative: Callable[[jax.Array], jax.Array]
+
+
+def _silu_derivative(s: jax.Array) -> jax.Array:
+    sig = jax.nn.sigmoid(s)
+    return sig * (1.0 + s * (1.0 - sig))
+
+
+_GELU_C, _GELU_A = math.sqrt(2.0 / math.pi), 0.044715
+
+
+def _gelu_tanh(s: jax.Array) -> jax.Array:
+    return jax.nn.gelu(s, approximate=True)
+
+
+def _gelu_tanh_derivative(s: jax.Array) -> jax.Array:
+    # g(s) = s/2 (1 + tanh u), u = c (s + a s³):  g'(s) = (1 + t)/2 + s/2 (1 − t²) c (1 + 3 a s²).
+    t = jnp.tanh(_GELU_C * (s + _GELU_A * s**3))
+    return 0.5 * (1.0 + t) + 0.5 * s * (1.0 - t * t) * _GELU_C * (1.0 + 3.0 * _GELU_A * s * s)
+
+
+# Gate activations by the names model families declare (``MlpSpec.activation``).
+ACTIVATIONS = {
+    "silu": Activation(jax.nn.silu, _silu_derivative),
+    "gelu_tanh": Activation(_gelu_tanh, _gelu_tanh_derivative),
+}
 
 _HI = lax.Precision.HIGHEST
 
@@ -38,22 +75,22 @@ def damped_solve(gram: jax.Array, rhs: jax.Array, percdamp: jax.Array) -> jax.Ar
 
 
 def pre_activations(kind: str, x: jax.Array, kernels, biases):
-    """``(s, z)``: gate and up (swiglu) or ``(None, in)`` (relu) pre-activations of ``x``."""
-    if kind == "swiglu":
+    """``(s, z)``: gate and up (gated) or ``(None, in)`` (relu) pre-activations of ``x``."""
+    if kind == "gated":
         return mm(x, kernels["gate"]), mm(x, kernels["up"])
     return None, mm(x, kernels["in"]) + biases["in"]
 
 
-def activation(kind: str, s, z):
+def activation(kind: str, act: str, s, z):
     """The output projection's input from the pre-activations."""
-    return jax.nn.silu(s) * z if kind == "swiglu" else jax.nn.relu(z)
+    return ACTIVATIONS[act].fn(s) * z if kind == "gated" else jax.nn.relu(z)
 
 
-@functools.partial(jax.jit, static_argnames=("kind",))
-def dense_variables(kind: str, x: jax.Array, kernels, biases):
+@functools.partial(jax.jit, static_argnames=("kind", "act"))
+def dense_variables(kind: str, act: str, x: jax.Array, kernels, biases):
     """``(s, z, p)`` of the dense MLP on a chunk (``s`` is ``None`` for relu)."""
     s, z = pre_activations(kind, x, kernels, biases)
-    return s, z, activation(kind, s, z)
+    return s, z, activation(kind, act, s, z)
 
 
 def out(kind: str, p: jax.Array, kernels, biases) -> jax.Array:
@@ -61,12 +98,12 @@ def out(kind: str, p: jax.Array, kernels, biases) -> jax.Array:
     return mm(p, kernels[last]) + biases.get(last, 0.0)
 
 
-def terms(kind, y, s, z, p, u_s, u_z, y_hat, alpha, beta, gamma) -> jax.Array:
+def terms(kind, act, y, s, z, p, u_s, u_z, y_hat, alpha, beta, gamma) -> jax.Array:
     """The objective on a chunk, given ``u_s, u_z`` = the pruned pre-activations of ``x`` and
     ``y_hat`` = ``p`` through the pruned last layer."""
     total = alpha * jnp.sum((z - u_z) ** 2) + beta * jnp.sum((y - y_hat) ** 2)
-    total += gamma * jnp.sum((p - activation(kind, s, z)) ** 2)
-    if kind == "swiglu":
+    total += gamma * jnp.sum((p - activation(kind, act, s, z)) ** 2)
+    if kind == "gated":
         total += alpha * jnp.sum((s - u_s) ** 2)
     return total
 
@@ -79,8 +116,8 @@ def p_system(w_down: jax.Array, beta: jax.Array, gamma: jax.Array):
     return wtw, jnp.linalg.cholesky(wtw + (gamma / beta) * eye)
 
 
-@functools.partial(jax.jit, static_argnames=("kind", "s_steps", "update"))
-def chunk_pass(kind, x, y, s, z, p, kernels, biases, system, coef, *, s_steps, update):
+@functools.partial(jax.jit, static_argnames=("kind", "act", "s_steps", "update"))
+def chunk_pass(kind, act, x, y, s, z, p, kernels, biases, system, coef, *, s_steps, update):
     """One chunk: the pruned MLP's squared output error and, with ``update``, the new ``(s, z, p)``.
 
     Returns ``(s, z, p, squared error, objective)``; without ``update`` the variables are returned
@@ -88,17 +125,17 @@ def chunk_pass(kind, x, y, s, z, p, kernels, biases, system, coef, *, s_steps, u
     """
     alpha, beta, gamma = coef["alpha"], coef["beta"], coef["gamma"]
     u_s, u_z = pre_activations(kind, x, kernels, biases)
-    error = jnp.sum((y - out(kind, activation(kind, u_s, u_z), kernels, biases)) ** 2)
+    error = jnp.sum((y - out(kind, activation(kind, act, u_s, u_z), kernels, biases)) ** 2)
     if not update:
         y_hat = out(kind, p, kernels, biases)
-        return s, z, p, error, terms(kind, y, s, z, p, u_s, u_z, y_hat, alpha, beta, gamma)
+        return s, z, p, error, terms(kind, act, y, s, z, p, u_s, u_z, y_hat, alpha, beta, gamma)
 
     # p = argmin β‖Y − pW − b‖² + γ‖p − a‖², a = act(s, z). Writing p = a + δ with the residual
     # e = Y − aW − b, the push-through identity gives δ = e (WᵀW + (γ/β)I)⁻¹ Wᵀ: a d × d solve
     # (not f × f), and a correction that is small when a already fits Y (no cancellation).
     wtw, factor = system
     last = ROLES[kind][-1]
-    a = activation(kind, s, z)
+    a = activation(kind, act, s, z)
     a_out = out(kind, a, kernels, biases)
     c = jax.scipy.linalg.cho_solve((factor, True), (y - a_out).T).T
     p = a + mm(c, kernels[last].T)
@@ -113,22 +150,23 @@ def chunk_pass(kind, x, y, s, z, p, kernels, biases, system, coef, *, s_steps, u
 
         z = jnp.where(z_cost(z_neg) <= z_cost(z_pos), z_neg, z_pos)
     else:
-        act = jax.nn.silu(s)
-        z = (alpha * u_z + gamma * act * p) / (alpha + gamma * act * act)
+        g = ACTIVATIONS[act]
+        gate = g.fn(s)
+        z = (alpha * u_z + gamma * gate * p) / (alpha + gamma * gate * gate)
 
         def s_cost(v):
-            return alpha * (v - u_s) ** 2 + gamma * (p - jax.nn.silu(v) * z) ** 2
+            return alpha * (v - u_s) ** 2 + gamma * (p - g.fn(v) * z) ** 2
 
         def gauss_newton(_, s):
-            sig = jax.nn.sigmoid(s)
-            dact = sig * (1.0 + s * (1.0 - sig))  # SiLU'(s)
-            grad = alpha * (s - u_s) + gamma * (s * sig * z - p) * z * dact
+            # Residual r = g(s) z − p has Jacobian z g'(s): gradient and Gauss-Newton curvature.
+            dact = g.derivative(s)
+            grad = alpha * (s - u_s) + gamma * (g.fn(s) * z - p) * z * dact
             step = s - grad / (alpha + gamma * (z * dact) ** 2)
             # The cost is not convex in s; a Gauss-Newton step that overshoots is not taken.
             return jnp.where(s_cost(step) <= s_cost(s), step, s)
 
         s = lax.fori_loop(0, s_steps, gauss_newton, s)
-    return s, z, p, error, terms(kind, y, s, z, p, u_s, u_z, y_hat, alpha, beta, gamma)
+    return s, z, p, error, terms(kind, act, y, s, z, p, u_s, u_z, y_hat, alpha, beta, gamma)
 
 
 def augment(gram: jax.Array, col_sums: jax.Array, count: int) -> jax.Array:
@@ -154,7 +192,7 @@ def refit(kind, x, y, spans, state, gram_x, gram_p, percdamp):
     def cross(left: str, right: str) -> jax.Array:
         return sum(gram(chunks[left](i), chunks[right](i)) for i in range(len(spans)))
 
-    if kind == "swiglu":
+    if kind == "gated":
         return {
             "up": damped_solve(gram_x, cross("x", "z"), percdamp),
             "gate": damped_solve(gram_x, cross("x", "s"), percdamp),

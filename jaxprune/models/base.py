@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import jax
@@ -26,22 +26,42 @@ Params = dict[str, Any]
 _BLOCK_PATH = re.compile(r"layers/(\d+)/(.+)")
 
 
+# Activations a gated MLP may use (their derivatives live with the joint solvers that need them:
+# jaxprune.methods.sparsellm_steps.ACTIVATIONS).
+GATED_ACTIVATIONS = ("silu", "gelu_tanh")
+
+
 @dataclasses.dataclass(frozen=True)
 class MlpSpec:
     """A block's MLP as joint solvers (SparseLLM) see it.
 
     Attributes:
-      kind: ``"swiglu"`` (roles ``gate``, ``up``, ``down``) or ``"relu"`` (``in``, ``out``, with
-        biases); see :data:`jaxprune.methods.sparsellm.ROLES`.
+      kind: ``"gated"`` (roles ``gate``, ``up``, ``down``: ``down(act(gate(x)) * up(x))``, no
+        biases) or ``"relu"`` (roles ``in``, ``out``: ``out(relu(in(x)))``, with biases); see
+        :data:`jaxprune.methods.sparsellm_steps.ROLES`.
       roles: ``(role, block-relative path of the linear)`` pairs, the output projection last.
+      activation: the activation, by name: one of :data:`GATED_ACTIVATIONS` for ``"gated"``
+        (``"silu"``: SwiGLU, LLaMA; ``"gelu_tanh"``: GELU with the tanh approximation, Gemma),
+        ``"relu"`` for ``"relu"``.
       in_tap: the tap holding the MLP's input.
       out_tap: the tap holding the output projection's input.
     """
 
     kind: str
     roles: tuple[tuple[str, str], ...]
+    activation: str
     in_tap: str = "mlp_in"
     out_tap: str = "down_in"
+
+    def __post_init__(self):
+        allowed = {"gated": GATED_ACTIVATIONS, "relu": ("relu",)}
+        if self.kind not in allowed:
+            raise ValueError(f"MLP kind must be one of {sorted(allowed)}, got {self.kind!r}")
+        if self.activation not in allowed[self.kind]:
+            raise ValueError(
+                f"a {self.kind} MLP's activation must be one of {allowed[self.kind]}, "
+                f"got {self.activation!r}"
+            )
 
     @property
     def paths(self) -> dict[str, str]:
@@ -66,6 +86,33 @@ class HfSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class GgufSpec:
+    """How a family reads llama.cpp GGUF files of one architecture.
+
+    The GGUF loader renames the tensors to Hugging Face names, turns the metadata into a
+    ``config.json``-style dict and hands both to the family's :class:`HfSpec`; this record holds
+    what differs between architectures.
+
+    Attributes:
+      architecture: the file's ``general.architecture``.
+      block_names: ``(GGUF per-block tensor stem, Hugging Face name after "model.layers.{i}.")``
+        pairs beyond (or replacing) llama.cpp's common ones (``attn_q``, ..., ``attn_norm``).
+      config_keys: ``(metadata key after "{architecture}.", config.json key)`` pairs beyond the
+        common ones (block count, widths, heads, norm epsilon, RoPE base, context length).
+      norm_offset: the file stores every norm weight ``w`` as ``w + norm_offset`` (llama.cpp adds
+        1 to Gemma's ``(1 + w)``-scaled RMSNorm weights).
+      rotary_rows_permuted: q/k projection rows are in llama.cpp's interleaved rotary order (its
+        LLaMA converter permutes them; Gemma's does not).
+    """
+
+    architecture: str
+    block_names: tuple[tuple[str, str], ...] = ()
+    config_keys: tuple[tuple[str, str], ...] = ()
+    norm_offset: float = 0.0
+    rotary_rows_permuted: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class Family:
     """Everything jaxprune knows about one architecture, declared in the family's own file.
 
@@ -81,6 +128,7 @@ class Family:
         ``("data", "model")`` mesh (see :mod:`jaxprune.sharding`).
       mlp: the MLP for joint solvers, or ``None`` (then they prune it per kernel).
       hf: how to read Hugging Face checkpoints, or ``None``.
+      gguf: how to read GGUF files (through ``hf``), or ``None``.
     """
 
     name: str
@@ -91,6 +139,7 @@ class Family:
     partition_rules: tuple[tuple[str, PartitionSpec], ...] = ()
     mlp: MlpSpec | None = None
     hf: HfSpec | None = None
+    gguf: GgufSpec | None = None
 
     @property
     def tap_of(self) -> dict[str, str]:
@@ -155,6 +204,53 @@ def supported_model_types() -> list[str]:
     return sorted(t for f in FAMILIES.values() if f.hf is not None for t in f.hf.model_types)
 
 
+def family_for_gguf_architecture(architecture: str | None) -> Family:
+    """The family that loads GGUF files of ``architecture`` (``general.architecture``).
+
+    Raises:
+      ValueError: naming the supported architectures.
+    """
+    readers = {f.gguf.architecture: f for f in FAMILIES.values() if f.gguf and f.hf}
+    if architecture not in readers:
+        raise ValueError(
+            f"GGUF architecture {architecture!r} is not supported (supported: "
+            f"{', '.join(sorted(readers))})"
+        )
+    return readers[architecture]
+
+
+def check_tensor_names(
+    present: Iterable[str], expected: Iterable[str], ignore: Callable[[str], bool], model: str
+) -> None:
+    """Checks a checkpoint's tensor names against those a model needs.
+
+    Args:
+      present: the checkpoint's tensor names.
+      expected: the names the model needs.
+      ignore: names the checkpoint may carry that are not parameters (a tied ``lm_head``, rotary
+        buffers).
+      model: the model, for the message (``"an 18-layer Gemma 3 model"``).
+
+    Raises:
+      ValueError: naming the missing and the unexpected tensors.
+    """
+    present, expected = set(present), set(expected)
+    missing = sorted(expected - present)
+    unexpected = sorted(n for n in present - expected if not ignore(n))
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint tensors do not match {model}: missing {_preview(missing)}; "
+            f"unexpected {_preview(unexpected)}"
+        )
+
+
+def _preview(names: list[str], limit: int = 8) -> str:
+    if not names:
+        return "none"
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 def config_from_dict(d: dict[str, Any]) -> Any:
     """Rebuilds a family config from ``{"family": ..., **fields}`` (as written by ``to_dict``)."""
     name = d.get("family", d.get("model_type", "llama"))
@@ -212,11 +308,23 @@ class LanguageModel:
     def head(self, params: Params, hidden: jax.Array) -> jax.Array:
         return self.module(params).head(hidden)
 
-    def block(self, block_params: Params, hidden: jax.Array, capture: bool = False):
-        """Runs one decoder block; with ``capture`` returns ``(hidden, {tap: input})``."""
+    def block(
+        self,
+        block_params: Params,
+        hidden: jax.Array,
+        capture: bool = False,
+        index: int | jax.Array | None = None,
+    ):
+        """Runs one decoder block; with ``capture`` returns ``(hidden, {tap: input})``.
+
+        ``index`` is the block's position in the stack, a Python int or a traced int32 scalar (so
+        one compiled step serves every block). Families whose blocks differ by position (Gemma 3:
+        sliding-window or global attention, each with its own RoPE base) need it; the others
+        ignore it.
+        """
         block = nnx.merge(self._graphdefs[1], block_params)
         positions = jnp.arange(hidden.shape[-2])
-        return block(hidden, positions, capture=capture)
+        return block(hidden, positions, capture=capture, layer=index)
 
     def block_params(self, params: Params, index: int) -> Params:
         return params[self.BLOCKS][index]

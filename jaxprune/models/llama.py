@@ -24,8 +24,9 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec
 
+from jaxprune.models import base
 from jaxprune.models.attention import causal_attention
-from jaxprune.models.base import Family, HfSpec, MlpSpec, Params, register_family
+from jaxprune.models.base import Family, GgufSpec, HfSpec, MlpSpec, Params, register_family
 
 # The linears of one block, grouped by the input they read. The engine computes one set of
 # statistics per tap and prunes the groups in this order when running "true sequential".
@@ -211,8 +212,10 @@ class DecoderBlock(nnx.Module):
         )
         self.mlp = MLP(config, rngs, dtype)
 
-    def __call__(self, x: jax.Array, positions: jax.Array, capture: bool = False):
-        """Returns the block output, and with ``capture`` also the inputs of its linears by tap."""
+    def __call__(self, x: jax.Array, positions: jax.Array, capture: bool = False, layer=None):
+        """The block output, and with ``capture`` the inputs of its linears by tap (every block
+        is alike, so the ``layer`` index is not needed)."""
+        del layer
         taps: dict | None = {} if capture else None
         h = self.input_layernorm(x)
         if capture:
@@ -349,16 +352,12 @@ def params_from_hf(
     # Tied checkpoints may still carry a copy of the embedding as lm_head (transformers ties it back
     # on load), and old ones store the rotary inv_freq buffer; neither is a parameter here.
     ignorable = {"lm_head.weight"} if c.tie_word_embeddings else set()
-    unexpected = sorted(
-        n for n in tensors if n not in plan and n not in ignorable and not n.endswith("inv_freq")
+    base.check_tensor_names(
+        tensors,
+        plan,
+        lambda n: n in ignorable or n.endswith("inv_freq"),
+        f"a {c.num_hidden_layers}-layer LLaMA model (tie_word_embeddings={c.tie_word_embeddings})",
     )
-    missing = sorted(n for n in plan if n not in tensors)
-    if missing or unexpected:
-        raise ValueError(
-            f"checkpoint tensors do not match a {c.num_hidden_layers}-layer LLaMA model "
-            f"(tie_word_embeddings={c.tie_word_embeddings}): missing {_preview(missing)}; "
-            f"unexpected {_preview(unexpected)}"
-        )
     params: Params = {}
     for name, (path, shape, transpose) in plan.items():
         value = tensors[name]
@@ -371,13 +370,6 @@ def params_from_hf(
     return params
 
 
-def _preview(names: list[str], limit: int = 8) -> str:
-    if not names:
-        return "none"
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
-
-
 FAMILY = register_family(
     Family(
         "llama",
@@ -387,8 +379,13 @@ FAMILY = register_family(
         DEFAULT_TARGETS,
         partition_rules=PARTITION_RULES,
         mlp=MlpSpec(
-            "swiglu", (("gate", "mlp/gate_proj"), ("up", "mlp/up_proj"), ("down", "mlp/down_proj"))
+            "gated",
+            (("gate", "mlp/gate_proj"), ("up", "mlp/up_proj"), ("down", "mlp/down_proj")),
+            "silu",
         ),
         hf=HfSpec(("llama", "mistral"), config_from_hf, params_from_hf),
+        gguf=GgufSpec(
+            "llama", (("ffn_norm", "post_attention_layernorm"),), rotary_rows_permuted=True
+        ),
     )
 )

@@ -173,12 +173,13 @@ class DecoderBlock(nnx.Module):
         self.fc2 = _linear(c.ffn_dim, c.hidden_size, c.enable_bias, rngs, dtype)
         self.final_layer_norm = _layer_norm(c, rngs, dtype)
 
-    def __call__(self, x: jax.Array, positions: jax.Array, capture: bool = False):
+    def __call__(self, x: jax.Array, positions: jax.Array, capture: bool = False, layer=None):
         """Returns the block output, and with ``capture`` also the inputs of its linears by tap.
 
-        ``positions`` is unused: OPT adds its learned positions once, in ``embed``.
+        ``positions`` is unused: OPT adds its learned positions once, in ``embed``; every block is
+        alike, so the ``layer`` index is not needed either.
         """
-        del positions
+        del positions, layer
         taps: dict | None = {} if capture else None
         h = self.self_attn_layer_norm(x) if self.pre_norm else x
         if capture:
@@ -329,7 +330,7 @@ FAMILY = register_family(
         SEQUENTIAL_GROUPS,
         DEFAULT_TARGETS,
         partition_rules=PARTITION_RULES,
-        mlp=MlpSpec("relu", (("in", "fc1"), ("out", "fc2"))),
+        mlp=MlpSpec("relu", (("in", "fc1"), ("out", "fc2")), "relu"),
         hf=HfSpec(("opt",), OPTConfig.from_dict, params_from_hf),
     )
 )

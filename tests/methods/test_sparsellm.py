@@ -1,15 +1,23 @@
-"""SparseLLM's joint MLP solver: better than per-layer SparseGPT at high sparsity, stable, exact."""
+"""SparseLLM's joint MLP solver: better than per-layer SparseGPT at high sparsity, stable, exact.
+
+Every MLP shape runs: SwiGLU (LLaMA), GELU-tanh gated (Gemma) and ReLU with biases (OPT).
+"""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 from jaxprune.core.sparsity import NM, Unstructured
 from jaxprune.methods import sparsegpt, sparsellm, sparsellm_steps
 
 D, F, T = 32, 96, 2048
+# (kind, activation) of each MLP shape under test.
+VARIANTS = {"swiglu": ("gated", "silu"), "geglu": ("gated", "gelu_tanh"), "relu": ("relu", "relu")}
+ALL = sorted(VARIANTS)
 
 
 def silu(v):
@@ -17,12 +25,29 @@ def silu(v):
     return 0.5 * v * (1.0 + np.tanh(0.5 * v))
 
 
-def make_mlp(kind: str, seed: int = 0):
+def gelu_tanh(v):
+    """GELU with the tanh approximation (Hendrycks & Gimpel), written out in NumPy."""
+    return 0.5 * v * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (v + 0.044715 * v**3)))
+
+
+GATES = {"silu": silu, "gelu_tanh": gelu_tanh}
+
+
+def gate_of(variant):
+    return GATES[VARIANTS[variant][1]]
+
+
+def options(variant) -> dict:
+    kind, act = VARIANTS[variant]
+    return {"kind": kind, "activation": act}
+
+
+def make_mlp(variant: str, seed: int = 0):
     """A random MLP on correlated inputs with a few large-norm channels (like LLM activations)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((T, D)) @ (rng.standard_normal((D, D)) / np.sqrt(D))
     x[:, :3] *= 8.0
-    if kind == "swiglu":
+    if VARIANTS[variant][0] == "gated":
         kernels = {
             "gate": rng.standard_normal((D, F)) / np.sqrt(D),
             "up": rng.standard_normal((D, F)) / np.sqrt(D),
@@ -40,32 +65,32 @@ def make_mlp(kind: str, seed: int = 0):
         }
     kernels = {k: jnp.asarray(v, jnp.float32) for k, v in kernels.items()}
     x = jnp.asarray(x, jnp.float32)
-    y = mlp(kind, x, kernels, biases)
+    y = mlp(variant, x, kernels, biases)
     return kernels, x, y, biases
 
 
-def mlp(kind, x, kernels, biases):
+def mlp(variant, x, kernels, biases):
     """Independent NumPy forward of the MLP."""
     x = np.asarray(x, np.float64)
     k = {n: np.asarray(v, np.float64) for n, v in kernels.items()}
-    if kind == "swiglu":
+    if VARIANTS[variant][0] == "gated":
         s, z = x @ k["gate"], x @ k["up"]
-        return (silu(s) * z) @ k["down"]
+        return (gate_of(variant)(s) * z) @ k["down"]
     b = {n: np.asarray(v, np.float64) for n, v in biases.items()}
     return np.maximum(x @ k["in"] + b["in"], 0) @ k["out"] + b["out"]
 
 
-def output_error(kind, x, y, kernels, biases):
+def output_error(variant, x, y, kernels, biases):
     y = np.asarray(y, np.float64)
-    return float(np.sum((y - mlp(kind, x, kernels, biases)) ** 2) / np.sum(y**2))
+    return float(np.sum((y - mlp(variant, x, kernels, biases)) ** 2) / np.sum(y**2))
 
 
-def sparsegpt_per_layer(kind, kernels, x, biases, target):
+def sparsegpt_per_layer(variant, kernels, x, biases, target):
     """The sequential baseline: each linear pruned by SparseGPT on its own dense-path inputs."""
     x64 = np.asarray(x, np.float64)
-    if kind == "swiglu":
+    if VARIANTS[variant][0] == "gated":
         s, z = x64 @ np.asarray(kernels["gate"]), x64 @ np.asarray(kernels["up"])
-        p = silu(s) * z
+        p = gate_of(variant)(s) * z
         inputs = {"gate": x64, "up": x64, "down": p}
     else:
         p = np.maximum(x64 @ np.asarray(kernels["in"]) + np.asarray(biases["in"]), 0)
@@ -77,48 +102,54 @@ def sparsegpt_per_layer(kind, kernels, x, biases, target):
     return out
 
 
-@pytest.mark.parametrize("kind", ["swiglu", "relu"])
+@pytest.mark.parametrize("variant", ALL)
 @pytest.mark.parametrize("sparsity", [0.7, 0.8])
-def test_beats_per_layer_sparsegpt_at_high_sparsity(kind, sparsity):
-    kernels, x, y, biases = make_mlp(kind)
+def test_beats_per_layer_sparsegpt_at_high_sparsity(variant, sparsity):
+    kernels, x, y, biases = make_mlp(variant)
     target = Unstructured(sparsity)
     baseline = output_error(
-        kind, x, y, sparsegpt_per_layer(kind, kernels, x, biases, target), biases
+        variant, x, y, sparsegpt_per_layer(variant, kernels, x, biases, target), biases
     )
     sol = sparsellm.prune_mlp(
-        kernels, x, y, dict.fromkeys(kernels, target), kind=kind, biases=biases
+        kernels, x, y, dict.fromkeys(kernels, target), biases=biases, **options(variant)
     )
-    ours = output_error(kind, x, y, sol.kernels, sol.biases or biases)
+    ours = output_error(variant, x, y, sol.kernels, sol.biases or biases)
     # Iterate 0 is exactly the per-layer SparseGPT prune; later iterates improve on it clearly.
     assert sol.output_error[0] == pytest.approx(baseline, rel=1e-3)
     assert ours == pytest.approx(min(sol.output_error), rel=1e-3)
     assert ours < 0.9 * baseline, (ours, baseline)
 
 
-@pytest.mark.parametrize("kind", ["swiglu", "relu"])
+@pytest.mark.parametrize("variant", ALL)
 @pytest.mark.parametrize("target", [Unstructured(0.5), NM(2, 4)])
-def test_never_worse_than_per_layer_sparsegpt(kind, target):
-    kernels, x, y, biases = make_mlp(kind, seed=5)
+def test_never_worse_than_per_layer_sparsegpt(variant, target):
+    kernels, x, y, biases = make_mlp(variant, seed=5)
     baseline = output_error(
-        kind, x, y, sparsegpt_per_layer(kind, kernels, x, biases, target), biases
+        variant, x, y, sparsegpt_per_layer(variant, kernels, x, biases, target), biases
     )
     sol = sparsellm.prune_mlp(
-        kernels, x, y, dict.fromkeys(kernels, target), kind=kind, biases=biases, iterations=3
+        kernels,
+        x,
+        y,
+        dict.fromkeys(kernels, target),
+        biases=biases,
+        iterations=3,
+        **options(variant),
     )
-    assert output_error(kind, x, y, sol.kernels, sol.biases or biases) <= baseline * 1.001
+    assert output_error(variant, x, y, sol.kernels, sol.biases or biases) <= baseline * 1.001
 
 
-@pytest.mark.parametrize("kind", ["swiglu", "relu"])
-def test_objective_is_reported_per_iteration_and_falls(kind):
-    kernels, x, y, biases = make_mlp(kind, seed=1)
+@pytest.mark.parametrize("variant", ALL)
+def test_objective_is_reported_per_iteration_and_falls(variant):
+    kernels, x, y, biases = make_mlp(variant, seed=1)
     sol = sparsellm.prune_mlp(
         kernels,
         x,
         y,
         dict.fromkeys(kernels, Unstructured(0.7)),
-        kind=kind,
         biases=biases,
         iterations=5,
+        **options(variant),
     )
     assert len(sol.objective) == len(sol.output_error) == 5
     assert np.all(np.isfinite(sol.objective))
@@ -126,9 +157,10 @@ def test_objective_is_reported_per_iteration_and_falls(kind):
     assert max(sol.objective) <= sol.objective[0] * 1.0001
 
 
-@pytest.mark.parametrize("kind", ["swiglu", "relu"])
-def test_variable_updates_match_their_closed_forms(kind):
-    dense, x, y, biases = make_mlp(kind, seed=6)
+@pytest.mark.parametrize("variant", ALL)
+def test_variable_updates_match_their_closed_forms(variant):
+    kind, act_name = VARIANTS[variant]
+    dense, x, y, biases = make_mlp(variant, seed=6)
     alpha, beta, gamma = 0.7, 1.3, 2.0
     rng = np.random.default_rng(0)
     # Updates for some sparse kernels (any kernels will do) against the dense outputs y.
@@ -136,10 +168,10 @@ def test_variable_updates_match_their_closed_forms(kind):
     x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
     k = {n: np.asarray(v, np.float64) for n, v in kernels.items()}
     b = {n: np.asarray(v, np.float64) for n, v in (biases or {}).items()}
-    first, last = ("up", "down") if kind == "swiglu" else ("in", "out")
+    first, last = ("up", "down") if kind == "gated" else ("in", "out")
     u_z = x64 @ k[first] + b.get("in", 0.0)
     z = u_z + 0.3 * rng.standard_normal(u_z.shape)
-    u_s = x64 @ k["gate"] if kind == "swiglu" else None
+    u_s = x64 @ k["gate"] if kind == "gated" else None
     s = None if u_s is None else u_s + 0.3 * rng.standard_normal(u_s.shape)
     p = rng.standard_normal(z.shape)  # ignored by the update (it only reads s and z)
     coef = {n: np.float32(v) for n, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma))}
@@ -148,6 +180,7 @@ def test_variable_updates_match_their_closed_forms(kind):
     system = sparsellm_steps.p_system(f32[last], coef["beta"], coef["gamma"])
     new_s, new_z, new_p, err, obj = sparsellm_steps.chunk_pass(
         kind,
+        act_name,
         x,
         y,
         None if s is None else jnp.asarray(s, jnp.float32),
@@ -161,23 +194,23 @@ def test_variable_updates_match_their_closed_forms(kind):
         update=True,
     )
     new_z, new_p = np.asarray(new_z, np.float64), np.asarray(new_p, np.float64)
-    act = silu if kind == "swiglu" else (lambda v: np.maximum(v, 0))
+    act = gate_of(variant) if kind == "gated" else (lambda v: np.maximum(v, 0))
 
     # p: the normal equations p (βWWᵀ + γI) = β(Y − b)Wᵀ + γ act(s, z), solved in float64.
-    a = silu(s) * z if kind == "swiglu" else act(z)
+    a = act(s) * z if kind == "gated" else act(z)
     w = k[last]
     lhs = beta * w @ w.T + gamma * np.eye(w.shape[0])
     p_ref = np.linalg.solve(lhs, (beta * (y64 - b.get("out", 0.0)) @ w.T + gamma * a).T).T
     np.testing.assert_allclose(new_p, p_ref, rtol=1e-3, atol=1e-4 * np.abs(p_ref).max())
 
-    if kind == "swiglu":
-        g = silu(s)
+    if kind == "gated":
+        g = act(s)
         z_ref = (alpha * u_z + gamma * g * p_ref) / (alpha + gamma * g**2)
         np.testing.assert_allclose(new_z, z_ref, rtol=1e-3, atol=1e-4 * np.abs(z_ref).max())
 
         # s: each element's cost never rises and falls overall.
         def s_cost(v):
-            return alpha * (v - u_s) ** 2 + gamma * (p_ref - silu(v) * z_ref) ** 2
+            return alpha * (v - u_s) ** 2 + gamma * (p_ref - act(v) * z_ref) ** 2
 
         before, after = s_cost(s), s_cost(np.asarray(new_s, np.float64))
         assert np.all(after <= before + 1e-4 * (1 + before))
@@ -195,15 +228,15 @@ def test_variable_updates_match_their_closed_forms(kind):
     # The chunk's output error is that of the given kernels; the objective is at the new variables.
     assert float(err) > 0.01 * float(np.sum(y64**2))
     assert float(err) == pytest.approx(
-        float(np.sum((y64 - mlp(kind, x, kernels, biases)) ** 2)), rel=1e-4
+        float(np.sum((y64 - mlp(variant, x, kernels, biases)) ** 2)), rel=1e-4
     )
     new_s64 = None if new_s is None else np.asarray(new_s, np.float64)
     obj_ref = (
         alpha * np.sum((new_z - u_z) ** 2)
         + beta * np.sum((y64 - new_p @ w - b.get("out", 0.0)) ** 2)
-        + gamma * np.sum((new_p - (silu(new_s64) * new_z if kind == "swiglu" else act(new_z))) ** 2)
+        + gamma * np.sum((new_p - (act(new_s64) * new_z if kind == "gated" else act(new_z))) ** 2)
     )
-    if kind == "swiglu":
+    if kind == "gated":
         obj_ref += alpha * np.sum((new_s64 - u_s) ** 2)
     assert float(obj) == pytest.approx(obj_ref, rel=1e-3)
 
@@ -211,7 +244,8 @@ def test_variable_updates_match_their_closed_forms(kind):
 @pytest.mark.parametrize("target", [Unstructured(0.5), Unstructured(0.8), NM(2, 4)])
 def test_masks_are_exact_and_respected(target):
     kernels, x, y, _ = make_mlp("swiglu", seed=2)
-    sol = sparsellm.prune_mlp(kernels, x, y, dict.fromkeys(kernels, target), kind="swiglu")
+    targets = dict.fromkeys(kernels, target)
+    sol = sparsellm.prune_mlp(kernels, x, y, targets, **options("swiglu"))
     for key, kernel in sol.kernels.items():
         keep = np.asarray(sol.masks[key])
         assert not np.any(np.asarray(kernel)[~keep])
@@ -222,9 +256,10 @@ def test_masks_are_exact_and_respected(target):
             assert 1 - keep.mean() == pytest.approx(target.sparsity, abs=0.02)
 
 
-@pytest.mark.parametrize("kind", ["swiglu", "relu"])
-def test_ill_conditioned_inputs_stay_finite(kind):
-    kernels, x, _, biases = make_mlp(kind, seed=3)
+@pytest.mark.parametrize("variant", ALL)
+def test_ill_conditioned_inputs_stay_finite(variant):
+    kind = VARIANTS[variant][0]
+    kernels, x, _, biases = make_mlp(variant, seed=3)
     x = np.array(x)
     x[:, 5] = 0.0  # a dead input channel
     x[:, 6] = x[:, 7]  # rank deficiency
@@ -232,20 +267,20 @@ def test_ill_conditioned_inputs_stay_finite(kind):
     x[:, 10] *= 1e3  # a huge outlier channel
     x = jnp.asarray(x)
     # Dead hidden units: p's Gram matrix (the down/fc2 Hessian and refit) is singular.
-    first = "up" if kind == "swiglu" else "in"
+    first = "up" if kind == "gated" else "in"
     kernels = {**kernels, first: kernels[first].at[:, :4].set(0.0)}
     if kind == "relu":
         biases = {**biases, "in": biases["in"].at[:4].set(-1.0)}
-    y = jnp.asarray(mlp(kind, x, kernels, biases), jnp.float32)
+    y = jnp.asarray(mlp(variant, x, kernels, biases), jnp.float32)
     sol = sparsellm.prune_mlp(
         kernels,
         x,
         y,
         dict.fromkeys(kernels, Unstructured(0.8)),
-        kind=kind,
         biases=biases,
         iterations=4,
         chunk_tokens=500,
+        **options(variant),
     )
     for arr in [*sol.kernels.values(), *sol.biases.values()]:
         assert np.isfinite(np.asarray(arr)).all()
@@ -255,9 +290,9 @@ def test_ill_conditioned_inputs_stay_finite(kind):
 def test_chunking_does_not_change_the_result():
     kernels, x, y, _ = make_mlp("swiglu", seed=4)
     targets = dict.fromkeys(kernels, Unstructured(0.7))
-    whole = sparsellm.prune_mlp(kernels, x, y, targets, kind="swiglu", iterations=3)
+    whole = sparsellm.prune_mlp(kernels, x, y, targets, iterations=3, **options("swiglu"))
     chunked = sparsellm.prune_mlp(
-        kernels, x, y, targets, kind="swiglu", iterations=3, chunk_tokens=700
+        kernels, x, y, targets, iterations=3, chunk_tokens=700, **options("swiglu")
     )
     np.testing.assert_allclose(whole.output_error, chunked.output_error, rtol=1e-3)
 
@@ -266,6 +301,8 @@ def test_chunking_does_not_change_the_result():
     ("change", "message"),
     [
         ({"kind": "gelu"}, "kind must be"),
+        ({"activation": "gelu"}, "activation must be one of"),
+        ({"kind": "relu", "activation": "silu"}, "activation must be one of"),
         ({"iterations": 0}, "iterations"),
         ({"gamma": 0.0}, "positive"),
         ({"lr": 0.1}, "no options"),
@@ -279,7 +316,7 @@ def test_chunking_does_not_change_the_result():
 )
 def test_bad_input_is_a_clear_error(change, message):
     kernels, x, y, _ = make_mlp("swiglu")
-    kwargs = {"kind": "swiglu", **change}
+    kwargs = {**options("swiglu"), **change}
     drop = kwargs.pop("drop", None)
     kernels = {k: v for k, v in kernels.items() if k != drop}
     x, y = kwargs.pop("x", x), kwargs.pop("y", y)
@@ -292,7 +329,7 @@ def test_targets_may_differ_per_kernel_and_dtypes_are_kept():
     kernels, x, y, _ = make_mlp("swiglu", seed=7)
     kernels = {k: v.astype(jnp.bfloat16) for k, v in kernels.items()}
     targets = {"gate": Unstructured(0.6), "up": Unstructured(0.7), "down": NM(2, 4)}
-    sol = sparsellm.prune_mlp(kernels, x, y, targets, kind="swiglu", iterations=2)
+    sol = sparsellm.prune_mlp(kernels, x, y, targets, iterations=2, **options("swiglu"))
     for key, target in targets.items():
         keep = np.asarray(sol.masks[key])
         assert sol.kernels[key].dtype == jnp.bfloat16
@@ -304,4 +341,26 @@ def test_targets_may_differ_per_kernel_and_dtypes_are_kept():
 def test_relu_needs_biases():
     kernels, x, y, _ = make_mlp("relu")
     with pytest.raises(ValueError, match="biases"):
-        sparsellm.prune_mlp(kernels, x, y, dict.fromkeys(kernels, Unstructured(0.5)), kind="relu")
+        sparsellm.prune_mlp(
+            kernels, x, y, dict.fromkeys(kernels, Unstructured(0.5)), **options("relu")
+        )
+
+
+@pytest.mark.parametrize("name", sorted(sparsellm_steps.ACTIVATIONS))
+def test_activations_and_derivatives_match_independent_references(name):
+    act = sparsellm_steps.ACTIVATIONS[name]
+    v = np.linspace(-12.0, 12.0, 4801)
+    torch_fn = {
+        "silu": torch.nn.functional.silu,
+        "gelu_tanh": lambda t: torch.nn.functional.gelu(t, approximate="tanh"),
+    }[name]
+    expected = torch_fn(torch.as_tensor(v)).numpy()  # float64, what transformers' models run
+    np.testing.assert_allclose(np.asarray(act.fn(jnp.asarray(v, jnp.float32))), expected, atol=2e-6)
+    np.testing.assert_allclose(GATES[name](v), expected, atol=1e-12)
+    # The derivative against central differences of the float64 reference, and against autodiff.
+    h = 1e-5
+    numeric = (GATES[name](v + h) - GATES[name](v - h)) / (2 * h)
+    ours = np.asarray(act.derivative(jnp.asarray(v, jnp.float32)))
+    np.testing.assert_allclose(ours, numeric, atol=1e-5)  # float32 tanh saturates near ±12
+    autodiff = np.asarray(jax.vmap(jax.grad(act.fn))(jnp.asarray(v, jnp.float32)))
+    np.testing.assert_allclose(ours, autodiff, atol=1e-5)

@@ -1,21 +1,28 @@
 """GGUF files (llama.cpp's format) as jaxprune params and tokenizer.
 
-Three things differ from a Hugging Face checkpoint:
+The loader is generic over model families: the file's ``general.architecture`` picks the family
+whose record declares it (``Family.gguf``, a :class:`~jaxprune.models.base.GgufSpec`); the tensors
+are renamed to Hugging Face names and the metadata becomes a ``config.json``-style dict, and the
+family's Hugging Face converters (``Family.hf``) do the rest. What differs from a Hugging Face
+checkpoint:
 
 - Dimension order: GGUF lists a tensor's dimensions fastest-varying first, the reverse of NumPy,
   so a linear weight stored as ``[in, out]`` is the NumPy/Hugging Face ``(out, in)`` matrix.
-- Quantisation: blocks of Q4_1, Q8_0, ... are dequantised to float32 with ``gguf.quants``.
-- Rotary layout: llama.cpp rotates adjacent pairs ``(x0, x1), (x2, x3), ...`` while Hugging Face
-  rotates the two halves of a head ``(x_i, x_{i + d/2})``. Its converter therefore reorders the rows
-  of ``q_proj``/``k_proj`` within every head; :func:`unpermute_rotary_rows` undoes that.
+- Quantisation: blocks of Q4_K, Q5_0, Q6_K, Q8_0, ... are dequantised to float32 with
+  ``gguf.quants``.
+- Rotary layout (LLaMA): llama.cpp rotates adjacent pairs ``(x0, x1), (x2, x3), ...`` while Hugging
+  Face rotates the two halves of a head ``(x_i, x_{i + d/2})``. Its LLaMA converter therefore
+  reorders the rows of ``q_proj``/``k_proj`` within every head; :func:`unpermute_rotary_rows`
+  undoes that. Its Gemma converter does not reorder them.
+- Norm offsets (Gemma): llama.cpp stores Gemma's ``(1 + w)`` RMSNorm weights as ``1 + w``.
 
-The tokenizer is rebuilt from the ``tokenizer.ggml.*`` metadata (GPT-2 style byte-level BPE).
+The tokenizer is rebuilt from the ``tokenizer.ggml.*`` metadata
+(:mod:`jaxprune.models.loaders.gguf_tokenizer`).
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,13 +30,13 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.models.base import LanguageModel
-from jaxprune.models.llama import LlamaConfig, params_from_hf
+from jaxprune.models.base import GgufSpec, LanguageModel, family_for_gguf_architecture
 from jaxprune.models.loaders import Pretrained
-from jaxprune.models.tokenizer import Tokenizer
+from jaxprune.models.loaders.gguf_tokenizer import tokenizer_from_gguf_metadata
 
-# GGUF per-block tensor name -> Hugging Face name (after "model.layers.{i}.").
-_BLOCK_NAMES = {
+# llama.cpp's per-block tensor names shared by its LLaMA-like architectures (GGUF stem -> Hugging
+# Face name after "model.layers.{i}."); a GgufSpec adds to or replaces these.
+COMMON_BLOCK_NAMES = {
     "attn_q": "self_attn.q_proj",
     "attn_k": "self_attn.k_proj",
     "attn_v": "self_attn.v_proj",
@@ -38,19 +45,28 @@ _BLOCK_NAMES = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
     "attn_norm": "input_layernorm",
-    "ffn_norm": "post_attention_layernorm",
 }
 _TOP_NAMES = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
     "output.weight": "lm_head.weight",
 }
-# tokenizer.ggml.pre values whose pre-tokenisation we reproduce exactly.
-SUPPORTED_PRE_TOKENIZERS = ("gpt-2", "smollm")
+# Metadata keys (after "{architecture}.") shared by those architectures -> config.json keys.
+COMMON_CONFIG_KEYS = {
+    "block_count": "num_hidden_layers",
+    "embedding_length": "hidden_size",
+    "feed_forward_length": "intermediate_size",
+    "attention.head_count": "num_attention_heads",
+    "attention.head_count_kv": "num_key_value_heads",
+    "attention.key_length": "head_dim",
+    "attention.layer_norm_rms_epsilon": "rms_norm_eps",
+    "rope.freq_base": "rope_theta",
+    "context_length": "max_position_embeddings",
+}
 
 
 def load_gguf(path: str | os.PathLike, dtype: Any = jnp.float32) -> Pretrained:
-    """Loads a llama-architecture GGUF file.
+    """Loads a GGUF file of any architecture a registered family reads (``llama``, ``gemma3``).
 
     Args:
       path: the ``.gguf`` file. Any tensor type ``gguf.quants`` can dequantise is accepted.
@@ -58,11 +74,11 @@ def load_gguf(path: str | os.PathLike, dtype: Any = jnp.float32) -> Pretrained:
 
     Returns:
       The model, its params and the tokenizer rebuilt from the file's metadata (``None``, with a
-      warning, for tokenizer kinds other than GPT-2 style byte-level BPE).
+      warning, for tokenizer kinds that cannot be rebuilt exactly).
 
     Raises:
-      ValueError: not a GGUF file, an architecture other than ``llama``, or a feature the LLaMA
-        model does not implement (RoPE scaling, partial rotary).
+      ValueError: not a GGUF file, an architecture no family reads, or a feature the family's
+        model does not implement (per-frequency RoPE factors, partial rotary, a RoPE scaling type).
     """
     gguf = _import_gguf()
     path = Path(path)
@@ -71,18 +87,22 @@ def load_gguf(path: str | os.PathLike, dtype: Any = jnp.float32) -> Pretrained:
     except (ValueError, OSError) as e:
         raise ValueError(f"{path} is not a readable GGUF file ({e})") from e
     meta = {name: field.contents() for name, field in reader.fields.items()}
-    arch = meta.get("general.architecture")
-    if arch != "llama":
-        raise ValueError(f"{path}: GGUF architecture {arch!r} is not supported (only 'llama')")
+    try:
+        family = family_for_gguf_architecture(meta.get("general.architecture"))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     tensors = {t.name: t for t in reader.tensors}
     if "rope_freqs.weight" in tensors:
         raise ValueError(
             f"{path} carries per-frequency RoPE factors (rope_freqs, LLaMA-3.1 style), which the "
             "GGUF loader does not map to a rope_scaling config; load the Hugging Face checkpoint"
         )
-    config = _llama_config(meta, tensors, path)
-    hf_tensors = _DequantisedTensors(tensors, config)
-    params = params_from_hf(hf_tensors, config, dtype)
+    try:
+        config = family.hf.config_from_hf(hf_config(meta, tensors, family.gguf, path))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    hf_tensors = _DequantisedTensors(tensors, family.gguf, config)
+    params = family.hf.params_from_hf(hf_tensors, config, dtype)
     return Pretrained(
         model=LanguageModel(config, dtype=dtype),
         params=params,
@@ -114,12 +134,14 @@ def unpermute_rotary_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:
 
 
 class _DequantisedTensors(Mapping):
-    """GGUF tensors under their Hugging Face names, dequantised and re-ordered on access."""
+    """GGUF tensors under their Hugging Face names, dequantised and fixed up on access."""
 
-    def __init__(self, tensors: dict[str, Any], config: LlamaConfig):
+    def __init__(self, tensors: dict[str, Any], spec: GgufSpec, config: Any):
         self._tensors = tensors
+        self._spec = spec
         self._config = config
-        self._names = {_hf_name(name): name for name in tensors}
+        block_names = {**COMMON_BLOCK_NAMES, **dict(spec.block_names)}
+        self._names = {_hf_name(name, block_names): name for name in tensors}
 
     def __getitem__(self, hf_name: str) -> np.ndarray:
         from gguf.quants import dequantize
@@ -130,10 +152,13 @@ class _DequantisedTensors(Mapping):
             value = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape)
         except NotImplementedError as e:
             raise ValueError(f"tensor {t.name}: {e} (update the gguf package)") from e
-        if hf_name.endswith("q_proj.weight"):
-            value = unpermute_rotary_rows(value, self._config.num_attention_heads)
-        elif hf_name.endswith("k_proj.weight"):
-            value = unpermute_rotary_rows(value, self._config.num_key_value_heads)
+        if self._spec.norm_offset and hf_name.endswith("norm.weight"):
+            value = value - np.float32(self._spec.norm_offset)
+        if self._spec.rotary_rows_permuted:
+            if hf_name.endswith("q_proj.weight"):
+                value = unpermute_rotary_rows(value, self._config.num_attention_heads)
+            elif hf_name.endswith("k_proj.weight"):
+                value = unpermute_rotary_rows(value, self._config.num_key_value_heads)
         return value
 
     def __iter__(self) -> Iterator[str]:
@@ -143,119 +168,64 @@ class _DequantisedTensors(Mapping):
         return len(self._names)
 
 
-def _hf_name(name: str) -> str:
+def _hf_name(name: str, block_names: Mapping[str, str]) -> str:
     """The Hugging Face name of a GGUF tensor; unknown names are kept so errors can show them."""
     if name in _TOP_NAMES:
         return _TOP_NAMES[name]
     parts = name.split(".")
-    if len(parts) == 4 and parts[0] == "blk" and parts[2] in _BLOCK_NAMES and parts[3] == "weight":
-        return f"model.layers.{parts[1]}.{_BLOCK_NAMES[parts[2]]}.weight"
+    if len(parts) == 4 and parts[0] == "blk" and parts[2] in block_names and parts[3] == "weight":
+        return f"model.layers.{parts[1]}.{block_names[parts[2]]}.weight"
     return name
 
 
-def _llama_config(meta: dict[str, Any], tensors: dict[str, Any], path: Path) -> LlamaConfig:
-    def get(key: str, default: Any = None) -> Any:
-        value = meta.get(f"llama.{key}", default)
-        if value is None:
-            raise ValueError(f"{path}: GGUF metadata lacks llama.{key}")
-        return value
+def hf_config(
+    meta: Mapping[str, Any], tensors: Mapping[str, Any], spec: GgufSpec, path: Path
+) -> dict[str, Any]:
+    """A Hugging Face ``config.json``-style dict from GGUF metadata.
 
+    The widths, heads, norm epsilon, RoPE base and context length come from the common keys and
+    ``spec.config_keys``; the vocabulary size from the embedding's shape; tied embeddings from the
+    absence of ``output.weight``; BOS/EOS from the tokenizer metadata.
+
+    Raises:
+      ValueError: missing metadata, per-layer head counts, partial rotary or a vocabulary size
+        that disagrees with the embedding.
+    """
+    arch = spec.architecture
     if "token_embd.weight" not in tensors:
         raise ValueError(f"{path}: GGUF file has no token_embd.weight tensor")
     hidden, vocab = (int(d) for d in tensors["token_embd.weight"].shape)
-    heads = get("attention.head_count")
+    d: dict[str, Any] = {"vocab_size": vocab, "tie_word_embeddings": "output.weight" not in tensors}
+    for key, name in {**COMMON_CONFIG_KEYS, **dict(spec.config_keys)}.items():
+        if f"{arch}.{key}" in meta:
+            value = meta[f"{arch}.{key}"]
+            # GGUF stores float32; the shortest repr gives the intended decimal (1e-05).
+            d[name] = float(str(np.float32(value))) if isinstance(value, float) else value
+    for required in (
+        "block_count",
+        "embedding_length",
+        "feed_forward_length",
+        "attention.head_count",
+    ):
+        if f"{arch}.{required}" not in meta:
+            raise ValueError(f"{path}: GGUF metadata lacks {arch}.{required}")
+    heads = d["num_attention_heads"]
     if not isinstance(heads, int):
         raise ValueError(f"{path}: per-layer head counts ({heads!r}) are not supported")
-    head_dim = get("attention.key_length", hidden // heads)
-    rotary_dim = get("rope.dimension_count", head_dim)
+    head_dim = d.setdefault("head_dim", hidden // heads)
+    rotary_dim = meta.get(f"{arch}.rope.dimension_count", head_dim)
     if rotary_dim != head_dim:
         raise ValueError(f"{path}: partial rotary ({rotary_dim} of {head_dim} dims) is unsupported")
-    scaling = meta.get("llama.rope.scaling.type", "none")
+    scaling = meta.get(f"{arch}.rope.scaling.type", "none")
     if scaling != "none":
-        raise ValueError(f"{path}: RoPE scaling type {scaling!r} is not supported")
-    declared_vocab = meta.get("llama.vocab_size", vocab)
+        factor = meta.get(f"{arch}.rope.scaling.factor", 1.0)
+        d["rope_scaling"] = {"rope_type": scaling, "factor": float(factor)}
+    declared_vocab = meta.get(f"{arch}.vocab_size", vocab)
     if declared_vocab != vocab:
-        raise ValueError(f"{path}: llama.vocab_size={declared_vocab} but token_embd has {vocab}")
-
-    def float32_value(x: float) -> float:
-        # GGUF stores float32; the shortest repr gives the intended decimal (1e-05, not 9.99e-06).
-        return float(str(np.float32(x)))
-
-    return LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=get("embedding_length"),
-        intermediate_size=get("feed_forward_length"),
-        num_hidden_layers=get("block_count"),
-        num_attention_heads=heads,
-        num_key_value_heads=get("attention.head_count_kv", heads),
-        head_dim=head_dim,
-        rms_norm_eps=float32_value(get("attention.layer_norm_rms_epsilon", 1e-5)),
-        rope_theta=float32_value(get("rope.freq_base", 10000.0)),
-        tie_word_embeddings="output.weight" not in tensors,
-        max_position_embeddings=get("context_length", 2048),
-        bos_token_id=meta.get("tokenizer.ggml.bos_token_id"),
-        eos_token_id=meta.get("tokenizer.ggml.eos_token_id"),
-    )
-
-
-def tokenizer_from_gguf_metadata(
-    meta: dict[str, Any], source: str | Path = "GGUF"
-) -> Tokenizer | None:
-    """Rebuilds a GPT-2 style byte-level BPE tokenizer from ``tokenizer.ggml.*`` metadata.
-
-    Args:
-      meta: GGUF metadata, key -> Python value (tokens and merges as lists of strings).
-      source: named in warnings.
-
-    Returns:
-      The tokenizer, or ``None`` (with a warning) when the file has no tokenizer or one of another
-      kind (SentencePiece ``llama``, or a pre-tokenizer not in ``SUPPORTED_PRE_TOKENIZERS``).
-    """
-    from tokenizers import AddedToken, decoders, models, pre_tokenizers
-    from tokenizers import Tokenizer as Backend
-
-    kind, pre = meta.get("tokenizer.ggml.model"), meta.get("tokenizer.ggml.pre", "gpt-2")
-    if kind != "gpt2" or pre not in SUPPORTED_PRE_TOKENIZERS:
-        warnings.warn(
-            f"{source}: tokenizer (model={kind!r}, pre={pre!r}) is not supported (only model "
-            f"'gpt2' with pre in {SUPPORTED_PRE_TOKENIZERS}); loading the model without one",
-            stacklevel=3,
-        )
-        return None
-    tokens = meta["tokenizer.ggml.tokens"]
-    types = meta.get("tokenizer.ggml.token_type", [1] * len(tokens))
-    vocab: dict[str, int] = {}
-    for i, token in enumerate(tokens):
-        vocab.setdefault(token, i)
-    merges = []
-    for merge in meta.get("tokenizer.ggml.merges", []):
-        pair = merge.split(" ")
-        if len(pair) != 2:
-            raise ValueError(f"{source}: malformed BPE merge {merge!r}")
-        merges.append((pair[0], pair[1]))
-    backend = Backend(models.BPE(vocab=vocab, merges=merges))
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    if pre == "smollm":
-        # SmolLM splits every digit into its own word before the GPT-2 regex runs.
-        backend.pre_tokenizer = pre_tokenizers.Sequence(
-            [pre_tokenizers.Digits(individual_digits=True), byte_level]
-        )
-    else:
-        backend.pre_tokenizer = byte_level
-    backend.decoder = decoders.ByteLevel()
-    control, user_defined = 3, 4  # llama.cpp token types (gguf.TokenType)
-    # Added tokens are matched in the raw text before BPE, as in the Hugging Face tokenizer.
-    added = {kind: [] for kind in (control, user_defined)}
-    for i, t in enumerate(types):
-        if t in added:
-            added[t].append(AddedToken(tokens[i], special=t == control, normalized=False))
-    backend.add_special_tokens(added[control])
-    backend.add_tokens(added[user_defined])
-    return Tokenizer(
-        backend,
-        bos_token_id=meta.get("tokenizer.ggml.bos_token_id"),
-        eos_token_id=meta.get("tokenizer.ggml.eos_token_id"),
-    )
+        raise ValueError(f"{path}: {arch}.vocab_size={declared_vocab} but token_embd has {vocab}")
+    d["bos_token_id"] = meta.get("tokenizer.ggml.bos_token_id")
+    d["eos_token_id"] = meta.get("tokenizer.ggml.eos_token_id")
+    return d
 
 
 def _import_gguf():
