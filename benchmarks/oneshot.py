@@ -157,9 +157,15 @@ def main() -> None:
     )
     data = json.loads(args.out.read_text()) if args.resume and args.out.is_file() else None
     key = (args.model, args.bos, args.dtype)
-    if data is not None and (
-        data["model"], data["protocol"].get("bos", False), data["protocol"].get("dtype", "float32")
-    ) != key:
+    if (
+        data is not None
+        and (
+            data["model"],
+            data["protocol"].get("bos", False),
+            data["protocol"].get("dtype", "float32"),
+        )
+        != key
+    ):
         raise SystemExit(f"{args.out} holds another model or protocol; not resuming it")
     no_bos = None
     if args.bos:
