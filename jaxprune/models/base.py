@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +49,50 @@ class MlpSpec:
         return dict(self.roles)
 
 
+class LayerWidths(NamedTuple):
+    """The prunable widths of one decoder block: query heads, key/value heads, MLP channels."""
+
+    heads: int
+    kv_heads: int
+    mlp: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StructureSpec:
+    """A block's coupled groups, for structured pruning (block-relative linear paths).
+
+    An attention head is the ``head_dim`` output columns of ``query`` (and, for its key/value
+    head, of ``key`` and ``value``) plus the matching input rows of ``attn_out``; an MLP channel is
+    one output column of every ``mlp_in`` linear plus one input row of ``mlp_out``. The widths of
+    block ``i`` are ``config.layer_widths(i)`` (:class:`LayerWidths`); a config with other widths
+    is ``config.with_layer_widths(widths)``, and ``config.with_output_biases()`` is the config
+    whose ``attn_out`` and ``mlp_out`` carry biases (FLAP's bias compensation).
+    """
+
+    query: str
+    key: str
+    value: str
+    attn_out: str
+    mlp_in: tuple[str, ...]
+    mlp_out: str
+
+
+def per_layer_widths(values: Any, layers: int, name: str) -> tuple[int, ...] | None:
+    """``values`` as a tuple of ``layers`` positive ints (``None`` stays ``None``: uniform).
+
+    Raises:
+      ValueError: naming the field, when the count or a value is wrong.
+    """
+    if values is None:
+        return None
+    values = tuple(values)
+    if len(values) != layers or not all(isinstance(v, int) and v > 0 for v in values):
+        raise ValueError(
+            f"{name} must hold one positive int per layer ({layers}), got {list(values)}"
+        )
+    return values
+
+
 @dataclasses.dataclass(frozen=True)
 class HfSpec:
     """How a family reads Hugging Face checkpoints (``config.json`` + safetensors).
@@ -81,6 +125,7 @@ class Family:
         ``("data", "model")`` mesh (see :mod:`jaxprune.sharding`).
       mlp: the MLP for joint solvers, or ``None`` (then they prune it per kernel).
       hf: how to read Hugging Face checkpoints, or ``None``.
+      structure: the coupled groups for structured pruning, or ``None`` (not supported).
     """
 
     name: str
@@ -91,6 +136,7 @@ class Family:
     partition_rules: tuple[tuple[str, PartitionSpec], ...] = ()
     mlp: MlpSpec | None = None
     hf: HfSpec | None = None
+    structure: StructureSpec | None = None
 
     @property
     def tap_of(self) -> dict[str, str]:
@@ -185,6 +231,8 @@ class LanguageModel:
     def num_blocks(self) -> int:
         return self.config.num_hidden_layers
 
+    # Blocks may differ in width (a structurally pruned model): their modules read the head counts
+    # and MLP width from their params' shapes, so block 0's graph definition serves every block.
     @functools.cached_property
     def _graphdefs(self):
         abstract = nnx.eval_shape(
