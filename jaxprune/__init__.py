@@ -31,6 +31,9 @@ _EXPORTS = {
     "prune_pretrained": "jaxprune.pipeline",
     "PrunedModel": "jaxprune.pipeline",
     "Recipe": "jaxprune.recipes",
+    "prune_structured": "jaxprune.structured",
+    "StructuredRecipe": "jaxprune.structured",
+    "StructuredResult": "jaxprune.structured",
     "Unstructured": "jaxprune.core.sparsity",
     "NM": "jaxprune.core.sparsity",
     "parse_target": "jaxprune.core.sparsity",
@@ -66,6 +69,7 @@ _SUBMODULES = {
         "pipeline",
         "recipes",
         "sharding",
+        "structured",
     )
 } | {"masks": "jaxprune.core.masks", "sparsity": "jaxprune.core.sparsity"}
 

@@ -8,6 +8,9 @@ What the command line does is one function away for a notebook user::
                                  eval_source="shakespeare-hamlet")
     print(result.report["eval"])                # perplexity before and after
     result.save("pruned/", compact=True)         # a model of its own: jp.load_pretrained("pruned/")
+
+A :class:`~jaxprune.structured.StructuredRecipe` instead of a :class:`Recipe` routes the job to
+:mod:`jaxprune.structured` (LLM-Pruner, FLAP): the result is a physically smaller model.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from jaxprune.data import load_windows
 from jaxprune.engine import prune
 from jaxprune.eval import perplexity
 from jaxprune.methods import get_method
-from jaxprune.models.base import Params
+from jaxprune.models.base import LanguageModel, Params
 from jaxprune.models.loaders import Pretrained, load_pretrained, save_pruned
 from jaxprune.recipes import Recipe
+from jaxprune.structured import StructuredRecipe, prune_structured
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,17 +38,26 @@ class PrunedModel:
     Attributes:
       pretrained: the dense model it was pruned from (model, params, tokenizer, source).
       params: the pruned params.
-      masks: keep-masks (the params' structure, ``None`` where unpruned).
+      masks: keep-masks (the params' structure, ``None`` where unpruned; ``None`` after a
+        structured prune, which removes instead of masking).
       recipe: the recipe that ran.
       report: the prune report (see :func:`jaxprune.prune`), with ``model`` and, when evaluated,
         ``eval`` (``{"data", "dense", "pruned"}`` perplexities).
+      model: the pruned model when its shapes differ from ``pretrained.model`` (structured).
     """
 
     pretrained: Pretrained
     params: Params
-    masks: Params
-    recipe: Recipe
+    masks: Params | None
+    recipe: Recipe | StructuredRecipe
     report: dict[str, Any]
+    model: LanguageModel | None = None
+
+    @property
+    def pruned(self) -> Pretrained:
+        """The pruned model as a :class:`Pretrained` (its own model, params and the tokenizer)."""
+        model = self.model or self.pretrained.model
+        return dataclasses.replace(self.pretrained, model=model, params=self.params)
 
     def save(
         self, directory: str | os.PathLike, *, compact: bool = False, overwrite: bool = False
@@ -52,7 +65,7 @@ class PrunedModel:
         """Writes the pruned model as a jaxprune checkpoint (see :func:`save_pruned`)."""
         return save_pruned(
             directory,
-            self.pretrained,
+            self.pruned,
             self.params,
             masks=self.masks,
             recipe=self.recipe.to_dict(),
@@ -92,12 +105,31 @@ def evaluate(
     return {"ppl": result.ppl, "nll": result.nll, "tokens": result.tokens}
 
 
+def _calibration(pretrained: Pretrained, recipe: Recipe | StructuredRecipe):
+    """The recipe's calibration windows, or ``None`` when its method reads no data."""
+    if isinstance(recipe, StructuredRecipe):
+        needed = recipe.needs_calibration
+    else:
+        needed = get_method(recipe.method).needs_inputs or recipe.allocation == "owl"
+    if not needed:
+        return None
+    return load_windows(
+        recipe.calib,
+        pretrained.tokenizer,
+        nsamples=recipe.nsamples,
+        seqlen=recipe.seqlen,
+        seed=recipe.seed,
+        split="calib",
+    )
+
+
 def prune_pretrained(
     model: str | os.PathLike | Pretrained,
-    recipe: Recipe,
+    recipe: Recipe | StructuredRecipe,
     *,
     eval_source: str | os.PathLike | None = None,
     eval_nsamples: int | None = 32,
+    eval_seqlen: int | None = None,
     progress: bool = True,
     mesh: jax.sharding.Mesh | None = None,
     offload: bool = False,
@@ -107,58 +139,50 @@ def prune_pretrained(
     Args:
       model: anything :func:`jaxprune.load_pretrained` accepts, or an already loaded model.
       recipe: what to prune and how; its ``calib``, ``nsamples``, ``seqlen`` and ``seed`` choose
-        the calibration windows (loaded only when the method or allocation reads data).
+        the calibration windows (loaded only when the method or allocation reads data). A
+        :class:`~jaxprune.structured.StructuredRecipe` prunes whole heads and channels.
       eval_source: a corpus to measure perplexity on before and after (``None``: skip).
-      eval_nsamples: evaluation windows (of ``recipe.seqlen`` tokens; ``None``: all).
+      eval_nsamples: evaluation windows (``None``: all).
+      eval_seqlen: tokens per evaluation window (``None``: ``recipe.seqlen``).
       progress: show progress bars.
-      mesh, offload: as in :func:`jaxprune.prune`.
+      mesh, offload: as in :func:`jaxprune.prune` (unstructured recipes only).
 
     Returns:
       The :class:`PrunedModel`.
     """
+    structured = isinstance(recipe, StructuredRecipe)
+    if structured and (mesh is not None or offload):
+        raise ValueError("structured pruning runs on one device: drop mesh and offload")
     pretrained = model if isinstance(model, Pretrained) else load_with_tokenizer(model)
-    calibration = None
-    if get_method(recipe.method).needs_inputs or recipe.allocation == "owl":
-        calibration = load_windows(
-            recipe.calib,
-            pretrained.tokenizer,
-            nsamples=recipe.nsamples,
-            seqlen=recipe.seqlen,
-            seed=recipe.seed,
-            split="calib",
-        )
+    calibration = _calibration(pretrained, recipe)
+    evaluation = {"nsamples": eval_nsamples, "seqlen": eval_seqlen or recipe.seqlen}
     quality: dict[str, Any] = {}
     if eval_source:
         quality["dense"] = evaluate(
-            pretrained,
-            pretrained.params,
-            eval_source,
-            nsamples=eval_nsamples,
-            seqlen=recipe.seqlen,
-            progress=progress,
+            pretrained, pretrained.params, eval_source, **evaluation, progress=progress
         )
-    result = prune(
-        pretrained.model,
-        pretrained.params,
-        calibration,
-        recipe,
-        progress=progress,
-        mesh=mesh,
-        offload=offload,
-    )
+    if structured:
+        shrunk = prune_structured(pretrained.model, pretrained.params, calibration, recipe)
+        pruned = PrunedModel(pretrained, shrunk.params, None, recipe, shrunk.report, shrunk.model)
+    else:
+        result = prune(
+            pretrained.model,
+            pretrained.params,
+            calibration,
+            recipe,
+            progress=progress,
+            mesh=mesh,
+            offload=offload,
+        )
+        pruned = PrunedModel(pretrained, result.params, result.masks, recipe, result.report)
     name = pretrained.source if isinstance(model, Pretrained) else os.fspath(model)
-    report = {"model": name, **result.report}
+    report = {"model": name, **pruned.report}
     if eval_source:
         quality["pruned"] = evaluate(
-            pretrained,
-            result.params,
-            eval_source,
-            nsamples=eval_nsamples,
-            seqlen=recipe.seqlen,
-            progress=progress,
+            pruned.pruned, pruned.params, eval_source, **evaluation, progress=progress
         )
         report["eval"] = {"data": str(eval_source), **quality}
-    return PrunedModel(pretrained, result.params, result.masks, recipe, report)
+    return dataclasses.replace(pruned, report=report)
 
 
 __all__ = ["PrunedModel", "evaluate", "load_with_tokenizer", "prune_pretrained"]

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from jaxprune.recipes import Recipe
+from jaxprune.structured.recipe import StructuredRecipe
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -120,5 +121,66 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
         }
     try:
         return Recipe.from_dict(fields)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+# Engine options that mean nothing to a structured prune (it removes heads and channels).
+_ENGINE_ONLY = (
+    "pattern",
+    "recipe",
+    "targets",
+    "ignore",
+    "override",
+    "owl_lambda",
+    "owl_m",
+    "option",
+    "true_sequential",
+    "mesh",
+    "offload",
+    "compact",
+)
+
+
+def structured_recipe_from_args(args: argparse.Namespace) -> StructuredRecipe:
+    """The recipe of ``prune --method llm-pruner|flap``."""
+    given = [f"--{n.replace('_', '-')}" for n in _ENGINE_ONLY if getattr(args, n, None)]
+    if given:
+        raise UsageError(
+            f"{', '.join(given)} do not apply to --method {args.method}, which removes whole "
+            "heads and channels"
+        )
+    block_range = None
+    if args.block_range is not None:
+        start, sep, end = args.block_range.partition(":")
+        try:
+            block_range = (int(start), int(end))
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise UsageError(f"--block-range {args.block_range!r}: write START:END, e.g. 3:27")
+    allocation = args.allocation
+    if allocation in ("uniform", "owl"):
+        raise UsageError(
+            f"--allocation {allocation} is for unstructured methods; use per-block or global"
+        )
+    explicit = {
+        "method": args.method,
+        "sparsity": args.sparsity,
+        "importance": args.importance,
+        "reduction": args.reduction,
+        "allocation": allocation,
+        "block_range": block_range,
+        "attention_unit": args.attention_unit,
+        "bias_compensation": False if args.no_bias_compensation else None,
+        "remat": args.remat or None,
+        "calib": args.calib,
+        "nsamples": args.nsamples,
+        "seqlen": args.seqlen,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+    }
+    try:
+        return StructuredRecipe(**{k: v for k, v in explicit.items() if v is not None})
     except ValueError as err:
         raise UsageError(str(err)) from None

@@ -14,6 +14,7 @@ from jaxprune.cli._args import (
     check_positive,
     mesh_from_arg,
     recipe_from_args,
+    structured_recipe_from_args,
 )
 
 
@@ -22,16 +23,30 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
 
     pr = sub.add_parser("prune", help="prune a model one-shot; prints a JSON report")
     pr.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
-    pr.add_argument("--method", choices=sorted(METHODS), help="pruning method (default magnitude)")
-    pr.add_argument("--sparsity", type=float, help="fraction of weights to remove, in [0, 1)")
+    from jaxprune.structured import METHODS as STRUCTURED
+
+    pr.add_argument(
+        "--method",
+        choices=sorted([*METHODS, *STRUCTURED]),
+        help="pruning method (default magnitude); llm-pruner and flap remove whole heads and MLP "
+        "channels, giving a physically smaller model",
+    )
+    pr.add_argument(
+        "--sparsity",
+        type=float,
+        help="fraction of weights to remove, in [0, 1); for llm-pruner/flap the fraction of the "
+        "non-embedding parameters removed, in (0, 1)",
+    )
     pr.add_argument("--pattern", help="N:M pattern instead of --sparsity, e.g. 2:4 or 4:8")
     pr.add_argument("--recipe", help="YAML/JSON recipe file; explicit options override it")
     pr.add_argument("--targets", nargs="+", help="regexes of parameter paths to prune")
     pr.add_argument("--ignore", nargs="+", help="regexes of parameter paths never pruned")
     pr.add_argument(
         "--allocation",
-        choices=["uniform", "owl"],
-        help="per-layer sparsity: the same everywhere (uniform, default) or outlier-weighted (owl)",
+        choices=["uniform", "owl", "per-block", "global"],
+        help="per-layer sparsity: the same everywhere (uniform, default) or outlier-weighted "
+        "(owl); llm-pruner/flap: the same share per pruned block (per-block) or one ranking "
+        "(global)",
     )
     pr.add_argument(
         "--override",
@@ -53,6 +68,7 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         action="store_true",
         help="re-capture inputs after each group of linears inside a block",
     )
+    _add_structured_options(pr)
     pr.add_argument("--calib", help=f"calibration corpus ({sources}) or text path")
     pr.add_argument("--nsamples", type=int, help="calibration windows (default 64)")
     pr.add_argument("--seqlen", type=int, help="tokens per window (default 512)")
@@ -60,6 +76,9 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     pr.add_argument("--batch-size", type=int, help="windows per forward pass (default 8)")
     pr.add_argument("--eval", help="also report perplexity before/after on this corpus")
     pr.add_argument("--eval-nsamples", type=int, default=32, help="evaluation windows")
+    pr.add_argument(
+        "--eval-seqlen", type=int, help="tokens per evaluation window (default --seqlen)"
+    )
     pr.add_argument(
         "--mesh",
         metavar="DATAxMODEL",
@@ -77,17 +96,66 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     pr.set_defaults(func=run)
 
 
+_STRUCTURED_ONLY = (
+    "importance",
+    "reduction",
+    "block_range",
+    "attention_unit",
+    "no_bias_compensation",
+    "remat",
+)
+
+
+def _add_structured_options(pr: argparse.ArgumentParser) -> None:
+    from jaxprune.structured import ATTENTION_UNITS, KINDS, REDUCTIONS
+
+    group = pr.add_argument_group("structured pruning (--method llm-pruner or flap)")
+    group.add_argument(
+        "--importance",
+        choices=KINDS,
+        help="llm-pruner group importance: vector (default), element1, element2 (with the "
+        "Fisher), or the baselines l1, l2, random",
+    )
+    group.add_argument(
+        "--reduction", choices=REDUCTIONS, help="how a group's linears combine (default sum)"
+    )
+    group.add_argument(
+        "--block-range",
+        metavar="START:END",
+        help="prune blocks START..END-1 (default: llm-pruner keeps the first and last blocks as "
+        "its paper does, scaled to the depth; flap prunes every block)",
+    )
+    group.add_argument(
+        "--attention-unit",
+        choices=ATTENTION_UNITS,
+        help="query: query heads, evenly across key/value groups (default); kv_group: a key/value "
+        "head with its query heads",
+    )
+    group.add_argument(
+        "--no-bias-compensation", action="store_true", help="flap: no mean-input biases"
+    )
+    group.add_argument(
+        "--remat", action="store_true", help="llm-pruner: recompute activations in the backward"
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from jaxprune.methods import get_method
     from jaxprune.pipeline import prune_pretrained
+    from jaxprune.structured import METHODS as STRUCTURED
 
-    recipe = recipe_from_args(args)
+    structured = args.method in STRUCTURED
+    if not structured:
+        given = [f"--{n.replace('_', '-')}" for n in _STRUCTURED_ONLY if getattr(args, n)]
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to --method llm-pruner or flap only")
+    recipe = structured_recipe_from_args(args) if structured else recipe_from_args(args)
     check_model(args.model)
-    if get_method(recipe.method).needs_inputs:
+    if recipe.needs_calibration if structured else get_method(recipe.method).needs_inputs:
         check_data("--calib", recipe.calib)
     if args.eval:
         check_data("--eval", args.eval)
-    check_positive(eval_nsamples=args.eval_nsamples)
+    check_positive(eval_nsamples=args.eval_nsamples, eval_seqlen=args.eval_seqlen)
     mesh = mesh_from_arg(args.mesh)
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not args.overwrite:
@@ -99,6 +167,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         recipe,
         eval_source=args.eval,
         eval_nsamples=args.eval_nsamples,
+        eval_seqlen=args.eval_seqlen,
         mesh=mesh,
         offload=args.offload,
     )

@@ -66,7 +66,8 @@ class StructureSpec:
     one output column of every ``mlp_in`` linear plus one input row of ``mlp_out``. The widths of
     block ``i`` are ``config.layer_widths(i)`` (:class:`LayerWidths`); a config with other widths
     is ``config.with_layer_widths(widths)``, and ``config.with_output_biases()`` is the config
-    whose ``attn_out`` and ``mlp_out`` carry biases (FLAP's bias compensation).
+    whose ``attn_out`` and ``mlp_out`` carry biases (FLAP's bias compensation). ``embeddings``
+    are the top-level params that do not count as "non-embedding" parameters.
     """
 
     query: str
@@ -75,6 +76,7 @@ class StructureSpec:
     attn_out: str
     mlp_in: tuple[str, ...]
     mlp_out: str
+    embeddings: tuple[str, ...] = ("embed_tokens", "embed_positions", "lm_head")
 
 
 def per_layer_widths(values: Any, layers: int, name: str) -> tuple[int, ...] | None:
