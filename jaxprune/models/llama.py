@@ -59,6 +59,11 @@ PARTITION_RULES: tuple[tuple[str, PartitionSpec], ...] = (
 )
 
 
+def _wide(dtype) -> Any:
+    """The dtype norms, rotations and softmax compute in: float32, or float64 for float64."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def rope_inverse_frequencies(config: LlamaConfig) -> jax.Array:
     """Inverse frequencies of the rotary embedding, with LLaMA-3 scaling when configured."""
     dim = config.head_dim
@@ -83,7 +88,7 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
     angles = positions[..., :, None].astype(jnp.float32) * inv_freq  # (..., seq, dim/2)
     angles = jnp.concatenate([angles, angles], axis=-1)[..., :, None, :]
     cos, sin = jnp.cos(angles), jnp.sin(angles)
-    x32 = x.astype(jnp.float32)
+    x32 = x.astype(_wide(x.dtype))
     half = x.shape[-1] // 2
     rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
     return (x32 * cos + rotated * sin).astype(x.dtype)
@@ -95,9 +100,9 @@ class RMSNorm(nnx.Module):
         self.eps = eps
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
+        x32 = x.astype(_wide(x.dtype))
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (normed * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+        return (normed * self.scale[...].astype(x32.dtype)).astype(x.dtype)
 
 
 def _linear(d_in: int, d_out: int, rngs: nnx.Rngs, dtype, bias: bool = False) -> nnx.Linear:
@@ -133,9 +138,10 @@ class Attention(nnx.Module):
         # Grouped-query attention: each key/value head serves `groups` consecutive query heads.
         kv_heads = k.shape[2]
         q = q.reshape(b, t, kv_heads, q.shape[2] // kv_heads, c.head_dim)
-        scores = jnp.einsum("bqhgd,bkhd->bhgqk", q, k).astype(jnp.float32) / math.sqrt(c.head_dim)
+        scores = jnp.einsum("bqhgd,bkhd->bhgqk", q, k)
+        scores = scores.astype(_wide(q.dtype)) / math.sqrt(c.head_dim)
         causal = jnp.tril(jnp.ones((t, t), dtype=bool))
-        scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
+        scores = jnp.where(causal, scores, jnp.finfo(scores.dtype).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
         out = jnp.einsum("bhgqk,bkhd->bqhgd", probs, v).reshape(b, t, -1)
         if taps is not None:

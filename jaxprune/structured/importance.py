@@ -50,7 +50,7 @@ class Gradients(NamedTuple):
 def window_loss(
     model: LanguageModel, params: Params, tokens: jax.Array, remat: bool = False
 ) -> jax.Array:
-    """Mean next-token negative log-likelihood of each window (``(n,)`` float32).
+    """Mean next-token negative log-likelihood of each window (``(n,)``, at least float32).
 
     With ``remat`` each block's activations are recomputed in the backward pass
     (``jax.checkpoint``) instead of stored: for long windows, memory for time.
@@ -59,7 +59,8 @@ def window_loss(
     block = jax.checkpoint(model.block) if remat else model.block
     for i in range(model.num_blocks):
         hidden = block(model.block_params(params, i), hidden)
-    logp = jax.nn.log_softmax(model.head(params, hidden).astype(jnp.float32), axis=-1)
+    logits = model.head(params, hidden)
+    logp = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), -1)
     picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
     return -picked.mean(axis=1)
 

@@ -39,7 +39,7 @@ from jaxprune.structured.importance import GRADIENT_KINDS, channel_scores, gradi
 from jaxprune.structured.recipe import StructuredRecipe
 from jaxprune.structured.shrink import shrink
 
-__all__ = ["StructuredResult", "prune_structured"]
+__all__ = ["StructuredResult", "flap_scores", "llm_pruner_scores", "prune_structured"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +65,12 @@ def _unit(model: LanguageModel, index: int, unit: str) -> str:
     return "kv_group" if widths.heads == widths.kv_heads else unit
 
 
-def _llm_pruner_scores(model, params, calibration, recipe: StructuredRecipe, plan: Plan):
+def llm_pruner_scores(model, params, calibration, recipe: StructuredRecipe, plan: Plan):
+    """LLM-Pruner's unit scores of the planned blocks.
+
+    Returns:
+      ``({block: Steps}, {block: (mlp,) channel scores})``.
+    """
     structure = model.family.structure
     units = {i: _unit(model, i, recipe.attention_unit) for i in plan.blocks}
     lookup = None
@@ -124,7 +129,12 @@ def _llm_pruner_scores(model, params, calibration, recipe: StructuredRecipe, pla
     return steps, mlp_scores
 
 
-def _flap_scores(model, params, calibration, recipe: StructuredRecipe, plan: Plan):
+def flap_scores(model, params, calibration, recipe: StructuredRecipe, plan: Plan):
+    """FLAP's standardised unit scores of the planned blocks.
+
+    Returns:
+      ``({block: Steps}, {block: (mlp,) channel scores}, {block: fluctuation statistics})``.
+    """
     structure, family = model.family.structure, model.family
     outs = (structure.attn_out, structure.mlp_out)
     taps = (family.tap_of[structure.attn_out], family.tap_of[structure.mlp_out])
@@ -183,9 +193,9 @@ def prune_structured(
             f"{recipe.method} ({recipe.importance or 'fluctuation'}) needs calibration windows"
         )
     if recipe.method == "flap":
-        steps, mlp_scores, stats = _flap_scores(model, params, calibration, recipe, plan)
+        steps, mlp_scores, stats = flap_scores(model, params, calibration, recipe, plan)
     else:
-        steps, mlp_scores = _llm_pruner_scores(model, params, calibration, recipe, plan)
+        steps, mlp_scores = llm_pruner_scores(model, params, calibration, recipe, plan)
     scored = time.perf_counter()
     extra = 0
     for _ in range(2):  # a second pass removes as many weights as the added biases hold
