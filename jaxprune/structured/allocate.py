@@ -45,7 +45,7 @@ __all__ = [
 
 
 def count_params(model: LanguageModel, params=None) -> int:
-    """Non-embedding parameters of ``model`` (of ``params`` if given, else of its config)."""
+    """Non-embedding parameters of ``model`` (of ``params``, arrays or shapes, if given)."""
     tree = params if params is not None else jax.eval_shape(lambda: model.init_params(0))
     skip = model.family.structure.embeddings
     return sum(
@@ -82,9 +82,9 @@ class BlockCosts:
         return w.heads * self.head + w.kv_heads * self.kv + w.mlp * self.channel
 
 
-def block_costs(model: LanguageModel, index: int) -> BlockCosts:
+def block_costs(model: LanguageModel, abstract, index: int) -> BlockCosts:
+    """The unit costs of block ``index``, from the model's abstract params (shapes only)."""
     structure, head_dim = model.family.structure, model.config.head_dim
-    abstract = jax.eval_shape(lambda: model.init_params(0))
     block = model.block_params(abstract, index)
     cost = lambda path, axis: member_channel_cost(block, Member(path, axis))  # noqa: E731
     head = (cost(structure.query, "out") + cost(structure.attn_out, "in")) * head_dim
@@ -139,8 +139,9 @@ def make_plan(
         raise ValueError(f"unknown allocation {allocation!r}; choose one of {ALLOCATIONS}")
     if not blocks:
         raise ValueError("no block is pruned: the block range is empty")
-    costs = {i: block_costs(model, i) for i in blocks}
-    before = count_params(model)
+    abstract = jax.eval_shape(lambda: model.init_params(0))
+    costs = {i: block_costs(model, abstract, i) for i in blocks}
+    before = count_params(model, abstract)
     target = int(round(sparsity * before)) + extra
     reachable = sum(
         c.steps(unit)[0] * c.steps(unit)[1] + (c.widths.mlp - 1) * c.channel for c in costs.values()
