@@ -13,6 +13,8 @@ on the last position, batches of 8) and greedy decoding of 64 tokens after a 32-
 excluded; peak memory is the process's maximum resident set size.
 
     python benchmarks/structured.py --out benchmarks/results/structured_cpu.json
+    python benchmarks/structured.py --part rows --resume --out ...   # finish an interrupted run
+    python benchmarks/structured.py --part speed --rounds 2 --reps 2 --out speed.json
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ CONFIGS = [
     ("flap", None),
 ]
 SPEED = [("llm-pruner", "vector"), ("flap", None)]
+
+
+def parse_config(text: str) -> tuple[str, str | None]:
+    """``"llm-pruner:vector"`` → ``("llm-pruner", "vector")``; ``"flap"`` → ``("flap", None)``."""
+    method, _, importance = text.partition(":")
+    return method, importance or None
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -124,18 +132,7 @@ def prune_and_evaluate(pre, method, importance, sparsity, windows, hamlet) -> tu
     return row, result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/structured_cpu.json"))
-    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.2, 0.5])
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved speed rounds")
-    parser.add_argument("--reps", type=int, default=3, help="timed repetitions per process")
-    parser.add_argument("--speed-of", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.speed_of:
-        print(json.dumps(measure_speed(args.speed_of, args.reps)))
-        return
-
+def load_protocol():
     pre = jp.load_pretrained("smollm2-135m")
     windows = {
         "llm-pruner": jp.load_windows("shakespeare-calib", pre.tokenizer, nsamples=10, seqlen=64),
@@ -144,32 +141,44 @@ def main() -> None:
     hamlet = jp.load_windows(
         "shakespeare-hamlet", pre.tokenizer, nsamples=32, seqlen=512, split="eval"
     )
-    results = {
-        "model": "smollm2-135m",
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, jax {jax.__version__}",
-        "dense": {
+    return pre, windows, hamlet
+
+
+def run_rows(args, results: dict) -> None:
+    """Perplexity rows; configurations already in ``results`` (a resumed run) are skipped."""
+    pre, windows, hamlet = load_protocol()
+    if "dense" not in results:
+        results["dense"] = {
             "perplexity": jp.perplexity(pre.model, pre.params, hamlet).ppl,
             "params": jp.structured.count_params(pre.model),
-        },
-        "rows": [],
-        "speed": {},
-    }
-    keep = {}
+        }
+    done = {(r["method"], r["importance"], r["sparsity"]) for r in results["rows"]}
+    for sparsity in args.sparsities:
+        for method, importance in args.configs:
+            if (method, importance, sparsity) in done:
+                continue
+            row, _ = prune_and_evaluate(pre, method, importance, sparsity, windows, hamlet)
+            print(json.dumps({k: v for k, v in row.items() if k != "widths"}), flush=True)
+            results["rows"].append(row)
+            write_json(args.out, results)
+
+
+def run_speed(args, results: dict) -> None:
+    """Saves the dense model and the SPEED configurations, then times them interleaved."""
+    pre, windows, _ = load_protocol()
     with tempfile.TemporaryDirectory() as tmp:
-        dense_dir = Path(tmp) / "dense"
-        jp.save_pruned(dense_dir, pre, pre.params)
+        models = {"dense": Path(tmp) / "dense"}
+        jp.save_pruned(models["dense"], pre, pre.params)
         for sparsity in args.sparsities:
-            for method, importance in CONFIGS:
-                row, result = prune_and_evaluate(pre, method, importance, sparsity, windows, hamlet)
-                print(json.dumps({k: v for k, v in row.items() if k != "widths"}), flush=True)
-                results["rows"].append(row)
-                write_json(args.out, results)
-                if (method, importance) in SPEED:
-                    name = f"{method}-{importance or 'fluctuation'}-{sparsity}"
-                    keep[name] = Path(tmp) / name
-                    shrunk = jp.Pretrained(result.model, result.params, pre.tokenizer, name)
-                    jp.save_pruned(keep[name], shrunk, result.params)
-        models = {"dense": dense_dir, **keep}
+            for method, importance in args.speed_configs:
+                recipe = jp.StructuredRecipe(
+                    method=method, importance=importance, sparsity=sparsity
+                )
+                result = jp.prune_structured(pre.model, pre.params, windows[method], recipe)
+                name = f"{method}-{importance or 'fluctuation'}-{sparsity}"
+                models[name] = Path(tmp) / name
+                shrunk = jp.Pretrained(result.model, result.params, pre.tokenizer, name)
+                jp.save_pruned(models[name], shrunk, result.params)
         for _ in range(args.rounds):
             for name, directory in models.items():
                 speed = speed_in_subprocess(directory, args.reps)
@@ -181,6 +190,36 @@ def main() -> None:
                 )
                 best["peak_rss_bytes"] = max(best["peak_rss_bytes"], speed["peak_rss_bytes"])
                 write_json(args.out, results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/structured_cpu.json"))
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.2, 0.5])
+    parser.add_argument("--part", choices=["rows", "speed", "both"], default="both")
+    parser.add_argument("--resume", action="store_true", help="keep the rows already in --out")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved speed rounds")
+    parser.add_argument("--reps", type=int, default=3, help="timed repetitions per process")
+    parser.add_argument(
+        "--configs", nargs="+", type=parse_config, default=CONFIGS, help="METHOD[:IMPORTANCE]"
+    )
+    parser.add_argument("--speed-configs", nargs="+", type=parse_config, default=SPEED)
+    parser.add_argument("--speed-of", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.speed_of:
+        print(json.dumps(measure_speed(args.speed_of, args.reps)))
+        return
+    results = {"rows": [], "speed": {}}
+    if args.resume and args.out.exists():
+        results = json.loads(args.out.read_text())
+    results.update(
+        model="smollm2-135m",
+        machine=f"{platform.machine()} {os.cpu_count()} CPUs, jax {jax.__version__}",
+    )
+    if args.part in ("rows", "both"):
+        run_rows(args, results)
+    if args.part in ("speed", "both"):
+        run_speed(args, results)
 
 
 if __name__ == "__main__":
