@@ -31,6 +31,9 @@ _EXPORTS = {
     "prune_pretrained": "jaxprune.pipeline",
     "PrunedModel": "jaxprune.pipeline",
     "Recipe": "jaxprune.recipes",
+    "prune_structured": "jaxprune.structured",
+    "StructuredRecipe": "jaxprune.structured",
+    "StructuredResult": "jaxprune.structured",
     "Unstructured": "jaxprune.core.sparsity",
     "NM": "jaxprune.core.sparsity",
     "parse_target": "jaxprune.core.sparsity",
@@ -71,6 +74,7 @@ _SUBMODULES = {
         "pipeline",
         "recipes",
         "sharding",
+        "structured",
         "tokens",
         "training",
     )

@@ -13,6 +13,9 @@ The job has two stages. :func:`prepare` does everything that can fail on bad inp
 model, checks the recipe against it (targets, overrides, sequence length), cuts the calibration
 and evaluation windows — so that mistakes surface before any pruning work; :func:`run` prunes and
 evaluates.
+
+A :class:`~jaxprune.structured.StructuredRecipe` instead of a :class:`Recipe` routes the job to
+:mod:`jaxprune.structured` (LLM-Pruner, FLAP): the result is a physically smaller model.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from jaxprune.data import load_windows
 from jaxprune.engine import PrunePlan, prune
 from jaxprune.eval import perplexity
 from jaxprune.methods import get_method
-from jaxprune.models.base import Params
+from jaxprune.models.base import LanguageModel, Params
 from jaxprune.models.loaders import Pretrained, load_pretrained, save_pruned
 from jaxprune.recipes import Recipe
+from jaxprune.structured import StructuredRecipe, make_plan, prune_structured
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,20 +46,29 @@ class PrunedModel:
     Attributes:
       pretrained: the dense model it was pruned from (model, params, tokenizer, source).
       params: the pruned params.
-      masks: keep-masks (the params' structure, ``None`` where unpruned).
+      masks: keep-masks (the params' structure, ``None`` where unpruned; ``None`` after a
+        structured prune, which removes instead of masking).
       recipe: the recipe that ran.
       report: the prune report (see :func:`jaxprune.prune`), with ``model`` and, when evaluated,
         ``eval`` (``{"data", "dense", "pruned"}`` perplexities).
       calibration: the calibration windows that were used (``source``, ``windows``, ``seqlen``,
         ``seed``), or ``None`` when the method read none.
+      model: the pruned model when its shapes differ from ``pretrained.model`` (structured).
     """
 
     pretrained: Pretrained
     params: Params
-    masks: Params
-    recipe: Recipe
+    masks: Params | None
+    recipe: Recipe | StructuredRecipe
     report: dict[str, Any]
     calibration: dict[str, Any] | None = None
+    model: LanguageModel | None = None
+
+    @property
+    def pruned(self) -> Pretrained:
+        """The pruned model as a :class:`Pretrained` (its own model, params and the tokenizer)."""
+        model = self.model or self.pretrained.model
+        return dataclasses.replace(self.pretrained, model=model, params=self.params)
 
     def save(
         self, directory: str | os.PathLike, *, compact: bool = False, overwrite: bool = False
@@ -68,7 +81,7 @@ class PrunedModel:
         info("saving to %s", directory)
         return save_pruned(
             directory,
-            self.pretrained,
+            self.pruned,
             self.params,
             masks=self.masks,
             recipe={**self.recipe.to_dict(), "calibration": self.calibration},
@@ -83,7 +96,7 @@ class Prepared:
     """A model and the windows of one job, checked and ready (see :func:`prepare`)."""
 
     pretrained: Pretrained
-    recipe: Recipe
+    recipe: Recipe | StructuredRecipe
     calibration: np.ndarray | None
     eval_source: str | None
     eval_windows: np.ndarray | None
@@ -97,9 +110,19 @@ def load_with_tokenizer(model: str | os.PathLike, dtype: Any = None) -> Pretrain
     return pretrained
 
 
-def check_recipe(pretrained: Pretrained, recipe: Recipe, seqlens: tuple[int, ...] = ()) -> None:
+def needs_calibration(recipe: Recipe | StructuredRecipe) -> bool:
+    """Whether the recipe's method or allocation reads calibration windows."""
+    if isinstance(recipe, StructuredRecipe):
+        return recipe.needs_calibration
+    return get_method(recipe.method).needs_inputs or recipe.allocation == "owl"
+
+
+def check_recipe(
+    pretrained: Pretrained, recipe: Recipe | StructuredRecipe, seqlens: tuple[int, ...] = ()
+) -> None:
     """``ValueError`` if ``recipe`` cannot run on this model: targets or overrides that match
-    nothing, targets a method cannot prune, or windows longer than the model's positions."""
+    nothing, targets a method cannot prune, windows longer than the model's positions, or (for a
+    structured recipe) a sparsity the block range cannot reach."""
     limit = getattr(pretrained.model.config, "max_position_embeddings", None)
     for seqlen in (recipe.seqlen, *seqlens):
         if limit is not None and seqlen > limit:
@@ -107,13 +130,18 @@ def check_recipe(pretrained: Pretrained, recipe: Recipe, seqlens: tuple[int, ...
                 f"windows of {seqlen} tokens are longer than this model's "
                 f"max_position_embeddings={limit}; use seqlen <= {limit}"
             )
+    model = pretrained.model
+    if isinstance(recipe, StructuredRecipe):
+        blocks = recipe.blocks(model.num_blocks)
+        make_plan(model, recipe.sparsity, blocks, recipe.attention_unit, recipe.allocation)
+        return
     plan = PrunePlan.build(pretrained.model, pretrained.params, recipe, get_method(recipe.method))
     allocation.targets_for(recipe, plan.paths, pretrained.model.block_of)
 
 
 def prepare(
     model: str | os.PathLike | Pretrained,
-    recipe: Recipe,
+    recipe: Recipe | StructuredRecipe,
     *,
     eval_source: str | os.PathLike | None = None,
     eval_nsamples: int | None = 32,
@@ -139,7 +167,7 @@ def prepare(
             split="eval",
         )
     calibration = None
-    if get_method(recipe.method).needs_inputs or recipe.allocation == "owl":
+    if needs_calibration(recipe):
         calibration = load_windows(
             recipe.calib,
             pretrained.tokenizer,
@@ -186,26 +214,39 @@ def run(
     offload: bool = False,
     name: str | None = None,
 ) -> PrunedModel:
-    """Prunes a prepared job and, when it has evaluation windows, measures perplexity around it."""
+    """Prunes a prepared job and, when it has evaluation windows, measures perplexity around it.
+
+    Raises:
+      ValueError: ``mesh`` or ``offload`` with a structured recipe (it runs on one device).
+    """
     pretrained, recipe = job.pretrained, job.recipe
+    structured = isinstance(recipe, StructuredRecipe)
+    if structured and (mesh is not None or offload):
+        raise ValueError("structured pruning runs on one device: drop mesh and offload")
     quality: dict[str, Any] = {}
     if job.eval_windows is not None:
         info("evaluating the dense model on %s", job.eval_source)
         quality["dense"] = _perplexity(pretrained, pretrained.params, job.eval_windows, 8, progress)
-    info("pruning with %s at %s", recipe.method, recipe.target)
-    result = prune(
-        pretrained.model,
-        pretrained.params,
-        job.calibration,
-        recipe,
-        progress=progress,
-        mesh=mesh,
-        offload=offload,
-    )
-    report = {"model": name or str(pretrained.source), **result.report}
+    info("pruning with %s at %s", recipe.method, getattr(recipe, "target", recipe.sparsity))
+    if structured:
+        shrunk = prune_structured(pretrained.model, pretrained.params, job.calibration, recipe)
+        params, masks, raw, model = shrunk.params, None, shrunk.report, shrunk.model
+    else:
+        result = prune(
+            pretrained.model,
+            pretrained.params,
+            job.calibration,
+            recipe,
+            progress=progress,
+            mesh=mesh,
+            offload=offload,
+        )
+        params, masks, raw, model = result.params, result.masks, result.report, None
+    report = {"model": name or str(pretrained.source), **raw}
     if job.eval_windows is not None:
         info("evaluating the pruned model on %s", job.eval_source)
-        quality["pruned"] = _perplexity(pretrained, result.params, job.eval_windows, 8, progress)
+        after = dataclasses.replace(pretrained, model=model or pretrained.model, params=params)
+        quality["pruned"] = _perplexity(after, params, job.eval_windows, 8, progress)
         report["eval"] = {"data": job.eval_source, **quality}
     calibration = None
     if job.calibration is not None:
@@ -215,12 +256,12 @@ def run(
             "seqlen": int(job.calibration.shape[1]),
             "seed": recipe.seed,
         }
-    return PrunedModel(pretrained, result.params, result.masks, recipe, report, calibration)
+    return PrunedModel(pretrained, params, masks, recipe, report, calibration, model)
 
 
 def prune_pretrained(
     model: str | os.PathLike | Pretrained,
-    recipe: Recipe,
+    recipe: Recipe | StructuredRecipe,
     *,
     eval_source: str | os.PathLike | None = None,
     eval_nsamples: int | None = 32,
@@ -235,12 +276,13 @@ def prune_pretrained(
     Args:
       model: anything :func:`jaxprune.load_pretrained` accepts, or an already loaded model.
       recipe: what to prune and how; its ``calib``, ``nsamples``, ``seqlen`` and ``seed`` choose
-        the calibration windows (loaded only when the method or allocation reads data).
+        the calibration windows (loaded only when the method or allocation reads data). A
+        :class:`~jaxprune.structured.StructuredRecipe` prunes whole heads and channels.
       eval_source: a corpus to measure perplexity on before and after (``None``: skip).
       eval_nsamples: evaluation windows (``None``: every complete window).
       eval_seqlen: tokens per evaluation window (default: ``recipe.seqlen``).
       progress: show progress bars.
-      mesh, offload: as in :func:`jaxprune.prune`.
+      mesh, offload: as in :func:`jaxprune.prune` (unstructured recipes only).
       dtype: dtype to load the model in (default: float32, or a checkpoint's saved dtype).
 
     Returns:
@@ -267,6 +309,7 @@ __all__ = [
     "check_recipe",
     "evaluate",
     "load_with_tokenizer",
+    "needs_calibration",
     "prepare",
     "prune_pretrained",
     "run",

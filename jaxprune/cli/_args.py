@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxprune.recipes import Recipe
+from jaxprune.structured.recipe import StructuredRecipe
 
 DEFAULT_MODEL = "smollm2-135m"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -175,3 +176,76 @@ def emit(args: argparse.Namespace, result: dict[str, Any], summary: str) -> None
     else:
         print(summary)
     sys.stdout.flush()
+
+
+# Engine options that mean nothing to a structured prune (it removes heads and channels).
+_ENGINE_ONLY = (
+    "pattern",
+    "recipe",
+    "targets",
+    "ignore",
+    "override",
+    "owl_lambda",
+    "owl_m",
+    "option",
+    "true_sequential",
+    "mesh",
+    "offload",
+    "compact",
+)
+
+
+def _fraction(flag: str, text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(
+            f"{flag} {text!r}: structured pruning removes a fraction of the parameters, e.g. 0.2 "
+            "(N:M patterns are for unstructured methods)"
+        ) from None
+
+
+def structured_recipe_from_args(args: argparse.Namespace) -> StructuredRecipe:
+    """The recipe of ``prune --method llm-pruner|flap``."""
+    given = [f"--{n.replace('_', '-')}" for n in _ENGINE_ONLY if getattr(args, n, None)]
+    if given:
+        raise UsageError(
+            f"{', '.join(given)} do not apply to --method {args.method}, which removes whole "
+            "heads and channels"
+        )
+    block_range = None
+    if args.block_range is not None:
+        start, sep, end = args.block_range.partition(":")
+        try:
+            block_range = (int(start), int(end))
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise UsageError(f"--block-range {args.block_range!r}: write START:END, e.g. 3:27")
+    allocation = args.allocation
+    if allocation in ("uniform", "owl"):
+        raise UsageError(
+            f"--allocation {allocation} is for unstructured methods; use per-block or global"
+        )
+    explicit = {
+        "method": args.method,
+        "sparsity": _fraction("--sparsity", args.sparsity),
+        "importance": args.importance,
+        "reduction": args.reduction,
+        "allocation": allocation,
+        "block_range": block_range,
+        "attention_unit": args.attention_unit,
+        "bias_compensation": False if args.no_bias_compensation else None,
+        "remat": args.remat or None,
+        "calib": args.calib,
+        "nsamples": args.nsamples,
+        "seqlen": args.seqlen,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+    }
+    try:
+        return StructuredRecipe(**{k: v for k, v in explicit.items() if v is not None})
+    except ValueError as err:
+        raise UsageError(str(err)) from None

@@ -18,6 +18,7 @@ from jaxprune.cli._args import (
     mesh_from_arg,
     method_options_help,
     recipe_from_args,
+    structured_recipe_from_args,
 )
 
 
@@ -33,9 +34,18 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         "reported before any pruning, with exit status 2.",
     )
     pr.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
-    pr.add_argument("--method", choices=sorted(METHODS), help="pruning method (default magnitude)")
+    from jaxprune.structured import METHODS as STRUCTURED
+
     pr.add_argument(
-        "--sparsity", help="fraction of weights to remove, in [0, 1), or an N:M pattern (2:4)"
+        "--method",
+        choices=sorted([*METHODS, *STRUCTURED]),
+        help="pruning method (default magnitude); llm-pruner and flap remove whole heads and MLP "
+        "channels, giving a physically smaller model",
+    )
+    pr.add_argument(
+        "--sparsity",
+        help="fraction of weights to remove, in [0, 1), or an N:M pattern (2:4); for "
+        "llm-pruner/flap the fraction of the non-embedding parameters removed, in (0, 1)",
     )
     pr.add_argument("--pattern", help="N:M pattern, e.g. 2:4 or 4:8 (same as --sparsity 2:4)")
     pr.add_argument("--recipe", help="YAML/JSON recipe file; explicit options override it")
@@ -43,8 +53,10 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     pr.add_argument("--ignore", nargs="+", help="regexes of parameter paths never pruned")
     pr.add_argument(
         "--allocation",
-        choices=["uniform", "owl"],
-        help="per-layer sparsity: the same everywhere (uniform, default) or outlier-weighted (owl)",
+        choices=["uniform", "owl", "per-block", "global"],
+        help="per-layer sparsity: the same everywhere (uniform, default) or outlier-weighted "
+        "(owl); llm-pruner/flap: the same share per pruned block (per-block) or one ranking "
+        "(global)",
     )
     pr.add_argument(
         "--override",
@@ -66,6 +78,7 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         action="store_true",
         help="re-capture inputs after each group of linears inside a block",
     )
+    _add_structured_options(pr)
     pr.add_argument("--calib", help=f"calibration corpus ({sources}) or text path")
     pr.add_argument("--nsamples", type=int, help="calibration windows (default 64)")
     pr.add_argument("--seqlen", type=int, help="tokens per calibration window (default 512)")
@@ -102,13 +115,61 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     pr.set_defaults(func=run)
 
 
+_STRUCTURED_ONLY = (
+    "importance",
+    "reduction",
+    "block_range",
+    "attention_unit",
+    "no_bias_compensation",
+    "remat",
+)
+
+
+def _add_structured_options(pr: argparse.ArgumentParser) -> None:
+    from jaxprune.structured import ATTENTION_UNITS, KINDS, REDUCTIONS
+
+    group = pr.add_argument_group("structured pruning (--method llm-pruner or flap)")
+    group.add_argument(
+        "--importance",
+        choices=KINDS,
+        help="llm-pruner group importance: vector (default), element1, element2 (with the "
+        "Fisher), or the baselines l1, l2, random",
+    )
+    group.add_argument(
+        "--reduction", choices=REDUCTIONS, help="how a group's linears combine (default sum)"
+    )
+    group.add_argument(
+        "--block-range",
+        metavar="START:END",
+        help="prune blocks START..END-1 (default: llm-pruner keeps the first and last blocks as "
+        "its paper does, scaled to the depth; flap prunes every block)",
+    )
+    group.add_argument(
+        "--attention-unit",
+        choices=ATTENTION_UNITS,
+        help="query: query heads, evenly across key/value groups (default); kv_group: a key/value "
+        "head with its query heads",
+    )
+    group.add_argument(
+        "--no-bias-compensation", action="store_true", help="flap: no mean-input biases"
+    )
+    group.add_argument(
+        "--remat", action="store_true", help="llm-pruner: recompute activations in the backward"
+    )
+
+
 def run(args: argparse.Namespace) -> None:
     from jaxprune import pipeline
-    from jaxprune.methods import get_method
+    from jaxprune.structured import METHODS as STRUCTURED
 
-    recipe = recipe_from_args(args)
+    structured = args.method in STRUCTURED
+    if not structured:
+        given = [f"--{n.replace('_', '-')}" for n in _STRUCTURED_ONLY if getattr(args, n)]
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to --method llm-pruner or flap only")
+    recipe = structured_recipe_from_args(args) if structured else recipe_from_args(args)
     check_model(args.model)
-    if get_method(recipe.method).needs_inputs or recipe.allocation == "owl":
+    if pipeline.needs_calibration(recipe):
         check_data("--calib", recipe.calib)
     if args.eval:
         check_data("--eval", args.eval)
@@ -140,18 +201,31 @@ def run(args: argparse.Namespace) -> None:
     emit(args, report, summary(report, recipe, saved))
 
 
-def summary(report: dict[str, Any], recipe: Any, saved: dict[str, Any] | None) -> str:
-    """A few lines a person reads: what was pruned, how well, where it went."""
+def _headline(report: dict[str, Any], recipe: Any) -> str:
+    if "params_after" in report:  # structured: whole heads and channels removed
+        shape = report["calibration"]
+        calib = f"calibration {recipe.calib} {shape[0]}×{shape[1]}" if shape else "no calibration"
+        what = report.get("importance") or "fluctuation"
+        return (
+            f"{report['model']}: {report['method']} ({what}) {report['sparsity']} — "
+            f"{report['params_before']:,} -> {report['params_after']:,} non-embedding parameters "
+            f"({report['removed_fraction']:.1%} removed) in {report['seconds']:.1f} s ({calib})"
+        )
     calib = (
         f"calibration {recipe.calib} {report['calib_windows']}×{report['seqlen']}"
         if report["calib_windows"]
         else "no calibration"
     )
-    lines = [
+    return (
         f"{report['model']}: {report['method']} {report['target']} — "
         f"{report['overall_sparsity']:.1%} of {len(report['layers'])} weight matrices pruned in "
         f"{report['seconds']:.1f} s ({calib})"
-    ]
+    )
+
+
+def summary(report: dict[str, Any], recipe: Any, saved: dict[str, Any] | None) -> str:
+    """A few lines a person reads: what was pruned, how well, where it went."""
+    lines = [_headline(report, recipe)]
     if "eval" in report:
         ev = report["eval"]
         lines.append(

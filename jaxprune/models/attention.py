@@ -6,11 +6,14 @@ have fewer heads than ``q``, each serving a group of consecutive query heads). O
 bfloat16/float16 inputs it runs cuDNN's fused (flash) kernel, which never materialises the
 ``(batch, heads, seq, seq)`` logits — at LLaMA-7B scale with 8 windows of 2048 tokens those are
 4.3 GB per batch — and falls back to the XLA computation wherever cuDNN cannot run.
-``JAXPRUNE_ATTENTION=xla`` in the environment forces the XLA computation everywhere.
+``JAXPRUNE_ATTENTION=xla`` in the environment forces the XLA computation everywhere. Float64
+inputs (the tests' finite differences) compute in float64 throughout, which XLA's fused attention
+(float32 logits) would not.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import jax
@@ -37,6 +40,8 @@ def causal_attention(
       k, v: keys and values ``(b, t, kv_heads, d)``; ``heads`` must be a multiple of ``kv_heads``.
       scale: the logit scale (default ``1/sqrt(d)``).
     """
+    if q.dtype == jnp.float64:
+        return _float64_attention(q, k, v, scale)
     if _use_cudnn(q):
         try:
             return jax.nn.dot_product_attention(
@@ -45,3 +50,13 @@ def causal_attention(
         except (RuntimeError, ValueError, NotImplementedError):
             pass  # an unsupported shape or cuDNN version: the exact XLA computation below
     return jax.nn.dot_product_attention(q, k, v, scale=scale, is_causal=True, implementation="xla")
+
+
+def _float64_attention(q, k, v, scale):
+    b, t, heads, d = q.shape
+    kv_heads = k.shape[2]
+    q = q.reshape(b, t, kv_heads, heads // kv_heads, d)
+    logits = jnp.einsum("bqhgd,bkhd->bhgqk", q, k) * (1 / math.sqrt(d) if scale is None else scale)
+    causal = jnp.tril(jnp.ones((t, t), dtype=bool))
+    probs = jax.nn.softmax(jnp.where(causal, logits, -jnp.inf), axis=-1)
+    return jnp.einsum("bhgqk,bkhd->bqhgd", probs, v).reshape(b, t, heads, d)

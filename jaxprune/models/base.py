@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +67,52 @@ class MlpSpec:
     def paths(self) -> dict[str, str]:
         """``{role: block-relative path}``."""
         return dict(self.roles)
+
+
+class LayerWidths(NamedTuple):
+    """The prunable widths of one decoder block: query heads, key/value heads, MLP channels."""
+
+    heads: int
+    kv_heads: int
+    mlp: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StructureSpec:
+    """A block's coupled groups, for structured pruning (block-relative linear paths).
+
+    An attention head is the ``head_dim`` output columns of ``query`` (and, for its key/value
+    head, of ``key`` and ``value``) plus the matching input rows of ``attn_out``; an MLP channel is
+    one output column of every ``mlp_in`` linear plus one input row of ``mlp_out``. The widths of
+    block ``i`` are ``config.layer_widths(i)`` (:class:`LayerWidths`); a config with other widths
+    is ``config.with_layer_widths(widths)``, and ``config.with_output_biases()`` is the config
+    whose ``attn_out`` and ``mlp_out`` carry biases (FLAP's bias compensation). ``embeddings``
+    are the top-level params that do not count as "non-embedding" parameters.
+    """
+
+    query: str
+    key: str
+    value: str
+    attn_out: str
+    mlp_in: tuple[str, ...]
+    mlp_out: str
+    embeddings: tuple[str, ...] = ("embed_tokens", "embed_positions", "lm_head")
+
+
+def per_layer_widths(values: Any, layers: int, name: str) -> tuple[int, ...] | None:
+    """``values`` as a tuple of ``layers`` positive ints (``None`` stays ``None``: uniform).
+
+    Raises:
+      ValueError: naming the field, when the count or a value is wrong.
+    """
+    if values is None:
+        return None
+    values = tuple(values)
+    if len(values) != layers or not all(isinstance(v, int) and v > 0 for v in values):
+        raise ValueError(
+            f"{name} must hold one positive int per layer ({layers}), got {list(values)}"
+        )
+    return values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +175,7 @@ class Family:
       mlp: the MLP for joint solvers, or ``None`` (then they prune it per kernel).
       hf: how to read Hugging Face checkpoints, or ``None``.
       gguf: how to read GGUF files (through ``hf``), or ``None``.
+      structure: the coupled groups for structured pruning, or ``None`` (not supported).
     """
 
     name: str
@@ -140,6 +187,7 @@ class Family:
     mlp: MlpSpec | None = None
     hf: HfSpec | None = None
     gguf: GgufSpec | None = None
+    structure: StructureSpec | None = None
 
     @property
     def tap_of(self) -> dict[str, str]:
@@ -281,6 +329,8 @@ class LanguageModel:
     def num_blocks(self) -> int:
         return self.config.num_hidden_layers
 
+    # Blocks may differ in width (a structurally pruned model): their modules read the head counts
+    # and MLP width from their params' shapes, so block 0's graph definition serves every block.
     @functools.cached_property
     def _graphdefs(self):
         abstract = nnx.eval_shape(

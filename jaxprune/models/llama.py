@@ -1,7 +1,9 @@
 """LLaMA-family decoder (LLaMA 1/2/3, Mistral-style, SmolLM) in Flax NNX.
 
 One readable file: grouped-query attention, rotary embeddings (optionally with LLaMA-3 frequency
-scaling), RMSNorm, SwiGLU MLP, tied or untied embeddings, causal mask.
+scaling), RMSNorm, SwiGLU MLP, tied or untied embeddings, causal mask; the config is in
+``llama_config.py``. Blocks may differ in width (a structurally pruned model): attention reads its
+head counts from the shapes of its projections, so one block program serves every width.
 
 Parameter names mirror Hugging Face's so that a path such as ``layers/3/mlp/down_proj/kernel`` means
 the same thing in both worlds. Kernels use the Flax layout ``(in, out)``.
@@ -12,7 +14,6 @@ can collect statistics without knowing anything else about the architecture.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from collections.abc import Mapping
@@ -26,7 +27,17 @@ from jax.sharding import PartitionSpec
 
 from jaxprune.models import base
 from jaxprune.models.attention import causal_attention
-from jaxprune.models.base import Family, GgufSpec, HfSpec, MlpSpec, Params, register_family
+from jaxprune.models.base import (
+    Family,
+    GgufSpec,
+    HfSpec,
+    LayerWidths,
+    MlpSpec,
+    Params,
+    StructureSpec,
+    register_family,
+)
+from jaxprune.models.llama_config import LlamaConfig
 
 # The linears of one block, grouped by the input they read. The engine computes one set of
 # statistics per tap and prunes the groups in this order when running "true sequential".
@@ -51,65 +62,9 @@ PARTITION_RULES: tuple[tuple[str, PartitionSpec], ...] = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class LlamaConfig:
-    """Hyper-parameters of a LLaMA-family decoder (names follow ``transformers.LlamaConfig``)."""
-
-    vocab_size: int = 32000
-    hidden_size: int = 4096
-    intermediate_size: int = 11008
-    num_hidden_layers: int = 32
-    num_attention_heads: int = 32
-    num_key_value_heads: int | None = None
-    head_dim: int | None = None
-    rms_norm_eps: float = 1e-6
-    rope_theta: float = 10000.0
-    # LLaMA-3.1 frequency scaling as a tuple of (key, value) pairs so the config stays hashable.
-    rope_scaling: tuple[tuple[str, Any], ...] | None = None
-    tie_word_embeddings: bool = False
-    max_position_embeddings: int = 2048
-    bos_token_id: int | None = 1
-    eos_token_id: int | None = 2
-
-    family = "llama"
-
-    def __post_init__(self):
-        if self.num_key_value_heads is None:
-            object.__setattr__(self, "num_key_value_heads", self.num_attention_heads)
-        if self.head_dim is None:
-            object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(
-                f"num_attention_heads={self.num_attention_heads} must be a multiple of "
-                f"num_key_value_heads={self.num_key_value_heads}"
-            )
-        if isinstance(self.rope_scaling, dict):
-            object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        if self.rope_scaling is not None:
-            d["rope_scaling"] = dict(self.rope_scaling)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LlamaConfig:
-        """A config from a dict such as a Hugging Face ``config.json`` (unknown keys ignored)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in d.items() if k in names}
-        scaling = kwargs.get("rope_scaling")
-        if isinstance(scaling, dict):
-            rope_type = scaling.get("rope_type", scaling.get("type"))
-            if rope_type in (None, "default"):
-                kwargs["rope_scaling"] = None
-            elif rope_type != "llama3":
-                raise ValueError(
-                    f"rope_scaling type {rope_type!r} is not supported (supported: default, llama3)"
-                )
-        for key in ("bos_token_id", "eos_token_id"):
-            if isinstance(kwargs.get(key), list):
-                kwargs[key] = kwargs[key][0]
-        return cls(**kwargs)
+def _wide(dtype) -> Any:
+    """The dtype norms, rotations and softmax compute in: float32, or float64 for float64."""
+    return jnp.promote_types(dtype, jnp.float32)
 
 
 def rope_inverse_frequencies(config: LlamaConfig) -> jax.Array:
@@ -136,7 +91,7 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
     angles = positions[..., :, None].astype(jnp.float32) * inv_freq  # (..., seq, dim/2)
     angles = jnp.concatenate([angles, angles], axis=-1)[..., :, None, :]
     cos, sin = jnp.cos(angles), jnp.sin(angles)
-    x32 = x.astype(jnp.float32)
+    x32 = x.astype(_wide(x.dtype))
     half = x.shape[-1] // 2
     rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
     return (x32 * cos + rotated * sin).astype(x.dtype)
@@ -148,16 +103,16 @@ class RMSNorm(nnx.Module):
         self.eps = eps
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
+        x32 = x.astype(_wide(x.dtype))
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (normed * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+        return (normed * self.scale[...].astype(x32.dtype)).astype(x.dtype)
 
 
-def _linear(d_in: int, d_out: int, rngs: nnx.Rngs, dtype) -> nnx.Linear:
+def _linear(d_in: int, d_out: int, rngs: nnx.Rngs, dtype, bias: bool = False) -> nnx.Linear:
     return nnx.Linear(
         d_in,
         d_out,
-        use_bias=False,
+        use_bias=bias,
         dtype=dtype,
         param_dtype=dtype,
         kernel_init=nnx.initializers.normal(0.02),
@@ -166,20 +121,21 @@ def _linear(d_in: int, d_out: int, rngs: nnx.Rngs, dtype) -> nnx.Linear:
 
 
 class Attention(nnx.Module):
-    def __init__(self, config: LlamaConfig, rngs: nnx.Rngs, dtype):
-        c = config
+    def __init__(self, config: LlamaConfig, widths: LayerWidths, rngs: nnx.Rngs, dtype):
+        c, bias = config, config.attention_bias
         self.config = c
-        self.q_proj = _linear(c.hidden_size, c.num_attention_heads * c.head_dim, rngs, dtype)
-        self.k_proj = _linear(c.hidden_size, c.num_key_value_heads * c.head_dim, rngs, dtype)
-        self.v_proj = _linear(c.hidden_size, c.num_key_value_heads * c.head_dim, rngs, dtype)
-        self.o_proj = _linear(c.num_attention_heads * c.head_dim, c.hidden_size, rngs, dtype)
+        q_width, kv_width = widths.heads * c.head_dim, widths.kv_heads * c.head_dim
+        self.q_proj = _linear(c.hidden_size, q_width, rngs, dtype, bias)
+        self.k_proj = _linear(c.hidden_size, kv_width, rngs, dtype, bias)
+        self.v_proj = _linear(c.hidden_size, kv_width, rngs, dtype, bias)
+        self.o_proj = _linear(q_width, c.hidden_size, rngs, dtype, bias)
 
     def __call__(self, x: jax.Array, positions: jax.Array, taps: dict | None) -> jax.Array:
         c = self.config
         b, t, _ = x.shape
-        q = self.q_proj(x).reshape(b, t, c.num_attention_heads, c.head_dim)
-        k = self.k_proj(x).reshape(b, t, c.num_key_value_heads, c.head_dim)
-        v = self.v_proj(x).reshape(b, t, c.num_key_value_heads, c.head_dim)
+        q = self.q_proj(x).reshape(b, t, -1, c.head_dim)
+        k = self.k_proj(x).reshape(b, t, -1, c.head_dim)
+        v = self.v_proj(x).reshape(b, t, -1, c.head_dim)
         inv_freq = rope_inverse_frequencies(c)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
         # Grouped-query attention: each key/value head serves a group of consecutive query heads.
@@ -190,11 +146,11 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
-    def __init__(self, config: LlamaConfig, rngs: nnx.Rngs, dtype):
-        c = config
-        self.gate_proj = _linear(c.hidden_size, c.intermediate_size, rngs, dtype)
-        self.up_proj = _linear(c.hidden_size, c.intermediate_size, rngs, dtype)
-        self.down_proj = _linear(c.intermediate_size, c.hidden_size, rngs, dtype)
+    def __init__(self, config: LlamaConfig, width: int, rngs: nnx.Rngs, dtype):
+        d, bias = config.hidden_size, config.mlp_bias
+        self.gate_proj = _linear(d, width, rngs, dtype, bias)
+        self.up_proj = _linear(d, width, rngs, dtype, bias)
+        self.down_proj = _linear(width, d, rngs, dtype, bias)
 
     def __call__(self, x: jax.Array, taps: dict | None) -> jax.Array:
         hidden = jax.nn.silu(self.gate_proj(x)) * self.up_proj(x)
@@ -204,13 +160,14 @@ class MLP(nnx.Module):
 
 
 class DecoderBlock(nnx.Module):
-    def __init__(self, config: LlamaConfig, rngs: nnx.Rngs, dtype=jnp.float32):
+    def __init__(self, config: LlamaConfig, index: int, rngs: nnx.Rngs, dtype=jnp.float32):
+        widths = config.layer_widths(index)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype)
-        self.self_attn = Attention(config, rngs, dtype)
+        self.self_attn = Attention(config, widths, rngs, dtype)
         self.post_attention_layernorm = RMSNorm(
             config.hidden_size, config.rms_norm_eps, dtype=dtype
         )
-        self.mlp = MLP(config, rngs, dtype)
+        self.mlp = MLP(config, widths.mlp, rngs, dtype)
 
     def __call__(self, x: jax.Array, positions: jax.Array, capture: bool = False, layer=None):
         """The block output, and with ``capture`` the inputs of its linears by tap (every block
@@ -242,7 +199,7 @@ class LlamaForCausalLM(nnx.Module):
             rngs=rngs,
         )
         self.layers = nnx.List(
-            [DecoderBlock(config, rngs, dtype) for _ in range(config.num_hidden_layers)]
+            [DecoderBlock(config, i, rngs, dtype) for i in range(config.num_hidden_layers)]
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype)
         if not config.tie_word_embeddings:
@@ -290,9 +247,6 @@ def config_from_hf(hf_config: dict[str, Any]) -> LlamaConfig:
     act = d.get("hidden_act", "silu")
     if act != "silu":
         raise ValueError(f"hidden_act {act!r} is not supported by the LLaMA model (only 'silu')")
-    for flag in ("attention_bias", "mlp_bias"):
-        if d.get(flag):
-            raise ValueError(f"{flag}=true is not supported by the LLaMA model (no biases)")
     if d.get("sliding_window") is not None:
         warnings.warn(
             f"sliding_window={d['sliding_window']} is ignored: attention is full-causal, which is "
@@ -319,16 +273,6 @@ def params_from_hf(
       ValueError: naming missing, unexpected or misshapen tensors.
     """
     c = config
-    q_out, kv_out = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
-    linear_shapes = {  # HF (out, in)
-        "q_proj": (q_out, c.hidden_size),
-        "k_proj": (kv_out, c.hidden_size),
-        "v_proj": (kv_out, c.hidden_size),
-        "o_proj": (c.hidden_size, q_out),
-        "gate_proj": (c.intermediate_size, c.hidden_size),
-        "up_proj": (c.intermediate_size, c.hidden_size),
-        "down_proj": (c.hidden_size, c.intermediate_size),
-    }
     # name -> (params path, expected HF shape, whether it is a linear weight to transpose)
     plan: dict[str, tuple[tuple, tuple[int, ...], bool]] = {
         "model.embed_tokens.weight": (
@@ -342,10 +286,11 @@ def params_from_hf(
         plan["lm_head.weight"] = (("lm_head", "kernel"), (c.vocab_size, c.hidden_size), True)
     for i in range(c.num_hidden_layers):
         prefix = f"model.layers.{i}"
-        for group, names in (("self_attn", _ATTN), ("mlp", _MLP)):
-            for n in names:
-                path = ("layers", i, group, n, "kernel")
-                plan[f"{prefix}.{group}.{n}.weight"] = (path, linear_shapes[n], True)
+        for group, n, shape, bias in _linear_shapes(c, i):
+            name, path = f"{prefix}.{group}.{n}", ("layers", i, group, n)
+            plan[f"{name}.weight"] = ((*path, "kernel"), shape, True)
+            if bias:
+                plan[f"{name}.bias"] = ((*path, "bias"), shape[:1], False)
         for n in _NORMS:
             plan[f"{prefix}.{n}.weight"] = (("layers", i, n, "scale"), (c.hidden_size,), False)
 
@@ -370,6 +315,16 @@ def params_from_hf(
     return params
 
 
+def _linear_shapes(c: LlamaConfig, index: int):
+    """``(group, name, HF (out, in) shape, has bias)`` of every linear of layer ``index``."""
+    heads, kv_heads, width = c.layer_widths(index)
+    q_out, kv_out, d = heads * c.head_dim, kv_heads * c.head_dim, c.hidden_size
+    shapes = zip(_ATTN, ((q_out, d), (kv_out, d), (kv_out, d), (d, q_out)), strict=True)
+    yield from (("self_attn", n, shape, c.attention_bias) for n, shape in shapes)
+    shapes = zip(_MLP, ((width, d), (width, d), (d, width)), strict=True)
+    yield from (("mlp", n, shape, c.mlp_bias) for n, shape in shapes)
+
+
 FAMILY = register_family(
     Family(
         "llama",
@@ -386,6 +341,14 @@ FAMILY = register_family(
         hf=HfSpec(("llama", "mistral"), config_from_hf, params_from_hf),
         gguf=GgufSpec(
             "llama", (("ffn_norm", "post_attention_layernorm"),), rotary_rows_permuted=True
+        ),
+        structure=StructureSpec(
+            "self_attn/q_proj",
+            "self_attn/k_proj",
+            "self_attn/v_proj",
+            "self_attn/o_proj",
+            ("mlp/gate_proj", "mlp/up_proj"),
+            "mlp/down_proj",
         ),
     )
 )

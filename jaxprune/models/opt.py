@@ -13,7 +13,7 @@ every block can hand back the inputs of its linear layers ("taps") for the calib
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -23,7 +23,16 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 
 from jaxprune.models.attention import causal_attention
-from jaxprune.models.base import Family, HfSpec, MlpSpec, Params, register_family
+from jaxprune.models.base import (
+    Family,
+    HfSpec,
+    LayerWidths,
+    MlpSpec,
+    Params,
+    StructureSpec,
+    per_layer_widths,
+    register_family,
+)
 
 # The linears of one block, grouped by the input they read, in "true sequential" order.
 SEQUENTIAL_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -54,6 +63,9 @@ class OPTConfig:
     """Hyper-parameters of an OPT decoder (names follow ``transformers.OPTConfig``).
 
     ``remove_final_layer_norm`` is HF's ``_remove_final_layer_norm`` (old fine-tuned checkpoints).
+    ``num_heads_per_layer`` and ``ffn_dims`` override the head count and MLP width layer by layer
+    (a structurally pruned model; ``None`` = uniform); the head size stays
+    ``hidden_size // num_attention_heads``.
     """
 
     vocab_size: int = 50272
@@ -72,6 +84,8 @@ class OPTConfig:
     pad_token_id: int | None = 1
     bos_token_id: int | None = 2
     eos_token_id: int | None = 2
+    num_heads_per_layer: tuple[int, ...] | None = None
+    ffn_dims: tuple[int, ...] | None = None
 
     family = "opt"
 
@@ -88,6 +102,33 @@ class OPTConfig:
                 f"activation_function={self.activation_function!r} is not supported; every OPT "
                 "checkpoint uses 'relu'"
             )
+        for name in ("num_heads_per_layer", "ffn_dims"):
+            value = per_layer_widths(getattr(self, name), self.num_hidden_layers, name)
+            object.__setattr__(self, name, value)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def layer_widths(self, index: int) -> LayerWidths:
+        """Heads (every head its own key/value head) and MLP width of layer ``index``."""
+        heads = self.num_attention_heads
+        heads = heads if self.num_heads_per_layer is None else self.num_heads_per_layer[index]
+        ffn = self.ffn_dim if self.ffn_dims is None else self.ffn_dims[index]
+        return LayerWidths(heads, heads, ffn)
+
+    def with_layer_widths(self, widths: Sequence[LayerWidths]) -> OPTConfig:
+        """This config with per-layer widths (OPT has no grouped-query attention)."""
+        if any(w.heads != w.kv_heads for w in widths):
+            raise ValueError("OPT attention has one key/value head per query head")
+        heads = tuple(int(w.heads) for w in widths)
+        return dataclasses.replace(
+            self, num_heads_per_layer=heads, ffn_dims=tuple(int(w.mlp) for w in widths)
+        )
+
+    def with_output_biases(self) -> OPTConfig:
+        """This config with biases on every linear (OPT checkpoints already have them)."""
+        return dataclasses.replace(self, enable_bias=True)
 
     @property
     def projects_embeddings(self) -> bool:
@@ -142,35 +183,39 @@ def _layer_norm(config: OPTConfig, rngs: nnx.Rngs, dtype) -> nnx.LayerNorm:
 
 
 class Attention(nnx.Module):
-    def __init__(self, config: OPTConfig, rngs: nnx.Rngs, dtype):
+    """Multi-head attention; the head count is read from the projections' shapes."""
+
+    def __init__(self, config: OPTConfig, heads: int, rngs: nnx.Rngs, dtype):
         d, bias = config.hidden_size, config.enable_bias
-        self.num_heads = config.num_attention_heads
-        self.q_proj = _linear(d, d, bias, rngs, dtype)
-        self.k_proj = _linear(d, d, bias, rngs, dtype)
-        self.v_proj = _linear(d, d, bias, rngs, dtype)
-        self.out_proj = _linear(d, d, bias, rngs, dtype)
+        self.head_dim = config.head_dim
+        width = heads * self.head_dim
+        self.q_proj = _linear(d, width, bias, rngs, dtype)
+        self.k_proj = _linear(d, width, bias, rngs, dtype)
+        self.v_proj = _linear(d, width, bias, rngs, dtype)
+        self.out_proj = _linear(width, d, bias, rngs, dtype)
 
     def __call__(self, x: jax.Array, taps: dict | None) -> jax.Array:
-        b, t, d = x.shape
-        head_dim = d // self.num_heads
+        b, t, _ = x.shape
+        head_dim = self.head_dim
         # OPT scales the queries (bias included) before the dot product, not the scores.
-        q = self.q_proj(x).reshape(b, t, self.num_heads, head_dim) * head_dim**-0.5
-        k = self.k_proj(x).reshape(b, t, self.num_heads, head_dim)
-        v = self.v_proj(x).reshape(b, t, self.num_heads, head_dim)
-        out = causal_attention(q, k, v, scale=1.0).reshape(b, t, d)
+        q = self.q_proj(x).reshape(b, t, -1, head_dim) * head_dim**-0.5
+        k = self.k_proj(x).reshape(b, t, -1, head_dim)
+        v = self.v_proj(x).reshape(b, t, -1, head_dim)
+        out = causal_attention(q, k, v, scale=1.0).reshape(b, t, -1)
         if taps is not None:
             taps["o_in"] = out
         return self.out_proj(out)
 
 
 class DecoderBlock(nnx.Module):
-    def __init__(self, config: OPTConfig, rngs: nnx.Rngs, dtype=jnp.float32):
+    def __init__(self, config: OPTConfig, index: int, rngs: nnx.Rngs, dtype=jnp.float32):
         c = config
+        widths = c.layer_widths(index)
         self.pre_norm = c.do_layer_norm_before
-        self.self_attn = Attention(c, rngs, dtype)
+        self.self_attn = Attention(c, widths.heads, rngs, dtype)
         self.self_attn_layer_norm = _layer_norm(c, rngs, dtype)
-        self.fc1 = _linear(c.hidden_size, c.ffn_dim, c.enable_bias, rngs, dtype)
-        self.fc2 = _linear(c.ffn_dim, c.hidden_size, c.enable_bias, rngs, dtype)
+        self.fc1 = _linear(c.hidden_size, widths.mlp, c.enable_bias, rngs, dtype)
+        self.fc2 = _linear(widths.mlp, c.hidden_size, c.enable_bias, rngs, dtype)
         self.final_layer_norm = _layer_norm(c, rngs, dtype)
 
     def __call__(self, x: jax.Array, positions: jax.Array, capture: bool = False, layer=None):
@@ -217,7 +262,8 @@ class OPTForCausalLM(nnx.Module):
         if c.projects_embeddings:
             self.project_in = _linear(c.word_embed_proj_dim, c.hidden_size, False, rngs, dtype)
             self.project_out = _linear(c.hidden_size, c.word_embed_proj_dim, False, rngs, dtype)
-        self.layers = nnx.List([DecoderBlock(c, rngs, dtype) for _ in range(c.num_hidden_layers)])
+        blocks = [DecoderBlock(c, i, rngs, dtype) for i in range(c.num_hidden_layers)]
+        self.layers = nnx.List(blocks)
         if c.has_final_layer_norm:
             self.final_layer_norm = _layer_norm(c, rngs, dtype)
         if not c.tie_word_embeddings:
@@ -332,5 +378,13 @@ FAMILY = register_family(
         partition_rules=PARTITION_RULES,
         mlp=MlpSpec("relu", (("in", "fc1"), ("out", "fc2")), "relu"),
         hf=HfSpec(("opt",), OPTConfig.from_dict, params_from_hf),
+        structure=StructureSpec(
+            "self_attn/q_proj",
+            "self_attn/k_proj",
+            "self_attn/v_proj",
+            "self_attn/out_proj",
+            ("fc1",),
+            "fc2",
+        ),
     )
 )

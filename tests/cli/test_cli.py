@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -107,7 +109,11 @@ def test_corrupt_gguf_fails_cleanly_without_output(tmp_path, capsys):
 
 def test_help_explains_every_prune_option():
     # Through the installed console script, as a user would call it.
-    exe = shutil.which("jaxprune") or pytest.fail("the jaxprune console script is not installed")
+    exe = (
+        shutil.which("jaxprune", path=os.path.dirname(sys.executable))
+        or shutil.which("jaxprune")
+        or pytest.fail("the jaxprune console script is not installed")
+    )
     text = subprocess.run([exe, "prune", "--help"], capture_output=True, text=True, check=True)
     for option in (
         "--method",

@@ -30,7 +30,8 @@ SAMPLES = [
 HIDDEN, INTERMEDIATE, HEADS, KV_HEADS, LAYERS = 64, 128, 4, 2, 2
 
 
-def hf_llama(vocab: int, seed: int, tie: bool) -> HFLlamaForCausalLM:
+def hf_llama(vocab: int, seed: int, tie: bool, **extra) -> HFLlamaForCausalLM:
+    """A random HF LLaMA (``extra``: more config fields, e.g. ``attention_bias=True``)."""
     config = HFLlamaConfig(
         vocab_size=vocab,
         hidden_size=HIDDEN,
@@ -44,6 +45,7 @@ def hf_llama(vocab: int, seed: int, tie: bool) -> HFLlamaForCausalLM:
         tie_word_embeddings=tie,
         bos_token_id=1,
         eos_token_id=2,
+        **extra,
     )
     config._attn_implementation = "eager"
     model = HFLlamaForCausalLM(config)
@@ -53,6 +55,8 @@ def hf_llama(vocab: int, seed: int, tie: bool) -> HFLlamaForCausalLM:
             noise = torch.randn(p.shape, generator=gen)
             if name.endswith("norm.weight"):
                 p.copy_(1.0 + 0.2 * noise)
+            elif name.endswith("bias"):
+                p.copy_(0.1 * noise)
             else:
                 p.copy_(noise / (p.shape[1] ** 0.5 if "embed" not in name else 1.0))
     return model.eval()

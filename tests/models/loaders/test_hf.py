@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from llama_files import (
+    hf_llama,
     logits,
     save_hf,
     torch_logits,
@@ -69,9 +70,21 @@ def test_pytorch_pickles_only_get_a_conversion_hint(tmp_path):
 def test_unsupported_architecture_feature_is_rejected(tmp_path):
     save_hf(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    (tmp_path / "config.json").write_text(json.dumps({**config, "attention_bias": True}))
-    with pytest.raises(ValueError, match="attention_bias"):
+    (tmp_path / "config.json").write_text(json.dumps({**config, "hidden_act": "gelu"}))
+    with pytest.raises(ValueError, match="hidden_act 'gelu' is not supported"):
         load_pretrained(tmp_path)
+
+
+def test_llama_with_attention_and_mlp_biases_matches_transformers(tmp_path):
+    model = hf_llama(96, seed=3, tie=False, attention_bias=True, mlp_bias=True)
+    model.save_pretrained(tmp_path)
+    loaded = load_pretrained(tmp_path)
+    assert loaded.model.config.attention_bias and loaded.model.config.mlp_bias
+    assert loaded.params["layers"][1]["mlp"]["down_proj"]["bias"].shape == (64,)
+    tokens = np.random.default_rng(0).integers(0, 96, size=(2, 16))
+    np.testing.assert_allclose(
+        logits(loaded, tokens), torch_logits(model, tokens), atol=1e-4, rtol=0
+    )
 
 
 def test_opt_checkpoint_is_loaded_by_the_opt_family(tmp_path):

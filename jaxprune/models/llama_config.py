@@ -1,0 +1,119 @@
+"""The LLaMA-family config: hyper-parameters, optional biases and optional per-layer widths.
+
+Kept apart from ``llama.py`` (the modules and the Hugging Face mapping) so that each file stays
+small. A structurally pruned model (:mod:`jaxprune.structured`) has per-layer head counts and MLP
+widths (``num_heads_per_layer``, ``num_kv_heads_per_layer``, ``intermediate_sizes``; ``None`` =
+every layer the uniform value) and, after FLAP's bias compensation, biases on its linears
+(``attention_bias``/``mlp_bias``, Hugging Face's names).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from jaxprune.models.base import LayerWidths, per_layer_widths
+
+_PER_LAYER = ("num_heads_per_layer", "num_kv_heads_per_layer", "intermediate_sizes")
+
+
+@dataclasses.dataclass(frozen=True)
+class LlamaConfig:
+    """Hyper-parameters of a LLaMA-family decoder (names follow ``transformers.LlamaConfig``).
+
+    ``num_heads_per_layer``, ``num_kv_heads_per_layer`` and ``intermediate_sizes`` override the
+    uniform widths layer by layer (see :meth:`layer_widths`); ``head_dim`` stays the same.
+    """
+
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int | None = None
+    head_dim: int | None = None
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    # LLaMA-3.1 frequency scaling as a tuple of (key, value) pairs so the config stays hashable.
+    rope_scaling: tuple[tuple[str, Any], ...] | None = None
+    tie_word_embeddings: bool = False
+    max_position_embeddings: int = 2048
+    bos_token_id: int | None = 1
+    eos_token_id: int | None = 2
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    num_heads_per_layer: tuple[int, ...] | None = None
+    num_kv_heads_per_layer: tuple[int, ...] | None = None
+    intermediate_sizes: tuple[int, ...] | None = None
+
+    family = "llama"
+
+    def __post_init__(self):
+        if self.num_key_value_heads is None:
+            object.__setattr__(self, "num_key_value_heads", self.num_attention_heads)
+        if self.head_dim is None:
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
+        if isinstance(self.rope_scaling, dict):
+            object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
+        for name in _PER_LAYER:
+            value = per_layer_widths(getattr(self, name), self.num_hidden_layers, name)
+            object.__setattr__(self, name, value)
+        for i in range(self.num_hidden_layers):
+            heads, kv_heads, _ = self.layer_widths(i)
+            if heads % kv_heads:
+                where = "" if self.num_heads_per_layer is None else f" in layer {i}"
+                raise ValueError(
+                    f"num_attention_heads={heads} must be a multiple of "
+                    f"num_key_value_heads={kv_heads}{where}"
+                )
+
+    def layer_widths(self, index: int) -> LayerWidths:
+        """Query heads, key/value heads and MLP width of layer ``index``."""
+
+        def pick(per_layer: tuple[int, ...] | None, uniform: int) -> int:
+            return uniform if per_layer is None else per_layer[index]
+
+        return LayerWidths(
+            pick(self.num_heads_per_layer, self.num_attention_heads),
+            pick(self.num_kv_heads_per_layer, self.num_key_value_heads),
+            pick(self.intermediate_sizes, self.intermediate_size),
+        )
+
+    def with_layer_widths(self, widths: Sequence[LayerWidths]) -> LlamaConfig:
+        """This config with per-layer widths (one :class:`LayerWidths` per layer)."""
+        heads, kv_heads, mlp = (tuple(int(w[k]) for w in widths) for k in range(3))
+        return dataclasses.replace(
+            self, num_heads_per_layer=heads, num_kv_heads_per_layer=kv_heads, intermediate_sizes=mlp
+        )
+
+    def with_output_biases(self) -> LlamaConfig:
+        """This config with biases on its linears (o_proj's and down_proj's hold FLAP's bias)."""
+        return dataclasses.replace(self, attention_bias=True, mlp_bias=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if self.rope_scaling is not None:
+            d["rope_scaling"] = dict(self.rope_scaling)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LlamaConfig:
+        """A config from a dict such as a Hugging Face ``config.json`` (unknown keys ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in names}
+        scaling = kwargs.get("rope_scaling")
+        if isinstance(scaling, dict):
+            rope_type = scaling.get("rope_type", scaling.get("type"))
+            if rope_type in (None, "default"):
+                kwargs["rope_scaling"] = None
+            elif rope_type != "llama3":
+                raise ValueError(
+                    f"rope_scaling type {rope_type!r} is not supported (supported: default, llama3)"
+                )
+        for key in ("bos_token_id", "eos_token_id"):
+            if isinstance(kwargs.get(key), list):
+                kwargs[key] = kwargs[key][0]
+        for key in ("attention_bias", "mlp_bias"):
+            kwargs[key] = bool(kwargs.get(key) or False)
+        return cls(**kwargs)

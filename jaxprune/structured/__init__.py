@@ -1,0 +1,37 @@
+"""Structured pruning: remove whole attention heads and MLP channels, making models smaller.
+
+LLM-Pruner's coupled groups and gradient importance (Ma et al., NeurIPS 2023) and FLAP's
+fluctuation metric with bias compensation (An et al., AAAI 2024), on any family whose record
+declares its :class:`~jaxprune.models.base.StructureSpec`. The result is a physically smaller model
+(per-layer widths in its config) that saves, reloads, evaluates and prunes again like any other.
+
+- :mod:`~.groups`: the coupled groups (GQA-aware) and LLM-Pruner's group reductions;
+- :mod:`~.importance`: gradients (window by window, float32) and per-channel importance;
+- :mod:`~.flap`: fluctuation statistics, standardised scores, compensation biases;
+- :mod:`~.allocate`: the parameter target, per-block widths or one global ranking;
+- :mod:`~.shrink`: slicing the params into a smaller config (and zeroing, for the tests);
+- :mod:`~.recipe`, :mod:`~.prune`: :class:`StructuredRecipe` and :func:`prune_structured`.
+"""
+
+from jaxprune.structured.allocate import count_params, default_block_range, make_plan
+from jaxprune.structured.groups import ATTENTION_UNITS, REDUCTIONS, BlockKeep
+from jaxprune.structured.importance import KINDS
+from jaxprune.structured.prune import StructuredResult, prune_structured
+from jaxprune.structured.recipe import METHODS, StructuredRecipe
+from jaxprune.structured.shrink import shrink, zero_groups
+
+__all__ = [
+    "ATTENTION_UNITS",
+    "KINDS",
+    "METHODS",
+    "REDUCTIONS",
+    "BlockKeep",
+    "StructuredRecipe",
+    "StructuredResult",
+    "count_params",
+    "default_block_range",
+    "make_plan",
+    "prune_structured",
+    "shrink",
+    "zero_groups",
+]
