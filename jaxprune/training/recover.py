@@ -25,6 +25,7 @@ split="calib")``) and returns params that keep the pruned model's sparsity::
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -212,7 +213,8 @@ def _check_inputs(windows: np.ndarray, config: RecoverConfig, mesh: Any, masks: 
 def _restore(directory: Path, config: RecoverConfig, trained: Any, opt_state: Any):
     """``(trained, opt_state, step, history)`` from a saved state, checked against ``config``."""
     saved = load_checkpoint(directory)
-    if saved.config.get("kind") != STATE_KIND or saved.config.get("recover") != config.to_dict():
+    same = json.loads(json.dumps(config.to_dict()))  # as stored: tuples become lists
+    if saved.config.get("kind") != STATE_KIND or saved.config.get("recover") != same:
         raise ValueError(
             f"{directory} holds a recovery state of a different run; resume with the same "
             "arguments, or give a new checkpoint directory"

@@ -27,9 +27,7 @@ TOKENS = jnp.asarray(np.random.default_rng(0).integers(0, 64, size=(2, 12)), jnp
 def trained_lora(params, config, seed=1):
     """Adapters with non-zero B, as after some training."""
     lora = init_lora(MODEL, params, config, jax.random.key(0))
-    return jax.tree.map(
-        lambda x: x + 0.05 * jax.random.normal(jax.random.key(seed), x.shape), lora
-    )
+    return jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(seed), x.shape), lora)
 
 
 def random_masks(params, density=0.4, seed=0):
