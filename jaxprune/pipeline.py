@@ -18,14 +18,16 @@ from typing import Any
 
 import jax
 
+from jaxprune.checkpoint import load_checkpoint
 from jaxprune.data import load_windows
 from jaxprune.data import zeroshot as zeroshot_data
 from jaxprune.engine import prune
 from jaxprune.eval import perplexity, score_tasks
 from jaxprune.methods import get_method
 from jaxprune.models.base import Params
-from jaxprune.models.loaders import Pretrained, load_pretrained, save_pruned
+from jaxprune.models.loaders import Pretrained, check_source, load_pretrained, save_pruned
 from jaxprune.recipes import Recipe
+from jaxprune.training.recover import RecoverConfig, recover
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +137,99 @@ def evaluate_zero_shot(
     return {**report, "limit": limit, "source": source}
 
 
+@dataclasses.dataclass(frozen=True)
+class RecoveredModel:
+    """A model after recovery fine-tuning: params (sparsity kept), masks, recipe and report.
+
+    ``recipe`` and ``report`` are the input checkpoint's (if any) with a ``recovery`` entry
+    added, so the prune record travels on.
+    """
+
+    pretrained: Pretrained
+    params: Params
+    masks: Params | None
+    recipe: dict[str, Any]
+    report: dict[str, Any]
+
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> dict[str, Any]:
+        """Writes a normal jaxprune checkpoint (``load_pretrained`` and the CLI read it)."""
+        return save_pruned(
+            directory,
+            self.pretrained,
+            self.params,
+            masks=self.masks,
+            recipe=self.recipe,
+            report=self.report,
+            overwrite=overwrite,
+        )
+
+
+def recover_pretrained(
+    model: str | os.PathLike,
+    data: str | os.PathLike,
+    config: RecoverConfig,
+    *,
+    seqlen: int = 256,
+    eval_source: str | os.PathLike | None = "shakespeare-hamlet",
+    eval_nsamples: int | None = 16,
+    checkpoint_dir: str | os.PathLike | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    progress: bool = True,
+) -> RecoveredModel:
+    """Loads ``model`` (with its masks, if a pruned checkpoint) and fine-tunes it to recover.
+
+    Args:
+      model: anything :func:`jaxprune.load_pretrained` accepts.
+      data: training corpus (``split="calib"`` windows: random windows of ``seqlen`` tokens, as
+        many as the run reads).
+      config: the run (:class:`jaxprune.training.recover.RecoverConfig`).
+      seqlen: tokens per training window.
+      eval_source: held-out corpus for perplexity (``split="eval"``), or ``None``.
+      eval_nsamples: held-out windows of ``seqlen`` tokens.
+      checkpoint_dir, mesh, progress: as in :func:`jaxprune.training.recover.recover`.
+
+    Returns:
+      The :class:`RecoveredModel`.
+    """
+    pretrained = load_with_tokenizer(model)
+    masks, recipe, report = None, {}, {}
+    if check_source(model) == "checkpoint":
+        saved = load_checkpoint(model)
+        masks, recipe, report = saved.masks, saved.recipe or {}, saved.report or {}
+    windows = load_windows(
+        data,
+        pretrained.tokenizer,
+        nsamples=config.steps * config.batch_size * config.grad_accum,
+        seqlen=seqlen,
+        seed=config.seed,
+        split="calib",
+    )
+    held_out = None
+    if eval_source:
+        held_out = load_windows(
+            eval_source, pretrained.tokenizer, nsamples=eval_nsamples, seqlen=seqlen, split="eval"
+        )
+    result = recover(
+        pretrained.model,
+        pretrained.params,
+        windows,
+        config,
+        masks=masks,
+        eval_windows=held_out,
+        checkpoint_dir=checkpoint_dir,
+        mesh=mesh,
+        progress=progress,
+    )
+    recovery = {**result.report, "data": str(data), "eval_data": str(eval_source)}
+    return RecoveredModel(
+        pretrained,
+        result.params,
+        masks,
+        {**recipe, "recovery": config.to_dict()},
+        {**report, "model": os.fspath(model), "recovery": recovery},
+    )
+
+
 def prune_pretrained(
     model: str | os.PathLike | Pretrained,
     recipe: Recipe,
@@ -206,8 +301,10 @@ def prune_pretrained(
 
 __all__ = [
     "PrunedModel",
+    "RecoveredModel",
     "evaluate",
     "evaluate_zero_shot",
     "load_with_tokenizer",
     "prune_pretrained",
+    "recover_pretrained",
 ]

@@ -2,6 +2,10 @@
 
     jaxprune eval  --model smollm2-135m --data shakespeare-hamlet --nsamples 32 --seqlen 512
     jaxprune prune --model smollm2-135m --method sparsegpt --sparsity 0.5 --out pruned/
+    jaxprune eval  --model pruned/ --tasks piqa,arc_easy --limit 200   (zero-shot accuracy)
+    jaxprune recover --model pruned/ --method lora --steps 200 --out recovered/
+    jaxprune export --model recovered/ --out hf/     (transformers' AutoModelForCausalLM loads it)
+    jaxprune plot recovered/                         (PNG of the prune and recovery reports)
     jaxprune demo  (prune the embedded default model and print perplexity before and after)
 
 Every argument is checked before a model is loaded; on error the command prints one line saying what
@@ -14,10 +18,10 @@ import argparse
 import json
 import sys
 
-from jaxprune.cli import demo, eval, prune
+from jaxprune.cli import demo, eval, export, plot, prune, recover
 from jaxprune.cli._args import DEFAULT_MODEL, UsageError
 
-COMMANDS = (eval, prune, demo)
+COMMANDS = (eval, prune, recover, export, plot, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

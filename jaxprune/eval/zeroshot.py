@@ -7,7 +7,7 @@ follows the harness: trailing whitespace of the context moves to the continuatio
 encoded as one string, and the continuation is what follows the context's own tokens; no BOS is
 added; a request longer than the model's window keeps its last ``max_length + 1`` tokens.
 
-Requests are sorted by length, padded on the right to a multiple of 64 tokens (the causal mask
+Requests are sorted by length, padded on the right to one of a few lengths (the causal mask
 keeps padding from touching real positions) and scored in fixed-size batches under ``jit``, so a
 task compiles a handful of programs. Examples are any objects with ``contexts``,
 ``continuations``, ``choices`` and ``gold`` (:class:`jaxprune.data.zeroshot.Example`).
@@ -23,7 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-_BUCKET = 64
+# Padded lengths: about 1.5x apart, so a task compiles a handful of programs and wastes at most a
+# third of a batch on padding; longer requests round up to a multiple of 1024.
+_BUCKETS = (64, 128, 192, 256, 384, 512, 768, 1024)
 
 
 class MultipleChoice(Protocol):
@@ -105,11 +107,15 @@ def loglikelihoods(
     return out
 
 
+def _padded_length(n: int) -> int:
+    return next((b for b in _BUCKETS if b >= n), -(-n // 1024) * 1024)
+
+
 def _batches(order: list[int], rows: list[tuple[np.ndarray, int]], batch_tokens: int):
     """``(request indices, padded tokens, weights)`` batches of one padded length each."""
     start = 0
     while start < len(order):
-        length = -(-len(rows[order[start]][0]) // _BUCKET) * _BUCKET
+        length = _padded_length(len(rows[order[start]][0]))
         size = max(1, batch_tokens // length)
         idx = order[start : start + size]
         tokens = np.zeros((size, length), np.int32)

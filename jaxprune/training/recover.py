@@ -206,8 +206,6 @@ def _check_inputs(windows: np.ndarray, config: RecoverConfig, mesh: Any, masks: 
             f"batch_size {config.batch_size} does not split over the mesh's {mesh.shape['data']} "
             "data devices; choose a multiple"
         )
-    if config.method == "masked" and masks is None:
-        raise ValueError("masked fine-tuning needs the pruned model's masks (masks=...)")
 
 
 def _restore(directory: Path, config: RecoverConfig, trained: Any, opt_state: Any):
@@ -271,8 +269,9 @@ def recover(
       windows: int training windows ``(n, seqlen)``; step ``t`` reads the next
         ``batch_size·grad_accum`` of them, cyclically.
       config: the run.
-      masks: keep-masks of the pruned model (params-like, ``None`` where unpruned). Required for
-        ``masked``; for ``lora`` they make the merge keep them.
+      masks: keep-masks of the pruned model (params-like, ``None`` where unpruned): ``masked``
+        holds them, ``lora`` merges keeping them. ``None`` (a dense or structurally shrunk
+        model): every weight trains, LoRA merges plainly.
       eval_windows: held-out windows for perplexity (``None``: no evaluation).
       checkpoint_dir: where the training state is saved every ``config.save_every`` steps, and
         resumed from when it holds one of the same run.
@@ -293,7 +292,7 @@ def recover(
         tx = config.optimizer()
     else:  # a copy: the compiled step donates the trained buffers
         trained, frozen = jax.tree.map(jnp.copy, params), None
-        tx = keep_masks(config.optimizer(), masks)
+        tx = keep_masks(config.optimizer(), {} if masks is None else masks)
     opt_state = tx.init(trained)
     start, history = 0, {"loss": [], "eval": []}
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None

@@ -68,7 +68,7 @@ def test_fresh_adapters_leave_the_model_unchanged_and_params_untouched():
 def test_merged_forward_equals_unmerged_forward():
     params, config = MODEL.init_params(0), LoraConfig(rank=4, alpha=8.0)
     lora = trained_lora(params, config)
-    unmerged = jax.jit(lambda p, l: lora_logits(MODEL, p, l, TOKENS, config))(params, lora)
+    unmerged = jax.jit(lambda p, ad: lora_logits(MODEL, p, ad, TOKENS, config))(params, lora)
     merged = MODEL.logits(merge(params, lora, config), TOKENS)
     assert np.abs(np.asarray(unmerged) - np.asarray(MODEL.logits(params, TOKENS))).max() > 1e-2
     np.testing.assert_allclose(unmerged, merged, atol=2e-5)

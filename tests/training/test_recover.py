@@ -171,6 +171,11 @@ def test_bad_configs_are_clear_errors(kwargs, message):
         RecoverConfig(**kwargs)
 
 
-def test_masked_recovery_needs_masks():
-    with pytest.raises(ValueError, match="needs the pruned model's masks"):
-        recover(MODEL, MODEL.init_params(0), data(), small("masked"), progress=False)
+def test_masked_recovery_without_masks_trains_every_weight():
+    params = MODEL.init_params(0)
+    result = recover(MODEL, params, data(), small("masked", steps=2), progress=False)
+    changed = [
+        not np.array_equal(np.asarray(leaf), np.asarray(flat_leaves(params)[path]))
+        for path, leaf in flat_leaves(result.params).items()
+    ]
+    assert all(changed)
