@@ -56,7 +56,8 @@ class Results:
     def __init__(self, path: str, args: argparse.Namespace):
         self.path = Path(path)
         self.doc = {
-            "machine": f"{platform.machine()} {os.cpu_count()} CPUs, {jax.devices()[0].device_kind}",
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+            f"{jax.devices()[0].device_kind}",
             "jax": jax.__version__,
             "args": vars(args),
             "rows": [],
