@@ -31,7 +31,7 @@ from jaxprune.training.recover import RecoverConfig, recover
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--configs", nargs="+", default=["sparsegpt:0.7", "sparsegpt:2:4"])
+    p.add_argument("--configs", nargs="*", default=["sparsegpt:0.7", "sparsegpt:2:4"])
     p.add_argument("--methods", nargs="+", default=["lora", "masked"])
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=8)
@@ -46,7 +46,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--tasks", default="all")
     p.add_argument("--limit", type=int, default=200, help="zero-shot examples per task")
     p.add_argument("--batch-tokens", type=int, default=4096)
-    p.add_argument("--skip-dense", action="store_true")
+    p.add_argument("--dense", choices=["first", "last", "skip"], default="first")
     return p.parse_args()
 
 
@@ -107,7 +107,7 @@ def main() -> None:
         seed=1,
     )
     held_out = hamlet[:8, : args.seqlen]
-    if not args.skip_dense:
+    if args.dense == "first":
         results.add({"model": "dense", "stage": "dense", **measure(pre, pre.params, hamlet, args)})
     for text in args.configs:
         method, _, target = text.partition(":")
@@ -151,6 +151,8 @@ def main() -> None:
                 "heldout_ppl_unmerged": rep.get("eval_unmerged"),
             }
             results.add({**row, **measure(pre, out.params, hamlet, args)})
+    if args.dense == "last":
+        results.add({"model": "dense", "stage": "dense", **measure(pre, pre.params, hamlet, args)})
 
 
 if __name__ == "__main__":
