@@ -117,6 +117,8 @@ def _prune_panels(axes, blocks: dict[int, dict[str, float]], report: dict[str, A
     axes[1].set(xlabel="block", ylabel="‖WX − ŴX‖² / ‖WX‖²", title="reconstruction error")
     if all(e > 0 for e in errors):
         axes[1].set_yscale("log")
+    for ax in axes:
+        ax.xaxis.get_major_locator().set_params(integer=True)
 
 
 def _recovery_panels(axes, recovery: dict[str, Any]) -> None:

@@ -179,3 +179,23 @@ def test_masked_recovery_without_masks_trains_every_weight():
         for path, leaf in flat_leaves(result.params).items()
     ]
     assert all(changed)
+
+
+def test_data_parallel_recovery_on_four_devices_equals_one_device():
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "helpers" / "recover_mesh_check.py"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = json.loads(done.stdout)
+    assert out["devices"] == 4
+    for method in ("lora", "masked"):
+        assert out[method]["max_diff"] < 1e-5, out[method]
+        np.testing.assert_allclose(*(np.asarray(x)[:, 1] for x in out[method]["losses"]), rtol=1e-5)
