@@ -47,7 +47,7 @@ def pruned(params, density=0.5):
 
 
 def torch_logits(directory, tokens):
-    model = AutoModelForCausalLM.from_pretrained(directory, torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
     with torch.no_grad():
         return model(torch.as_tensor(tokens)).logits.numpy()
 
