@@ -242,6 +242,12 @@ def _effective(params, trained, config: RecoverConfig, masks) -> Any:
     return merge(params, trained, config.lora, masks=masks)
 
 
+def _held_out(model, params, trained, config: RecoverConfig, eval_windows) -> float | None:
+    """Held-out perplexity of the unmerged model (LoRA's plain merge is the same function)."""
+    effective = _effective(params, trained, config, None)
+    return _evaluate(model, effective, eval_windows, config.batch_size)
+
+
 def _evaluate(model, params, eval_windows, batch_size: int) -> float | None:
     if eval_windows is None:
         return None
@@ -302,17 +308,7 @@ def recover(
     place = _placer(mesh)
     trained, opt_state, frozen = place(trained), place(opt_state), place(frozen)
     if start == 0:
-        history["eval"].append(
-            [
-                0,
-                _evaluate(
-                    model,
-                    _effective(params, trained, config, None),
-                    eval_windows,
-                    config.batch_size,
-                ),
-            ]
-        )
+        history["eval"].append([0, _held_out(model, params, trained, config, eval_windows)])
     began = time.perf_counter()
     steps = range(start, config.steps)
     if progress:
@@ -327,17 +323,7 @@ def recover(
         if progress:
             steps.set_postfix(loss=f"{loss:.3f}")
         if config.eval_every and (t + 1) % config.eval_every == 0 and t + 1 < config.steps:
-            history["eval"].append(
-                [
-                    t + 1,
-                    _evaluate(
-                        model,
-                        _effective(params, trained, config, None),
-                        eval_windows,
-                        config.batch_size,
-                    ),
-                ]
-            )
+            history["eval"].append([t + 1, _held_out(model, params, trained, config, eval_windows)])
         if directory is not None and config.save_every and (t + 1) % config.save_every == 0:
             _save(directory, config, trained, opt_state, t + 1, history)
         if on_step is not None:
