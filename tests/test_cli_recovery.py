@@ -115,3 +115,15 @@ def test_plot_of_a_report_without_records_is_an_error(tmp_path, capsys):
     path.write_text(json.dumps({"method": "x"}))
     code, _, err = run_cli(capsys, "plot", str(path))
     assert code == 1 and "neither per-layer prune records nor a recovery history" in err
+
+
+def test_eval_tasks_prints_per_task_and_average_accuracy(capsys, pruned_dir):
+    code, out, err = run_cli(
+        capsys, "eval", "--model", str(pruned_dir), "--tasks", "piqa,arc_easy", "--limit", "3"
+    )
+    assert code == 0, err
+    assert set(out["tasks"]) == {"piqa", "arc_easy"} and out["limit"] == 3
+    for task in out["tasks"].values():
+        assert task["n"] == 3 and 0.0 <= task["acc"] <= 1.0
+    scores = [t["score"] for t in out["tasks"].values()]
+    assert out["average"] == sum(scores) / 2
