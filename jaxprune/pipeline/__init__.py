@@ -1,0 +1,35 @@
+"""The whole job in one call: load a model, calibrate, prune, evaluate, save; recover; score.
+
+- :mod:`~.prune`: :func:`prepare` (everything that can fail on bad input, before any work),
+  :func:`run`, :func:`prune_pretrained` and :class:`PrunedModel`;
+- :mod:`~.recover`: :func:`recover_pretrained`, :class:`RecoveredModel` and
+  :func:`evaluate_zero_shot`.
+"""
+
+from jaxprune.pipeline.prune import (
+    Prepared,
+    PrunedModel,
+    check_recipe,
+    evaluate,
+    load_with_tokenizer,
+    needs_calibration,
+    prepare,
+    prune_pretrained,
+    run,
+)
+from jaxprune.pipeline.recover import RecoveredModel, evaluate_zero_shot, recover_pretrained
+
+__all__ = [
+    "Prepared",
+    "PrunedModel",
+    "RecoveredModel",
+    "check_recipe",
+    "evaluate",
+    "evaluate_zero_shot",
+    "load_with_tokenizer",
+    "needs_calibration",
+    "prepare",
+    "prune_pretrained",
+    "recover_pretrained",
+    "run",
+]

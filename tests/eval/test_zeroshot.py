@@ -1,0 +1,113 @@
+"""Zero-shot scoring equals a hand-computed log-likelihood choice; harness tokenisation rules."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from tiny_models import TINY_LLAMA
+
+from jaxprune.data.zeroshot import Example
+from jaxprune.eval.zeroshot import encode_pair, loglikelihoods, score_examples, score_tasks
+from jaxprune.models import LanguageModel, LlamaConfig
+from jaxprune.models.tokenizer import Tokenizer
+
+EXAMPLES = [
+    Example(("Question: is the sky blue?\nAnswer:",) * 2, (" no", " yes"), 1, ("no", "yes")),
+    Example(
+        ("To be, or not to be, that is",) * 3,
+        (" the question", " a fox", " whether 'tis nobler in the mind"),
+        0,
+        ("the question", "a fox", "whether 'tis nobler in the mind"),
+    ),
+    Example(  # winogrande's form: contexts differ, the continuation is shared
+        (
+            "The fox jumped over the dog because the fox",
+            "The fox jumped over the dog because the dog",
+        ),
+        (" was quick.", " was quick."),
+        0,
+        (
+            "The fox jumped over the dog because the fox",
+            "The fox jumped over the dog because the dog",
+        ),
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def setup(trained_tokenizer):
+    tokenizer = Tokenizer(trained_tokenizer)
+    config = LlamaConfig(**{**TINY_LLAMA.to_dict(), "vocab_size": tokenizer.vocab_size})
+    model = LanguageModel(config)
+    params = model.init_params(0)
+    params = {**params, "embed_tokens": {"embedding": params["embed_tokens"]["embedding"] * 60}}
+    return model, params, tokenizer
+
+
+def by_hand(model, params, tokenizer, context, continuation):
+    """Log-likelihood of the continuation from one unpadded forward, log-softmax in float64."""
+    head = tokenizer.encode(context.rstrip())
+    whole = tokenizer.encode(context + continuation)
+    tokens = np.asarray(whole)
+    logits = np.asarray(model.logits(params, jnp.asarray(tokens[None, :-1])), np.float64)[0]
+    shifted = logits - logits.max(-1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    return sum(logp[t - 1, tokens[t]] for t in range(len(head), len(tokens)))
+
+
+def test_scores_equal_hand_computed_loglikelihoods_and_choices(setup):
+    model, params, tokenizer = setup
+    score = score_examples(model, params, tokenizer, EXAMPLES, batch_tokens=256)
+    right = right_norm = 0
+    for ex, got in zip(EXAMPLES, score.loglikelihoods, strict=True):
+        expected = [
+            by_hand(model, params, tokenizer, c, k)
+            for c, k in zip(ex.contexts, ex.continuations, strict=True)
+        ]
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+        lengths = [len(c.encode()) for c in ex.choices]
+        right += int(np.argmax(expected)) == ex.gold
+        right_norm += int(np.argmax(np.asarray(expected) / lengths)) == ex.gold
+    assert score.acc == right / 3 and score.acc_norm == right_norm / 3
+    assert len({round(v, 3) for lls in score.loglikelihoods for v in lls}) > 4  # not degenerate
+
+
+def test_batching_and_padding_do_not_change_scores(setup):
+    model, params, tokenizer = setup
+    one = score_examples(model, params, tokenizer, EXAMPLES, batch_tokens=64)
+    many = score_examples(model, params, tokenizer, EXAMPLES, batch_tokens=4096)
+    np.testing.assert_allclose(sum(one.loglikelihoods, []), sum(many.loglikelihoods, []), atol=1e-4)
+
+
+def test_trailing_context_space_moves_to_the_continuation(trained_tokenizer):
+    tokenizer = Tokenizer(trained_tokenizer)
+    head, tail = encode_pair(tokenizer, "Answer: ", "yes")
+    assert head == tokenizer.encode("Answer:")
+    assert head + tail == tokenizer.encode("Answer: yes")
+
+
+def test_long_requests_keep_their_last_tokens(setup):
+    model, params, _ = setup
+    context, continuation = list(range(5, 45)), [7, 8, 9]
+    short = loglikelihoods(model, params, [(context, continuation)], max_length=16)
+    tail = loglikelihoods(model, params, [(context[-14:], continuation)])
+    np.testing.assert_allclose(short, tail, atol=1e-5)
+
+
+def test_task_report_averages_the_reported_metric(setup):
+    model, params, tokenizer = setup
+    report = score_tasks(
+        model, params, tokenizer, {"a": (EXAMPLES, "acc"), "b": (EXAMPLES, "acc_norm")}
+    )
+    a, b = report["tasks"]["a"], report["tasks"]["b"]
+    assert report["average"] == pytest.approx((a["acc"] + b["acc_norm"]) / 2)
+    assert report["average_acc"] == pytest.approx(a["acc"])
+
+
+def test_empty_inputs_are_errors(setup):
+    model, params, tokenizer = setup
+    with pytest.raises(ValueError, match="no examples"):
+        score_examples(model, params, tokenizer, [])
+    with pytest.raises(ValueError, match="empty continuation"):
+        loglikelihoods(model, params, [([1, 2], [])])
