@@ -4,10 +4,11 @@ Scratch-E / Scratch-B for structured pruning.
 Per dataset and seed:
 
 - ``dense``: the CNN trained ``--epochs`` epochs (Adam, cosine-decayed learning rate);
-- ``l1``, ``beta-rank`` (σ_in/σ_out, the paper's ratio), ``beta-rank-ref`` (σ_out/σ_in, the
-  reference code's), ``hrank``: the same fraction of every convolution's filters removed by each
-  score (calibration: ``--calib`` training images), the model physically shrunk, accuracy taken
-  right after pruning (``pruned_accuracy``) and after ``--ft-epochs`` of fine-tuning;
+- ``l1``, ``beta-rank`` (σ_in/σ_out, the paper's ratio), ``hrank``, and ``beta-rank-ref``
+  (σ_out/σ_in, the reference code's ratio; at ``--ref-fractions`` only): the same fraction of
+  every convolution's filters removed by each score (calibration: ``--calib`` training images),
+  the model physically shrunk, accuracy taken right after pruning (``pruned_accuracy``) and
+  after ``--ft-epochs`` of fine-tuning;
 - ``scratch-e`` / ``scratch-b``: the architecture L1 pruning gives at ``--rethink-fraction``,
   re-initialised and trained ``--epochs`` epochs (E) or ``--epochs`` × FLOPs ratio (B).
 
@@ -37,7 +38,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--fractions", nargs="+", type=float, default=[0.3, 0.5, 0.7])
     p.add_argument("--methods", nargs="+", default=["l1", "beta-rank", "hrank", "beta-rank-ref"])
-    p.add_argument("--widths", nargs="+", default=["16", "M", "32", "M", "64"])
+    p.add_argument(
+        "--ref-fractions", nargs="+", type=float, default=[0.5],
+        help="fractions at which beta-rank-ref (the reference code's ratio) runs",
+    )  # fmt: skip
+    p.add_argument("--widths", nargs="+", default=["8", "M", "16", "M", "32"])
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--ft-epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128)
@@ -175,8 +180,9 @@ def main() -> None:
             scratch_runs(args, results, data, seed, dense, model)
             calib = data.train.take(args.calib, seed).images
             for method in args.methods:
+                fractions = args.ref_fractions if method == "beta-rank-ref" else args.fractions
                 todo = [
-                    f for f in args.fractions
+                    f for f in fractions
                     if not results.has(dataset=name, seed=seed, method=method, sparsity=f)
                 ]  # fmt: skip
                 if not todo:

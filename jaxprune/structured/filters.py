@@ -63,7 +63,10 @@ def _groups(model: VisionModel, include: str | None) -> list[ChannelGroup]:
 
 
 def combine_producers(per_producer: list[np.ndarray]) -> np.ndarray:
-    """A group's score from its producers' scores: each divided by its maximum, then summed."""
+    """A group's score from its producers' scores: one producer's as they are; several each
+    divided by its maximum, then summed (so that no layer's scale dominates)."""
+    if len(per_producer) == 1:
+        return np.asarray(per_producer[0], np.float32)
     total = np.zeros_like(np.asarray(per_producer[0], np.float32))
     for scores in per_producer:
         scores = np.asarray(scores, np.float32)

@@ -121,7 +121,7 @@ class VisionModel:
         """``(params, stats)`` of a freshly initialised model, as nested dicts."""
         module = self.config.module_cls(self.config, rngs=nnx.Rngs(seed))
         _, params, stats = nnx.split(module, nnx.Param, nnx.BatchStat)
-        return params.to_pure_dict(), stats.to_pure_dict()
+        return nnx.to_pure_dict(params), nnx.to_pure_dict(stats)
 
     def module(self, params: Params, stats: Params) -> nnx.Module:
         """The NNX module carrying ``params`` and ``stats`` (works inside ``jit``)."""
@@ -133,7 +133,7 @@ class VisionModel:
         """``(logits, stats)``: with ``train``, BatchNorm uses and updates batch statistics."""
         module = self.module(params, stats)
         logits = module(images, train=train)
-        return logits, nnx.state(module, nnx.BatchStat).to_pure_dict()
+        return logits, nnx.to_pure_dict(nnx.state(module, nnx.BatchStat))
 
     def capture(self, params: Params, stats: Params, images: jax.Array):
         """``(logits, taps)`` in inference mode; taps: ``{path:patches, path:out, group:act}``."""
@@ -169,7 +169,7 @@ class VisionModel:
 
     def _kernel_shapes(self) -> dict[str, tuple[int, ...]]:
         abstract = nnx.eval_shape(lambda: self.config.module_cls(self.config, rngs=nnx.Rngs(0)))
-        state = nnx.state(abstract, nnx.Param).to_pure_dict()
+        state = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
         return {p: tuple(x.shape) for p, x in flat_leaves(state).items()}
 
     def num_params(self) -> int:
