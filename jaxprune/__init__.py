@@ -44,6 +44,8 @@ _EXPORTS = {
     "load_windows": "jaxprune.data",
     "load_images": "jaxprune.data.images",
     "keep_masks": "jaxprune.training",
+    "sparse_training": "jaxprune.training",
+    "VisionModel": "jaxprune.models.vision",
     "perplexity": "jaxprune.eval",
     "save_checkpoint": "jaxprune.checkpoint",
     "load_checkpoint": "jaxprune.checkpoint",
@@ -68,6 +70,7 @@ _SUBMODULES = {
         "pipeline",
         "recipes",
         "sharding",
+        "structured",
         "training",
     )
 } | {"masks": "jaxprune.core.masks", "sparsity": "jaxprune.core.sparsity"}
