@@ -43,7 +43,7 @@ def parse_args() -> argparse.Namespace:
         help="fractions at which beta-rank-ref (the reference code's ratio) runs",
     )  # fmt: skip
     p.add_argument("--widths", nargs="+", default=["8", "M", "16", "M", "32"])
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--ft-epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--calib", type=int, default=512)
@@ -147,10 +147,11 @@ def main() -> None:
     settings = {k: v for k, v in vars(args).items() if k not in skip}
     results = Results(args.out, settings)
     widths = tuple(w if w == "M" else int(w) for w in args.widths)
-    for name in args.datasets:
-        data = ImageData.load(name)
-        model = VisionModel(VGGConfig(widths=widths, image_size=data.train.images.shape[1]))
-        for seed in args.seeds:
+    datasets = {name: ImageData.load(name) for name in args.datasets}
+    # Seeds outermost: an interrupted sweep still has every dataset for the seeds it finished.
+    for seed in args.seeds:
+        for name, data in datasets.items():
+            model = VisionModel(VGGConfig(widths=widths, image_size=data.train.images.shape[1]))
             steps = args.epochs * (len(data.train) // args.batch_size)
             dense, _, _ = timed(
                 train,

@@ -105,7 +105,16 @@ class Updater:
         scores = _uniform(w, None, key) if random_start else _abs_weight(w, None, key)
         return keep_mask(scores, pattern, scale)
 
-    def update_mask(self, keep, w, g, pattern: Pattern, scale, key, step) -> jax.Array:
+    def update_mask(
+        self,
+        keep: jax.Array,
+        w: jax.Array,
+        g: jax.Array,
+        pattern: Pattern,
+        scale: jax.Array,
+        key: jax.Array,
+        step: jax.Array,
+    ) -> jax.Array:
         """The keep-mask after an update at ``step`` (``scale``: the schedule's fraction)."""
         if self.regrow:
             return self._drop_and_grow(keep, w, g, key, step)
