@@ -27,6 +27,10 @@ With the STE updater the weights stay dense (steps 2–3 are skipped); run the m
 
 Randomness (initial random masks, random scores, SET's growth) comes from ``seed`` folded with the
 step and the leaf's position, so a run is reproducible and needs no key in the state.
+
+Masks are per leaf: a ``Channel`` target zeroes a kernel's output channels but not the BatchNorm or
+the next layer's inputs that go with them; to remove coupled channels (and shrink the model) use
+:mod:`jaxprune.structured.filters`.
 """
 
 from __future__ import annotations
