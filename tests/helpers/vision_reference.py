@@ -52,7 +52,9 @@ def vgg(config, params, stats, x, zero=None):
         x = jax.nn.relu(batchnorm(conv(x, layer["conv"]["kernel"]), layer["bn"], st["bn"]))
         x = x * keep_of(zero, f"convs/{i}", x.shape[-1])
         i += 1
-    return jnp.mean(x, axis=(1, 2)) @ params["head"]["kernel"] + params["head"]["bias"]
+    flat = x.reshape(x.shape[0], -1)  # (h, w, c) order, the head's (positions, channels) rows
+    head = params["head"]["kernel"]
+    return flat @ head.reshape(-1, head.shape[-1]) + params["head"]["bias"]
 
 
 def resnet(config, params, stats, x, zero=None):

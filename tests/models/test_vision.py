@@ -83,8 +83,8 @@ def test_every_group_member_has_the_group_size_on_its_axis(name):
 
 def test_flops_count_multiply_accumulates_by_hand():
     vgg = VisionModel(VGGConfig(widths=(4, "M", 6), image_size=8))
-    # conv0: 8·8 positions × 3·3·1·4; conv1: 4·4 × 3·3·4·6; head 6·10.
-    assert vgg.flops() == 64 * 36 + 16 * 216 + 60
+    # conv0: 8·8 positions × 3·3·1·4; conv1: 4·4 × 3·3·4·6; head: 4·4·6 inputs × 10.
+    assert vgg.flops() == 64 * 36 + 16 * 216 + 16 * 6 * 10
     resnet = VisionModel(ResNetConfig(widths=(2, 4), blocks=1, image_size=4))
     stem, block0 = 16 * 9 * 2, 16 * (9 * 2 * 2 + 9 * 2 * 2)
     block1 = 4 * (2 * 4 + 9 * 2 * 4 + 9 * 4 * 4)  # shortcut, conv1, conv2 at 2×2

