@@ -58,6 +58,8 @@ _EXPORTS = {
     "load_task": "jaxprune.data.zeroshot",
     "export_hf": "jaxprune.models.export",
     "plot_report": "jaxprune.eval.plots",
+    "sparse_training": "jaxprune.training",
+    "VisionModel": "jaxprune.models.vision",
     "perplexity": "jaxprune.eval",
     "save_checkpoint": "jaxprune.checkpoint",
     "load_checkpoint": "jaxprune.checkpoint",

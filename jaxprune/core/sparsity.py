@@ -2,7 +2,8 @@
 
 ``Unstructured(0.5)`` prunes half of the weights (how they are grouped — per row, per layer,
 globally — is the caller's choice); ``NM(2, 4)`` keeps at most 2 non-zeros in every 4 consecutive
-weights along a kernel's input axis (the hardware "2:4" pattern).
+weights along a kernel's input axis (the hardware "2:4" pattern); ``Channel(0.5)`` removes half
+of a kernel's output channels (whole filters), the pattern training-time and filter pruning share.
 """
 
 from __future__ import annotations
@@ -44,7 +45,23 @@ class NM:
         return f"{self.n}:{self.m}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Channel:
+    """A fraction of whole output channels (the last axis of a kernel) to remove, in [0, 1)."""
+
+    sparsity: float
+
+    def __post_init__(self):
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ValueError(f"channel sparsity must be in [0, 1), got {self.sparsity}")
+
+    def __str__(self) -> str:
+        return f"channel:{self.sparsity:g}"
+
+
 Target = Unstructured | NM
+# What a training-time mask may be: the one-shot targets and whole channels.
+Pattern = Unstructured | NM | Channel
 
 
 def parse_target(text: str | float) -> Target:

@@ -11,8 +11,15 @@ declares its :class:`~jaxprune.models.base.StructureSpec`. The result is a physi
 - :mod:`~.allocate`: the parameter target, per-block widths or one global ranking;
 - :mod:`~.shrink`: slicing the params into a smaller config (and zeroing, for the tests);
 - :mod:`~.recipe`, :mod:`~.prune`: :class:`StructuredRecipe` and :func:`prune_structured`.
+
+CNN filter pruning works on the vision models of :mod:`jaxprune.models.vision`:
+
+- :mod:`~.filters`: coupled channel groups (through BatchNorm and residual adds), L1 scores,
+  masks and the physical shrink;
+- :mod:`~.beta_rank`: Beta-Rank and HRank scores from calibration images.
 """
 
+from jaxprune.structured import beta_rank, filters
 from jaxprune.structured.allocate import count_params, default_block_range, make_plan
 from jaxprune.structured.groups import ATTENTION_UNITS, REDUCTIONS, BlockKeep
 from jaxprune.structured.importance import KINDS
@@ -28,8 +35,10 @@ __all__ = [
     "BlockKeep",
     "StructuredRecipe",
     "StructuredResult",
+    "beta_rank",
     "count_params",
     "default_block_range",
+    "filters",
     "make_plan",
     "prune_structured",
     "shrink",

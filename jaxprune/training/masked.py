@@ -52,20 +52,24 @@ def mask_lookup(masks: Tree | Mapping[str, Any]) -> dict[str, jax.Array]:
         keep = jnp.asarray(keep)
         if keep.dtype != jnp.bool_:
             raise ValueError(f"mask at {path!r} has dtype {keep.dtype}; keep-masks are boolean")
-        out[_strip_value(path)] = keep
+        out[leaf_name(path)] = keep
     return out
 
 
-def _strip_value(path: str) -> str:
-    # nnx.State leaves sit behind a ".value" attribute; its paths name the same leaf without it.
+def leaf_name(path: str) -> str:
+    """``path`` without ``nnx.State``'s trailing ``/value`` (both name the same leaf)."""
     return path[: -len("/value")] if path.endswith("/value") else path
 
 
-def _map_masked(fn, tree: Tree, keep: Mapping[str, jax.Array], *rest: Tree) -> Tree:
-    """``fn(leaf, keep_or_None, *rest_leaves)`` over ``tree``, leaves matched by path."""
+def map_masked(fn, tree: Tree, keep: Mapping[str, jax.Array], *rest: Tree) -> Tree:
+    """``fn(leaf, keep_or_None, *rest_leaves)`` over ``tree``, leaves matched by path.
+
+    Raises:
+      ValueError: a mask's shape differs from its leaf's.
+    """
 
     def apply(path, leaf, *others):
-        name = _strip_value("/".join(_key(k) for k in path))
+        name = leaf_name("/".join(_key(k) for k in path))
         mask = keep.get(name)
         if mask is not None and mask.shape != jnp.shape(leaf):
             raise ValueError(
@@ -104,7 +108,7 @@ def keep_masks(
     inner = optax.with_extra_args_support(inner)
 
     def check(params: Tree) -> None:
-        names = {_strip_value(p) for p in flat_leaves(params)}
+        names = {leaf_name(p) for p in flat_leaves(params)}
         unknown = sorted(set(keep) - names)
         if unknown:
             raise ValueError(
@@ -122,11 +126,11 @@ def keep_masks(
                 "keep_masks needs the params in update (tx.update(grads, state, params)) to hold "
                 "pruned entries at zero"
             )
-        masked = _map_masked(
+        masked = map_masked(
             lambda g, m: g if m is None else jnp.where(m, g, jnp.zeros_like(g)), updates, keep
         )
         new, inner_state = inner.update(masked, state.inner, params, **extra)
-        new = _map_masked(
+        new = map_masked(
             lambda u, m, p: u if m is None else jnp.where(m, u, -p.astype(u.dtype)),
             new,
             keep,
@@ -137,4 +141,4 @@ def keep_masks(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-__all__ = ["KeepMasksState", "keep_masks", "mask_lookup"]
+__all__ = ["KeepMasksState", "keep_masks", "leaf_name", "map_masked", "mask_lookup"]
