@@ -20,6 +20,7 @@ kept values of all leaves share one buffer per dtype and the masks one byte buff
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -236,10 +237,17 @@ def _save_arrays(path: Path, tree: dict[str, Any]) -> None:
     # multi-gigabyte zarr chunk; smaller arrays are a single chunk either way.
     save_args = jax.tree.map(lambda _: ocp.SaveArgs(chunk_byte_size=_CHUNK_BYTES), tree)
     # StandardCheckpointer saves in a background thread; wait_until_finished re-raises its errors,
-    # so the arrays are complete on disk before the manifest is written.
+    # so the arrays are complete on disk before the manifest is written. If a signal interrupts the
+    # wait, the background writes are let finish (signals held) before the caller removes the
+    # scratch directory: otherwise they would recreate files in it after the removal.
     with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(path, tree, save_args=save_args)
-        checkpointer.wait_until_finished()
+        try:
+            checkpointer.save(path, tree, save_args=save_args)
+            checkpointer.wait_until_finished()
+        except BaseException:
+            with signals_held(), contextlib.suppress(Exception):
+                checkpointer.wait_until_finished()
+            raise
 
 
 def load_checkpoint(directory: str | os.PathLike, *, verify: bool = True) -> Checkpoint:
