@@ -62,8 +62,9 @@ def llama_hf_config(config: Any, params: Params) -> dict[str, Any]:
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
         "hidden_act": "silu",
-        "attention_bias": False,
-        "mlp_bias": False,
+        # FLAP's compensation gives LLaMA linears biases (a whole group's, as in transformers).
+        "attention_bias": bool(c.get("attention_bias", False)),
+        "mlp_bias": bool(c.get("mlp_bias", False)),
         **{k: c[k] for k in ("vocab_size", "hidden_size", "num_hidden_layers", "head_dim")},
         **widths[0],
         **{k: c[k] for k in ("rms_norm_eps", "rope_theta", "tie_word_embeddings")},
@@ -90,6 +91,8 @@ def llama_hf_tensors(params: Params, config: Any) -> dict[str, Any]:
             for name in names:
                 kernel = block[group][name]["kernel"]
                 tensors[f"{prefix}.{group}.{name}.weight"] = kernel.T
+                if "bias" in block[group][name]:
+                    tensors[f"{prefix}.{group}.{name}.bias"] = block[group][name]["bias"]
         for norm in ("input_layernorm", "post_attention_layernorm"):
             tensors[f"{prefix}.{norm}.weight"] = block[norm]["scale"]
     return {k: jnp.asarray(v) for k, v in tensors.items()}

@@ -68,6 +68,16 @@ def test_exported_pruned_model_gives_our_logits_in_transformers(tmp_path, tie):
     )
 
 
+def test_biases_from_flap_compensation_travel_to_transformers(tmp_path):
+    model = LanguageModel(TINY_LLAMA.with_output_biases())
+    params = scaled_params(model)  # biases random, O(0.3)
+    assert np.abs(np.asarray(params["layers"][0]["mlp"]["down_proj"]["bias"])).max() > 0.1
+    summary = export_hf(tmp_path / "hf", model, params)
+    assert summary["config"]["attention_bias"] and summary["config"]["mlp_bias"]
+    ours = np.asarray(model.logits(params, jnp.asarray(TOKENS)))
+    assert np.abs(ours - torch_logits(tmp_path / "hf", TOKENS)).max() < TOLERANCE
+
+
 def test_uniformly_shrunk_model_exports_its_real_widths(tmp_path):
     model = LanguageModel(TINY_LLAMA)
     params = scaled_params(model)
