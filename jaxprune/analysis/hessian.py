@@ -10,6 +10,7 @@ three-regime analysis (Zhou et al. 2023; PyHessian, Yao et al. 2020).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -63,16 +64,31 @@ def hutchinson_trace(
     """
     if samples < 1:
         raise ValueError(f"need at least one sample, got {samples}")
+    quad = jax.jit(functools.partial(_quadratic_form, fn))
+    return _run(lambda key: quad(params, key), samples, seed)
 
-    @jax.jit
-    def quad(key):
-        v = _rademacher(key, params)
-        _, hv = jax.jvp(jax.grad(fn), (params,), (v,))
-        terms = jax.tree.map(lambda a, b: jnp.sum(a.astype(jnp.float32) * b), v, hv)
-        return sum(jax.tree.leaves(terms))
 
+def _quadratic_form(fn: Callable[[Any], jax.Array], params: Any, key: jax.Array) -> jax.Array:
+    """``vᵀ ∇²fn(params) v`` for the Rademacher ``v`` of ``key`` (one forward-over-reverse HVP)."""
+    v = _rademacher(key, params)
+    _, hv = jax.jvp(jax.grad(fn), (params,), (v,))
+    terms = jax.tree.map(lambda a, b: jnp.sum(a.astype(jnp.float32) * b), v, hv)
+    return sum(jax.tree.leaves(terms))
+
+
+def _run(quad: Callable[[jax.Array], jax.Array], samples: int, seed: int) -> HutchinsonResult:
     keys = jax.random.split(jax.random.key(seed), samples)
     return HutchinsonResult(np.asarray([float(quad(k)) for k in keys]))
+
+
+def _mean_loss(model: Any, stats: Any, x: jax.Array, y: jax.Array, params: Any) -> jax.Array:
+    logits, _ = model.apply(params, stats, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _loss_quadratic_form(model, params, stats, x, y, key):
+    return _quadratic_form(functools.partial(_mean_loss, model, stats, x, y), params, key)
 
 
 def loss_hessian_trace(
@@ -85,11 +101,9 @@ def loss_hessian_trace(
     seed: int = 0,
 ) -> HutchinsonResult:
     """Hutchinson trace of the mean cross-entropy's Hessian on ``(images, labels)`` with respect
-    to the params, BatchNorm in inference mode (the statistics held fixed)."""
+    to the params, BatchNorm in inference mode (the statistics held fixed). Compiled once per
+    model and shapes."""
+    if samples < 1:
+        raise ValueError(f"need at least one sample, got {samples}")
     x, y = jnp.asarray(images), jnp.asarray(labels)
-
-    def loss(p):
-        logits, _ = model.apply(p, stats, x)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-    return hutchinson_trace(loss, params, samples, seed)
+    return _run(lambda key: _loss_quadratic_form(model, params, stats, x, y, key), samples, seed)
