@@ -61,7 +61,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--density", type=float, default=0.5, help="target fraction of channels kept")
     p.add_argument("--budget", type=float, default=20.0)
-    p.add_argument("--polarize", type=float, default=1.0)
+    p.add_argument("--polarize", type=float, default=5.0)
     p.add_argument("--gate-lr", type=float, default=0.05)
     p.add_argument("--gate-init", type=float, default=2.0)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/polarization_cpu.json"))

@@ -7,8 +7,8 @@ into every member of the group (the producers' output channels, BatchNorm's scal
 consumers' input channels), so at any step the gated network *is* a channel-masked network. Two
 penalties shape the gates (:func:`gate_penalty`):
 
-- **budget** ``b·(mean σ(logit) − d)²`` drives the mean gate to the target density ``d``;
-- **polarization** ``p·mean σ(1 − σ)`` pushes every gate away from ½, towards 0 or 1.
+- **budget** ``b·(mean gate − d)²`` drives the mean binary gate to the target density ``d``;
+- **polarization** ``p·mean min(σ, 1 − σ)`` pushes every gate away from ½, towards 0 or 1.
 
 The BatchNorm-γ regulariser of Zhuang et al. ("Neuron-level Structured Pruning using Polarization
 Regularizer", NeurIPS 2020), ``λ·Σ(t·|γ| − |γ − mean γ|)`` over all the network's scaling factors,
@@ -161,9 +161,23 @@ def export(gated: GatedModel, params: Params, stats: Params) -> FilterPruneResul
 
 
 def gate_penalty(
-    gates: Mapping[str, jax.Array], density: float, budget: float = 10.0, polarize: float = 1.0
+    gates: Mapping[str, jax.Array],
+    density: float,
+    budget: float = 10.0,
+    polarize: float = 1.0,
+    per_group: bool = True,
 ) -> jax.Array:
-    """``budget·(mean σ − density)² + polarize·mean σ(1 − σ)`` over all channels of all groups.
+    """``budget·(mean g − density)² + polarize·mean min(σ, 1 − σ)``.
+
+    The polarizing term is 0 at σ = 0 or 1 and its slope never vanishes (σ(1 − σ) would be flat
+    at ½, exactly where the binary gate flips, and leaves closed gates hovering there).
+
+    ``g`` are the binary gates (:func:`binary_gates`): the budget is on the density the network
+    actually runs (its gradient is the straight-through one), not on the mean sigmoid, which can
+    sit at the target with far fewer gates open. With ``per_group`` (default) the budget term is
+    the mean over groups of each group's ``(mean g − density)²``, so every group keeps about
+    ``density`` of its channels; without, one mean over all channels, which lets the penalty
+    close whole early layers (cheap in channels, fatal for accuracy).
 
     Raises:
       ValueError: ``density`` outside ``(0, 1]`` or negative weights.
@@ -172,8 +186,14 @@ def gate_penalty(
         raise ValueError(
             f"need density in (0, 1] and non-negative weights, got {density}, {budget}, {polarize}"
         )
-    soft = jnp.concatenate([jax.nn.sigmoid(jnp.ravel(g)) for g in gates.values()])
-    return budget * (jnp.mean(soft) - density) ** 2 + polarize * jnp.mean(soft * (1.0 - soft))
+    logits = [jnp.ravel(g) for g in gates.values()]
+    hard = [binary_gates(g) for g in logits]
+    if per_group:
+        gap = jnp.mean(jnp.stack([(jnp.mean(h) - density) ** 2 for h in hard]))
+    else:
+        gap = (jnp.mean(jnp.concatenate(hard)) - density) ** 2
+    soft = jax.nn.sigmoid(jnp.concatenate(logits))
+    return budget * gap + polarize * jnp.mean(jnp.minimum(soft, 1.0 - soft))
 
 
 def polarization(values: jax.Array, t: float) -> jax.Array:

@@ -113,11 +113,21 @@ def test_gated_model_trains_with_the_vision_loop_and_exports():
 
 
 def test_gate_penalty_matches_hand_computation():
-    logits = {"a": jnp.asarray([0.0, 2.0]), "b": jnp.asarray([-1.0])}
-    s = 1 / (1 + np.exp(-np.asarray([0.0, 2.0, -1.0])))
-    want = 3.0 * (s.mean() - 0.4) ** 2 + 0.5 * np.mean(s * (1 - s))
-    got = gates.gate_penalty(logits, 0.4, budget=3.0, polarize=0.5)
+    logits = {"a": jnp.asarray([0.5, 2.0]), "b": jnp.asarray([-1.0, 1.0])}
+    z = np.asarray([0.5, 2.0, -1.0, 1.0])
+    s = 1 / (1 + np.exp(-z))
+    # Binary gates 1, 1, 0, 1: density 0.75.
+    want = 3.0 * (0.75 - 0.4) ** 2 + 0.5 * np.mean(np.minimum(s, 1 - s))
+    got = gates.gate_penalty(logits, 0.4, budget=3.0, polarize=0.5, per_group=False)
     np.testing.assert_allclose(got, want, rtol=1e-6)
+    # Per group: densities 1 and 0.5.
+    want = 3.0 * ((1 - 0.4) ** 2 + (0.5 - 0.4) ** 2) / 2 + 0.5 * np.mean(np.minimum(s, 1 - s))
+    np.testing.assert_allclose(gates.gate_penalty(logits, 0.4, 3.0, 0.5), want, rtol=1e-6)
+    # The budget's gradient is the straight-through one: 2·b·(density − d)/n · σ'.
+    penalty = lambda lg: gates.gate_penalty(lg, 0.4, budget=3.0, polarize=0.0, per_group=False)
+    grad = jax.grad(penalty)(logits)
+    flat = np.concatenate([grad["a"], grad["b"]])
+    np.testing.assert_allclose(flat, 2 * 3.0 * 0.35 / 4 * s * (1 - s), rtol=1e-5)
     with pytest.raises(ValueError, match="density"):
         gates.gate_penalty(logits, 0.0)
 
