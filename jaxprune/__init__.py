@@ -74,6 +74,7 @@ _SUBMODULES = {
     name: f"jaxprune.{name}"
     for name in (
         "allocation",
+        "analysis",
         "checkpoint",
         "core",
         "data",

@@ -16,10 +16,13 @@ CNN filter pruning works on the vision models of :mod:`jaxprune.models.vision`:
 
 - :mod:`~.filters`: coupled channel groups (through BatchNorm and residual adds), L1 scores,
   masks and the physical shrink;
-- :mod:`~.beta_rank`: Beta-Rank and HRank scores from calibration images.
+- :mod:`~.beta_rank`: Beta-Rank and HRank scores from calibration images;
+- :mod:`~.gates`: polarization — channel gates trained jointly with the weights (straight-through,
+  budget and polarizing penalties; BatchNorm-γ polarization) exported to the smaller model in
+  one call; :mod:`~.lm_gates`: the same gates on decoder heads and MLP channels.
 """
 
-from jaxprune.structured import beta_rank, filters
+from jaxprune.structured import beta_rank, filters, gates, lm_gates
 from jaxprune.structured.allocate import count_params, default_block_range, make_plan
 from jaxprune.structured.groups import ATTENTION_UNITS, REDUCTIONS, BlockKeep
 from jaxprune.structured.importance import KINDS
@@ -39,6 +42,8 @@ __all__ = [
     "count_params",
     "default_block_range",
     "filters",
+    "gates",
+    "lm_gates",
     "make_plan",
     "prune_structured",
     "shrink",

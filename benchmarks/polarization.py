@@ -1,0 +1,204 @@
+"""Polarization (one training pass with channel gates) vs L1 filter pruning + fine-tuning, at
+equal FLOPs and equal total epochs, on MNIST / Fashion-MNIST with a small CNN and a ResNet.
+
+Per dataset, architecture and seed (training set subsampled to ``--train-size`` images):
+
+- ``dense``: the network trained ``--epochs`` epochs (Adam, cosine-decayed learning rate);
+- ``polarization``: the gated network (:mod:`jaxprune.structured.gates`) trained ``--epochs``
+  epochs with the budget (target ``--density`` of channels) and polarizing penalties, then
+  exported in one call: the test accuracy is the exported model's, with no fine-tuning;
+- ``l1-ft``: the network trained ``--epochs − --ft-epochs`` epochs, the same fraction of every
+  group's filters removed by L1 norm — the fraction whose FLOPs come closest to the polarized
+  model's — and fine-tuned ``--ft-epochs`` epochs (same total epochs).
+
+Every run records its test accuracy, FLOPs and training time (wall and process CPU seconds);
+``polarization`` also keeps the final gate values σ(logit) for the histogram
+(``--plot``)::
+
+    python benchmarks/polarization.py --out benchmarks/results/polarization_cpu.json \
+        --plot benchmarks/plots/polarization_gates.png
+
+Results go to ``--out`` after every run; rerunning resumes (see ``vision_common.Results``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+import vision_common
+from vision_common import adam_cosine, timed
+
+from jaxprune.models.vision import ResNetConfig, VGGConfig, VisionModel
+from jaxprune.structured import filters, gates
+from jaxprune.training.loop import ImageData, evaluate, train
+
+LR = 1e-3
+ARCHS = {
+    "cnn": lambda size: VGGConfig(widths=(16, "M", 32, "M", 64), image_size=size),
+    "resnet": lambda size: ResNetConfig(widths=(8, 16, 32), blocks=1, image_size=size),
+}
+
+
+class Results(vision_common.Results):
+    @staticmethod
+    def key(record):
+        return tuple(record.get(k) for k in ("dataset", "arch", "seed", "method"))
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
+    p.add_argument("--archs", nargs="+", default=["cnn", "resnet"], choices=sorted(ARCHS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--train-size", type=int, default=10000)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--ft-epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--density", type=float, default=0.5, help="target fraction of channels kept")
+    p.add_argument("--budget", type=float, default=20.0)
+    p.add_argument("--polarize", type=float, default=5.0)
+    p.add_argument("--gate-lr", type=float, default=0.05)
+    p.add_argument("--gate-init", type=float, default=2.0)
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/polarization_cpu.json"))
+    p.add_argument("--plot", type=Path, default=None)
+    return p.parse_args()
+
+
+def record(data, arch, seed, method, model, params, stats, run_s, **extra):
+    return {
+        "dataset": data.name, "arch": arch, "seed": seed, "method": method,
+        "test_accuracy": evaluate(model, params, stats, data.test),
+        "flops": model.flops(), "params": model.num_params(),
+        "wall_s": run_s[0], "cpu_s": run_s[1], "model": model.to_dict(), **extra,
+    }  # fmt: skip
+
+
+def dense_run(args, data, train_set, arch, seed, model):
+    steps = args.epochs * (len(train_set) // args.batch_size)
+    run, wall, cpu = timed(
+        train, model, *model.init(seed), adam_cosine(LR, steps), train_set,
+        epochs=args.epochs, batch_size=args.batch_size, seed=seed, progress=False,
+    )  # fmt: skip
+    return record(data, arch, seed, "dense", model, run.params, run.stats, (wall, cpu))
+
+
+def polarization_run(args, data, train_set, arch, seed, model):
+    gated = gates.GatedModel(model)
+    steps = args.epochs * (len(train_set) // args.batch_size)
+    penalty = lambda p: gates.gate_penalty(p["gates"], args.density, args.budget, args.polarize)
+    tx = optax.chain(
+        gates.add_penalty_gradient(penalty),
+        gates.gate_optimizer(adam_cosine(LR, steps), optax.adam(args.gate_lr)),
+    )
+    params, stats = gated.init(seed, logit=args.gate_init)
+
+    def one_pass():
+        run = train(gated, params, stats, tx, train_set, epochs=args.epochs,
+                    batch_size=args.batch_size, seed=seed, progress=False)  # fmt: skip
+        return run, gates.export(gated, run.params, run.stats)
+
+    (run, result), wall, cpu = timed(one_pass)
+    soft = {k: np.asarray(jax.nn.sigmoid(v)).tolist() for k, v in run.params["gates"].items()}
+    return record(
+        data, arch, seed, "polarization", result.model, result.params, result.stats, (wall, cpu),
+        gated_accuracy=evaluate(gated, run.params, run.stats, data.test),
+        flops_dense=result.flops_dense, gates=soft,
+        density=sum(int(k.sum()) for k in result.keep.values())
+        / sum(k.size for k in result.keep.values()),
+    )  # fmt: skip
+
+
+def fraction_for_flops(model: VisionModel, target: int) -> float:
+    """The uniform filter fraction whose L1-pruned FLOPs come closest to ``target``."""
+    groups = model.channel_groups()
+    best, best_gap = 0.0, None
+    for f in np.linspace(0.0, 0.95, 96):
+        widths = {g.name: g.size - min(int(f * g.size), g.size - 1) for g in groups}
+        gap = abs(model.with_widths(widths).flops() - target)
+        if best_gap is None or gap < best_gap:
+            best, best_gap = float(f), gap
+    return best
+
+
+def l1_run(args, data, train_set, arch, seed, model, target_flops):
+    fraction = fraction_for_flops(model, target_flops)
+    first = args.epochs - args.ft_epochs
+    per_epoch = len(train_set) // args.batch_size
+
+    def pipeline():
+        dense = train(
+            model,
+            *model.init(seed),
+            adam_cosine(LR, first * per_epoch),
+            train_set,
+            epochs=first,
+            batch_size=args.batch_size,
+            seed=seed,
+            progress=False,
+        )
+        scores = filters.l1_scores(model, dense.params)
+        pruned = filters.prune_filters(model, dense.params, dense.stats, scores, fraction)
+        run = train(pruned.model, pruned.params, pruned.stats,
+                    adam_cosine(LR, args.ft_epochs * per_epoch), train_set,
+                    epochs=args.ft_epochs, batch_size=args.batch_size, seed=seed + 1,
+                    progress=False)  # fmt: skip
+        return pruned, run
+
+    (pruned, run), wall, cpu = timed(pipeline)
+    return record(
+        data, arch, seed, "l1-ft", pruned.model, run.params, run.stats, (wall, cpu),
+        fraction=fraction, flops_dense=pruned.flops_dense,
+        pruned_accuracy=evaluate(pruned.model, pruned.params, pruned.stats, data.test),
+    )  # fmt: skip
+
+
+def plot(path: Path, runs: list[dict]) -> None:
+    from matplotlib.figure import Figure
+
+    polar = [r for r in runs if r["method"] == "polarization"]
+    fig = Figure(figsize=(3.2 * len(polar), 2.8))
+    for i, r in enumerate(polar):
+        ax = fig.add_subplot(1, len(polar), i + 1)
+        values = np.concatenate([np.asarray(v) for v in r["gates"].values()])
+        ax.hist(values, bins=40, range=(0, 1), color="#337ab7")
+        ax.set_title(f"{r['dataset']} {r['arch']} (seed {r['seed']})", fontsize=8)
+        ax.set_xlabel("gate σ(logit)", fontsize=8)
+        ax.set_yscale("log")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    args = parse_args()
+    skip = ("out", "plot", "datasets", "seeds", "archs")
+    results = Results(args.out, {k: v for k, v in vars(args).items() if k not in skip})
+    for seed in args.seeds:
+        for name in args.datasets:
+            data = ImageData.load(name)
+            train_set = data.train.take(args.train_size, seed)
+            for arch in args.archs:
+                model = VisionModel(ARCHS[arch](data.train.images.shape[1]))
+                key = dict(dataset=data.name, arch=arch, seed=seed)
+                if not results.has(**key, method="dense"):
+                    results.add(dense_run(args, data, train_set, arch, seed, model))
+                if not results.has(**key, method="polarization"):
+                    results.add(polarization_run(args, data, train_set, arch, seed, model))
+                polar = next(
+                    r for r in results.data["runs"]
+                    if Results.key(r) == Results.key({**key, "method": "polarization"})
+                )  # fmt: skip
+                if not results.has(**key, method="l1-ft"):
+                    results.add(l1_run(args, data, train_set, arch, seed, model, polar["flops"]))
+    if args.plot is not None:
+        plot(args.plot, results.data["runs"])
+    print(json.dumps({"runs": len(results.data["runs"])}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Decoder-block gates: at 0/1 they zero exactly those heads and MLP channels (the structured
+package's coupled groups), and the exported small model computes the gated model's logits."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from structured_models import CONFIGS, logits, random_params, windows
+
+from jaxprune.models import LanguageModel
+from jaxprune.structured import lm_gates, zero_groups
+
+
+def closing_some(model, seed=0):
+    """Gates with about half of every block's units closed (at least one of each kept)."""
+    rng = np.random.default_rng(seed)
+    gates = lm_gates.init_lm_gates(model)
+    out = []
+    for block in gates:
+        heads = rng.choice([-1.0, 1.0], block["heads"].shape)
+        heads[0] = 1.0
+        mlp = rng.choice([-1.0, 1.0], block["mlp"].shape)
+        out.append({"heads": jnp.asarray(heads), "mlp": jnp.asarray(mlp)})
+    return out
+
+
+@pytest.mark.parametrize("name", ["llama", "gqa", "opt"])
+def test_gates_at_zero_and_one_equal_zeroing_those_groups(name):
+    model = LanguageModel(CONFIGS[name])
+    params = random_params(model)
+    gates = closing_some(model)
+    keeps = lm_gates.lm_keeps(model, gates)
+    assert any(len(k.mlp) < model.config.layer_widths(i).mlp for i, k in keeps.items())
+    tokens = windows()
+    got = logits(model, lm_gates.gated_lm_params(model, params, gates), tokens)
+    want = logits(model, zero_groups(model, params, keeps), tokens)
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    # Closing nothing changes nothing.
+    full = lm_gates.gated_lm_params(model, params, lm_gates.init_lm_gates(model))
+    np.testing.assert_array_equal(logits(model, full, tokens), logits(model, params, tokens))
+
+
+@pytest.mark.parametrize("name", ["llama", "gqa"])
+def test_the_exported_model_equals_the_gated_model(name):
+    model = LanguageModel(CONFIGS[name])
+    params = random_params(model)
+    gates = closing_some(model, seed=1)
+    small, small_params = lm_gates.export_lm(model, params, gates)
+    keeps = lm_gates.lm_keeps(model, gates)
+    for i, keep in keeps.items():
+        assert small.config.layer_widths(i) == keep.widths
+    tokens = windows()
+    want = logits(model, lm_gates.gated_lm_params(model, params, gates), tokens)
+    np.testing.assert_allclose(logits(small, small_params, tokens), want, atol=2e-5)
+
+
+def test_gate_gradients_reach_every_unit():
+    model = LanguageModel(CONFIGS["gqa"])
+    params = random_params(model)
+    tokens = jnp.asarray(windows())
+
+    def loss(gates):
+        return jnp.mean(model.logits(lm_gates.gated_lm_params(model, params, gates), tokens) ** 2)
+
+    grads = jax.grad(loss)(lm_gates.init_lm_gates(model, logit=0.0))
+    for block in grads:
+        assert np.all(np.asarray(block["heads"]) != 0) and np.all(np.asarray(block["mlp"]) != 0)
+
+
+def test_gates_of_the_wrong_shape_are_refused():
+    model = LanguageModel(CONFIGS["llama"])
+    gates = lm_gates.init_lm_gates(model)
+    gates[0] = {"heads": jnp.ones(3), "mlp": gates[0]["mlp"]}
+    with pytest.raises(ValueError, match="key/value heads"):
+        lm_gates.gated_lm_params(model, random_params(model), gates)
