@@ -79,6 +79,7 @@ _SUBMODULES = {
         "data",
         "engine",
         "eval",
+        "federated",
         "methods",
         "models",
         "pipeline",
