@@ -53,6 +53,7 @@ def run_one(model, data, args, dataset, alpha, seed, method, density) -> dict:
         lr=args.lr,
         seed=seed,
         eval_every=args.eval_every,
+        client_loop=args.client_loop,
     )
     tiny = fl.FedTinyConfig(
         candidates=2, alpha=args.swap_alpha, every=args.every, end=args.end or args.rounds * 2 // 3
@@ -220,6 +221,9 @@ def main() -> None:
     p.add_argument("--every", type=int, default=3)
     p.add_argument("--end", type=int, default=0, help="T_end (default 2/3 of the rounds)")
     p.add_argument("--eval-every", type=int, default=3)
+    p.add_argument(
+        "--client-loop", choices=["vmap", "map"], default="map", help="map is faster on CPU"
+    )
     args = p.parse_args()
     if args.report:
         runs = json.loads(Path(args.report).read_text())["runs"]

@@ -103,18 +103,31 @@ def client_sharding(num_clients: int) -> NamedSharding | None:
     return NamedSharding(Mesh(np.asarray(devices), ("clients",)), PartitionSpec("clients"))
 
 
-def make_round(model: VisionModel, inner: optax.GradientTransformation):
+def make_round(model: VisionModel, inner: optax.GradientTransformation, client_loop: str = "vmap"):
     """A jitted FedAvg round ``(params, stats, masks, images, labels, batches, steps, weights)
     -> (params, stats, client losses)``.
 
     ``batches`` ``(clients, rows, B)`` and ``steps``/``weights`` ``(clients,)`` stack the sampled
     clients; ``weights`` are their example counts. ``masks`` is ``{path: keep}`` or ``{}``.
+    ``client_loop="vmap"`` runs the clients as a batched axis (sharded over devices; the choice for
+    accelerators); ``"map"`` runs them one after another with ``lax.map`` in the same program, the
+    same numbers to rounding and several times faster on a CPU, where the vmapped convolutions
+    with per-client kernels become slow grouped convolutions.
     """
 
     def one(params, stats, masks, images, labels, batches, steps):
         return local_train(model, inner, params, stats, masks, images, labels, batches, steps)
 
-    clients = jax.vmap(one, in_axes=(None, None, None, None, None, 0, 0))
+    if client_loop == "vmap":
+        clients = jax.vmap(one, in_axes=(None, None, None, None, None, 0, 0))
+    elif client_loop == "map":
+
+        def clients(params, stats, masks, images, labels, batches, steps):
+            run = lambda bs: one(params, stats, masks, images, labels, *bs)
+            return lax.map(run, (batches, steps))
+
+    else:
+        raise ValueError(f"client_loop must be 'vmap' or 'map', got {client_loop!r}")
 
     @jax.jit
     def round_fn(params, stats, masks, images, labels, batches, steps, weights):

@@ -41,8 +41,9 @@ METHODS = ("dense", "magnitude", "random", "fedtiny")
 @dataclasses.dataclass(frozen=True)
 class FedConfig:
     """FedAvg's settings: ``rounds``, ``clients_per_round``, ``local_epochs``, ``batch_size``,
-    the client SGD's ``lr`` and ``momentum``, ``seed`` (model, masks, sampling, batches) and
-    ``eval_every`` rounds (the last round is always evaluated)."""
+    the client SGD's ``lr`` and ``momentum``, ``seed`` (model, masks, sampling, batches),
+    ``eval_every`` rounds (the last round is always evaluated) and ``client_loop``: ``"vmap"``
+    (clients as a batched, shardable axis) or ``"map"`` (one after another; faster on a CPU)."""
 
     rounds: int = 50
     clients_per_round: int = 10
@@ -52,8 +53,11 @@ class FedConfig:
     momentum: float = 0.0
     seed: int = 0
     eval_every: int = 5
+    client_loop: str = "vmap"
 
     def __post_init__(self):
+        if self.client_loop not in ("vmap", "map"):
+            raise ValueError(f"client_loop must be 'vmap' or 'map', got {self.client_loop!r}")
         if min(self.rounds, self.clients_per_round, self.local_epochs, self.batch_size) < 1:
             raise ValueError(f"rounds, clients, epochs and batch size must be >= 1: {self}")
 
@@ -71,9 +75,9 @@ class FedResult:
 
 
 @functools.lru_cache(maxsize=16)
-def _round_fn(model: VisionModel, lr: float, momentum: float):
+def _round_fn(model: VisionModel, lr: float, momentum: float, client_loop: str):
     # One compiled round per model and optimizer, shared by every run of a sweep.
-    return make_round(model, optax.sgd(lr, momentum=momentum or None))
+    return make_round(model, optax.sgd(lr, momentum=momentum or None), client_loop)
 
 
 def _density(masks: dict[str, jax.Array]) -> float:
@@ -159,7 +163,7 @@ def federated_train(
     images, labels = jnp.asarray(train_set.images), jnp.asarray(train_set.labels)
     counts = np.asarray([len(c) for c in clients], np.float32)
     length = max_steps(clients, config.local_epochs, config.batch_size)
-    round_fn = _round_fn(model, config.lr, config.momentum)
+    round_fn = _round_fn(model, config.lr, config.momentum, config.client_loop)
     slots = 1 if config.momentum else 0
     history = []
     for t in range(1, config.rounds + 1):

@@ -88,3 +88,20 @@ def test_runs_are_deterministic_for_a_seed(tiny_model, tiny_data):
         jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params), strict=True
     ):
         np.testing.assert_array_equal(x, y)
+
+
+def test_clients_one_after_another_equal_the_vmapped_clients(tiny_model, tiny_data):
+    clients = [np.arange(0, 40), np.arange(40, 70), np.arange(70, 96)]
+    runs = [
+        federated_train(
+            tiny_model,
+            tiny_data,
+            clients,
+            FedConfig(rounds=2, clients_per_round=3, batch_size=8, seed=2, client_loop=loop),
+            "magnitude",
+            0.5,
+        )
+        for loop in ("vmap", "map")
+    ]
+    for a, b in zip(*(jax.tree_util.tree_leaves((r.params, r.stats)) for r in runs), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
