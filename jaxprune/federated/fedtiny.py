@@ -172,7 +172,8 @@ def select_candidate(
             loss = sum(client_loss(model, sparse, pooled, x, y) for x, y in client_data)
             n = sum(len(y) for _, y in client_data)
             candidates.append(Candidate(f"{dist}/{c}", masks, pooled, loss / n))
-            down += len(client_data) * 2 * model_bytes(sparse, masks, pooled)
+            # The candidate goes down, then its pooled statistics layer by layer.
+            down += len(client_data) * model_bytes(sparse, masks, pooled)
             up += sent + 4 * len(client_data)
     winner = min(candidates, key=lambda cand: cand.loss)
     return winner, candidates, {"down": down, "up": up}

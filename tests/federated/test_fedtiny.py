@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from jaxprune.federated import FedConfig, FedTinyConfig, federated_train, select_candidate
 from jaxprune.federated.accounting import client_peak_bytes, model_bytes, topk_bytes
-from jaxprune.federated.fedtiny import client_topk, initial_masks, prune_and_grow, swap_count
+from jaxprune.federated.fedtiny import apply, client_topk, initial_masks, prune_and_grow, swap_count
 
 
 def test_swap_count_follows_the_cosine_schedule():
@@ -78,7 +78,11 @@ def test_selection_picks_the_lowest_loss_candidate(tiny_model, tiny_data):
         kept = sum(int(m.sum()) for m in c.masks.values())
         total = sum(m.size for m in c.masks.values())
         assert abs(kept / total - 0.3) < 0.02
-    assert cost["down"] > 0 and cost["up"] > 0
+    # Down: each candidate with its pooled statistics to 3 clients. Up: per candidate and client,
+    # BatchNorm moments (a count and two vectors of 4 and of 6 channels) and one float32 loss.
+    sent = sum(model_bytes(apply(params, c.masks), c.masks, c.stats) for c in cands)
+    assert cost["down"] == 3 * sent
+    assert cost["up"] == 4 * 3 * ((4 + 8 * 4) + (4 + 8 * 6) + 4)
 
 
 def test_fedtiny_run_keeps_its_density_and_counts_its_bytes(tiny_model, tiny_data):
