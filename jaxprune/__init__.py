@@ -80,6 +80,7 @@ _SUBMODULES = {
         "data",
         "engine",
         "eval",
+        "federated",
         "methods",
         "models",
         "pipeline",
