@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import os
@@ -32,7 +33,13 @@ def fsync_dir(path: Path) -> None:
 
 
 def remove_tree(path: Path) -> None:
-    """Deletes ``path``, again if a writer thread that was still finishing recreated part of it."""
+    """Deletes ``path``, again if a writer thread that was still finishing recreated part of it.
+
+    A background writer interrupted by a signal can still create files after the last retry (its
+    finalisation runs while the interpreter shuts down), so the removal is also registered to run
+    at exit, after Python has joined its threads.
+    """
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
     for delay in (0.0, 0.05, 0.2, 1.0):
         time.sleep(delay)
         shutil.rmtree(path, ignore_errors=True)
