@@ -40,9 +40,10 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+import jaxprune.engine.calibrate as calibrate
+import jaxprune.engine.prepass as prepass
 from jaxprune import allocation
 from jaxprune.core.paths import get_leaf
-from jaxprune.engine import calibrate, prepass
 from jaxprune.engine.block import Solver, prune_block, solve_kernel
 from jaxprune.engine.placement import Placement
 from jaxprune.engine.plan import PrunePlan

@@ -26,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import jaxprune.federated.accounting as accounting
+import jaxprune.federated.fedtiny as fedtiny
 from jaxprune.core.paths import flat_leaves, set_leaves
-from jaxprune.federated import accounting, fedtiny
 from jaxprune.federated.fedavg import make_round, place_clients
 from jaxprune.federated.splits import batch_plan, max_steps, sample_clients
 from jaxprune.models.vision import VisionModel

@@ -42,9 +42,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
+import jaxprune.methods.statistics as statistics
 from jaxprune.core.select import smallest_mask_sharded
 from jaxprune.core.sparsity import Target
-from jaxprune.methods import statistics
 from jaxprune.methods.base import Method, register_method
 from jaxprune.methods.obs import check_solution
 from jaxprune.methods.sparsegpt_sweep import default_unroll, solver_inputs, sweep

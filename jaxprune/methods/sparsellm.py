@@ -73,8 +73,8 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
+import jaxprune.methods.sparsegpt as sparsegpt
 from jaxprune.core.sparsity import Target
-from jaxprune.methods import sparsegpt
 from jaxprune.methods.base import (
     JointSolution,
     JointUnit,

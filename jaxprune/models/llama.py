@@ -25,7 +25,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec
 
-from jaxprune.models import base
+import jaxprune.models.base as base
 from jaxprune.models.attention import causal_attention
 from jaxprune.models.base import (
     Family,

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+import jaxprune.structured.flap as flap
 from jaxprune.core.paths import get_leaf
 from jaxprune.models.base import LanguageModel, Params
-from jaxprune.structured import flap
 from jaxprune.structured.allocate import Plan, count_params, make_plan, select
 from jaxprune.structured.groups import (
     BlockKeep,

@@ -15,8 +15,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+import jaxprune.tokens.baselines as baselines
+import jaxprune.tokens.zero_tprune as zero_tprune
 from jaxprune.models.vit import VisionModel
-from jaxprune.tokens import baselines, zero_tprune
 from jaxprune.tokens.schedule import TokenSchedule
 
 

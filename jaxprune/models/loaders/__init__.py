@@ -15,27 +15,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxprune.checkpoint import MANIFEST_NAME, is_checkpoint
-from jaxprune.models.base import LanguageModel, Params
-from jaxprune.models.tokenizer import Tokenizer
+from jaxprune.models.loaders.pretrained import Pretrained
+from jaxprune.models.loaders.pruned import load_pruned, save_pruned
 
 __all__ = ["Pretrained", "check_source", "load_pretrained", "load_pruned", "save_pruned"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Pretrained:
-    """A loaded model.
-
-    Attributes:
-      model: applies the family's modules to ``params``.
-      params: nested-dict params (Flax ``(in, out)`` kernels, Hugging Face names).
-      tokenizer: the model's tokenizer, or ``None`` if the source carries none.
-      source: where it was loaded from (a name or a path).
-    """
-
-    model: LanguageModel
-    params: Params
-    tokenizer: Tokenizer | None
-    source: str
 
 
 def load_pretrained(name_or_path: str | os.PathLike, dtype: Any = None) -> Pretrained:
@@ -139,7 +122,3 @@ def check_source(name_or_path: str | os.PathLike) -> str:
         f"{name!r}: the directory has neither config.json (Hugging Face checkpoint) nor "
         f"{MANIFEST_NAME} (a complete jaxprune checkpoint). {accepted}"
     )
-
-
-# The model-level checkpoint functions need Pretrained, defined above.
-from jaxprune.models.loaders.pruned import load_pruned, save_pruned  # noqa: E402

@@ -25,7 +25,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from jaxprune._cache import cache_dir, extract_members, fetch_distribution
-from jaxprune.models.loaders import Pretrained
+from jaxprune.models.loaders.pretrained import Pretrained
 
 
 @dataclasses.dataclass(frozen=True)

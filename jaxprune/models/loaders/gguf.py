@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.models.base import GgufSpec, LanguageModel, family_for_gguf_architecture
-from jaxprune.models.loaders import Pretrained
 from jaxprune.models.loaders.gguf_tokenizer import tokenizer_from_gguf_metadata
+from jaxprune.models.loaders.pretrained import Pretrained
 
 # llama.cpp's per-block tensor names shared by its LLaMA-like architectures (GGUF stem -> Hugging
 # Face name after "model.layers.{i}."); a GgufSpec adds to or replaces these.

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.models.base import LanguageModel, family_for_model_type
-from jaxprune.models.loaders import Pretrained
+from jaxprune.models.loaders.pretrained import Pretrained
 from jaxprune.models.tokenizer import Tokenizer
 
 SINGLE_FILE = "model.safetensors"

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from jaxprune.checkpoint import EXTRA_DIR, load_checkpoint, save_checkpoint
 from jaxprune.models.base import LanguageModel, config_from_dict, config_to_dict
-from jaxprune.models.loaders import Pretrained
+from jaxprune.models.loaders.pretrained import Pretrained
 from jaxprune.models.tokenizer import Tokenizer
 
 Key = str | int
