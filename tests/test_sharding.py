@@ -29,15 +29,20 @@ MODEL = LanguageModel(CONFIG)
 MESH_2X4 = AbstractMesh((2, 4), sharding.AXES)
 
 
-@pytest.fixture(scope="module")
-def eight_devices() -> dict:
+def _run_eight_device_check(*flags: str) -> dict:
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     script = Path(__file__).parent / "helpers" / "sharding_check.py"
     done = subprocess.run(
-        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, str(script), *flags], env=env, capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def eight_devices() -> dict:
+    """The 2x4 mesh (data and model axes both split); the slow test adds 8x1 and 1x8."""
+    return _run_eight_device_check()
 
 
 @pytest.fixture(scope="module")
@@ -121,20 +126,21 @@ def test_solvers_split_columns_over_every_axis_that_divides_them():
     assert layout.solver_axes(30) == ()
 
 
-def test_on_eight_devices_every_mesh_prunes_exactly_like_one_device(eight_devices):
-    assert eight_devices["devices"] == 8
-    runs = [p for p in eight_devices["prunes"] if not p["offload"]]
+RECIPES_ON_MESHES = (
+    "wanda 0.5",
+    "wanda 2:4",
+    "sparsegpt 0.5",
+    "sparsegpt 2:4",
+    "magnitude 0.5",
+    "sparsellm 0.5",
+)
+
+
+def _assert_every_mesh_prunes_like_one_device(report: dict, meshes: set) -> None:
+    assert report["devices"] == 8
+    runs = [p for p in report["prunes"] if not p["offload"]]
     assert {(p["recipe"], tuple(p["mesh"])) for p in runs} == {
-        (recipe, mesh)
-        for recipe in (
-            "wanda 0.5",
-            "wanda 2:4",
-            "sparsegpt 0.5",
-            "sparsegpt 2:4",
-            "magnitude 0.5",
-            "sparsellm 0.5",
-        )
-        for mesh in ((8, 1), (2, 4), (1, 8))
+        (recipe, mesh) for recipe in RECIPES_ON_MESHES for mesh in meshes
     }
     for run in runs:
         if run["recipe"].startswith("sparsellm"):
@@ -148,6 +154,19 @@ def test_on_eight_devices_every_mesh_prunes_exactly_like_one_device(eight_device
         assert run["overall_sparsity"] == pytest.approx(0.5), run
         # The pruned params come back placed by the layout.
         assert run["up_proj_spec"] == str(P(None, "model")), run
+    cases = report["selection"]
+    assert len(cases) == 15 * len(meshes)
+    assert all(case["equal"] for case in cases), [c for c in cases if not c["equal"]]
+
+
+def test_on_eight_devices_a_2x4_mesh_prunes_exactly_like_one_device(eight_devices):
+    _assert_every_mesh_prunes_like_one_device(eight_devices, {(2, 4)})
+
+
+@pytest.mark.slow
+def test_on_eight_devices_every_mesh_shape_prunes_exactly_like_one_device():
+    report = _run_eight_device_check("--all-meshes")
+    _assert_every_mesh_prunes_like_one_device(report, {(8, 1), (2, 4), (1, 8)})
 
 
 def test_on_eight_devices_offloaded_blocks_give_the_same_prune_as_host_arrays(eight_devices):
@@ -158,8 +177,9 @@ def test_on_eight_devices_offloaded_blocks_give_the_same_prune_as_host_arrays(ei
 
 
 def test_sharded_selection_equals_single_device_selection_with_ties(eight_devices):
+    # Every axis choice of the mesh and counts k that cut through tied scores (0, 1, mid, all).
     cases = eight_devices["selection"]
-    assert len(cases) == 45
+    assert len(cases) == 15
     assert all(case["equal"] for case in cases), [c for c in cases if not c["equal"]]
 
 

@@ -201,8 +201,11 @@ def test_magnitude_prune_then_eval_of_the_saved_model_round_trips(tmp_path, caps
     assert saved.recipe["calibration"] is None  # magnitude read no calibration data
 
 
+@pytest.mark.slow
 @pytest.mark.real_model
 def test_mesh_and_offload_options_give_the_same_pruned_model(capsys):
+    # Slow (two real-model prunes); the default run checks mesh and offload prunes on the tiny
+    # models (tests/test_sharding.py) and the --mesh/--offload argument checks here.
     common = ["prune", "--model", "smollm2-135m", "--method", "sparsegpt", "--sparsity", 0.5]
     common += ["--nsamples", 2, "--seqlen", 64, "--eval", "shakespeare-hamlet"]
     common += ["--eval-nsamples", 1, "--json"]
