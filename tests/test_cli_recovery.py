@@ -131,3 +131,31 @@ def test_eval_tasks_prints_per_task_and_average_accuracy(capsys, pruned_dir):
         assert task["n"] == 3 and 0.0 <= task["acc"] <= 1.0
     scores = [t["score"] for t in out["tasks"].values()]
     assert out["average"] == sum(scores) / 2
+
+
+@pytest.mark.parametrize(
+    "hidden, argv, message",
+    [
+        (
+            "pyarrow",
+            ["eval", "--model", "smollm2-135m", "--tasks", "piqa"],
+            "need the `pyarrow` package: pip install pyarrow",
+        ),
+        ("matplotlib", ["plot", "no-such-report-is-read"], "need the `matplotlib` package"),
+    ],
+)
+def test_a_missing_optional_package_is_refused_before_any_work(hidden, argv, message):
+    # The package is hidden from a fresh interpreter (also where it is installed), as on a machine
+    # with only `pip install jaxprune`; the command must say what to install, with exit status 2,
+    # before it touches the model or the report.
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys\nsys.modules[{hidden!r}] = None\n"
+        f"from jaxprune.cli import main\nsys.exit(main({argv!r}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr

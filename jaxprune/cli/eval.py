@@ -87,12 +87,14 @@ def run(args: argparse.Namespace) -> None:
 
 
 def run_tasks(args: argparse.Namespace) -> None:
-    from jaxprune.data.zeroshot import check_tasks
+    from jaxprune.data.zeroshot import check_tasks, require_pyarrow
     from jaxprune.pipeline import evaluate_zero_shot, load_with_tokenizer
 
     try:
         tasks = check_tasks(args.tasks)
-    except ValueError as err:
+        if args.source == "offline":
+            require_pyarrow()
+    except (ValueError, RuntimeError) as err:
         raise UsageError(f"--tasks: {err}") from None
     check_positive(limit=args.limit)
     pretrained = load_with_tokenizer(args.model, args.dtype)

