@@ -9,7 +9,14 @@ Per dataset, architecture and seed (training set subsampled to ``--train-size`` 
   exported in one call: the test accuracy is the exported model's, with no fine-tuning;
 - ``l1-ft``: the network trained ``--epochs − --ft-epochs`` epochs, the same fraction of every
   group's filters removed by L1 norm — the fraction whose FLOPs come closest to the polarized
-  model's — and fine-tuned ``--ft-epochs`` epochs (same total epochs).
+  model's — and fine-tuned ``--ft-epochs`` epochs (same total epochs);
+- ``bn-polar``: Zhuang et al.'s BatchNorm-γ polarization regulariser
+  (:func:`jaxprune.structured.gates.bn_polarization`, ``--bn-t``, ``--bn-strength``) on the plain
+  network for ``--epochs`` epochs, the γ threshold whose FLOPs come closest to the polarized
+  model's, the channels below it removed (:func:`~jaxprune.structured.gates.bn_keep`), no
+  fine-tuning. The BatchNorm scales get their own Adam learning rate (``--bn-lr``): at the weights'
+  1e-3, a few hundred cosine-decayed steps move a γ by at most ~0.2 from its initial 1, too little
+  to reach 0 (the gates have ``--gate-lr`` for the same reason).
 
 Every run records its test accuracy, FLOPs and training time (wall and process CPU seconds);
 ``polarization`` also keeps the final gate values σ(logit) for the histogram
@@ -33,11 +40,15 @@ import optax
 import vision_common
 from vision_common import adam_cosine, timed
 
+from jaxprune.core.paths import flat_leaves
 from jaxprune.models.vision import ResNetConfig, VGGConfig, VisionModel
 from jaxprune.structured import filters, gates
 from jaxprune.training.loop import ImageData, evaluate, train
 
 LR = 1e-3
+METHODS = ("dense", "polarization", "l1-ft", "bn-polar")
+# Per-method hyperparameters: recorded in each run, not in the file's shared settings.
+METHOD_ARGS = ("methods", "bn_t", "bn_strength", "bn_lr")
 ARCHS = {
     "cnn": lambda size: VGGConfig(widths=(16, "M", 32, "M", 64), image_size=size),
     "resnet": lambda size: ResNetConfig(widths=(8, 16, 32), blocks=1, image_size=size),
@@ -64,6 +75,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--polarize", type=float, default=5.0)
     p.add_argument("--gate-lr", type=float, default=0.05)
     p.add_argument("--gate-init", type=float, default=2.0)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--bn-t", type=float, default=1.2, help="t of the γ polarization regulariser")
+    p.add_argument("--bn-strength", type=float, default=1e-2, help="its λ")
+    p.add_argument("--bn-lr", type=float, default=0.02, help="Adam learning rate of the γ")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/polarization_cpu.json"))
     p.add_argument("--plot", type=Path, default=None)
     return p.parse_args()
@@ -157,18 +172,76 @@ def l1_run(args, data, train_set, arch, seed, model, target_flops):
     )  # fmt: skip
 
 
+def bn_threshold(model: VisionModel, scales: dict[str, np.ndarray], target: int) -> float:
+    """The γ threshold whose :func:`gates.bn_keep` model has FLOPs closest to ``target``."""
+    best, best_gap = 0.0, None
+    for t in np.unique(np.concatenate([[0.0], *scales.values()])):
+        keep = {k: (v > t) | (v == v.max()) for k, v in scales.items()}
+        gap = abs(model.with_widths({k: int(m.sum()) for k, m in keep.items()}).flops() - target)
+        if best_gap is None or gap < best_gap:
+            best, best_gap = float(t), gap
+    return best
+
+
+def bn_run(args, data, train_set, arch, seed, model, target_flops):
+    steps = args.epochs * (len(train_set) // args.batch_size)
+    penalty = lambda p: gates.bn_polarization(model, p, args.bn_t, args.bn_strength)
+    gamma = lambda path, _: "gamma" if jax.tree_util.keystr(path).endswith("'scale']") else "w"
+    tx = optax.chain(
+        gates.add_penalty_gradient(penalty),
+        optax.multi_transform(
+            {"w": adam_cosine(LR, steps), "gamma": adam_cosine(args.bn_lr, steps)},
+            lambda params: jax.tree_util.tree_map_with_path(gamma, params),
+        ),
+    )
+
+    def pipeline():
+        run = train(model, *model.init(seed), tx, train_set, epochs=args.epochs,
+                    batch_size=args.batch_size, seed=seed, progress=False)  # fmt: skip
+        scales = gates.bn_scales(model, run.params)
+        threshold = bn_threshold(model, scales, target_flops)
+        keep = gates.bn_keep(model, run.params, threshold)
+        small, params, stats = filters.shrink(model, run.params, run.stats, keep)
+        return run, scales, threshold, keep, small, params, stats
+
+    (run, scales, threshold, keep, small, params, stats), wall, cpu = timed(pipeline)
+    leaves = flat_leaves(run.params)
+    gammas = np.concatenate([np.ravel(v) for k, v in sorted(leaves.items()) if k.endswith("scale")])
+    return record(
+        data, arch, seed, "bn-polar", small, params, stats, (wall, cpu),
+        regularized_accuracy=evaluate(model, run.params, run.stats, data.test),
+        threshold=threshold, gammas=np.abs(gammas).tolist(), flops_dense=model.flops(),
+        density=sum(int(k.sum()) for k in keep.values()) / sum(k.size for k in keep.values()),
+        bn_t=args.bn_t, bn_strength=args.bn_strength, bn_lr=args.bn_lr,
+    )  # fmt: skip
+
+
 def plot(path: Path, runs: list[dict]) -> None:
+    """Histograms of the lowest seed's final gate values σ(logit) (top row) and, when measured,
+    of its |γ| after the BatchNorm-γ regulariser with the removal threshold (bottom row)."""
     from matplotlib.figure import Figure
 
-    polar = [r for r in runs if r["method"] == "polarization"]
-    fig = Figure(figsize=(3.2 * len(polar), 2.8))
-    for i, r in enumerate(polar):
-        ax = fig.add_subplot(1, len(polar), i + 1)
-        values = np.concatenate([np.asarray(v) for v in r["gates"].values()])
-        ax.hist(values, bins=40, range=(0, 1), color="#337ab7")
-        ax.set_title(f"{r['dataset']} {r['arch']} (seed {r['seed']})", fontsize=8)
-        ax.set_xlabel("gate σ(logit)", fontsize=8)
-        ax.set_yscale("log")
+    seed = min(r["seed"] for r in runs)
+    rows = [
+        [r for r in runs if r["method"] == method and r["seed"] == seed]
+        for method in ("polarization", "bn-polar")
+    ]
+    rows = [row for row in rows if row]
+    cols = max(len(row) for row in rows)
+    fig = Figure(figsize=(3.2 * cols, 2.8 * len(rows)))
+    for i, row in enumerate(rows):
+        for j, r in enumerate(row):
+            ax = fig.add_subplot(len(rows), cols, i * cols + j + 1)
+            if r["method"] == "polarization":
+                values = np.concatenate([np.asarray(v) for v in r["gates"].values()])
+                ax.hist(values, bins=40, range=(0, 1), color="#337ab7")
+                ax.set_xlabel("gate σ(logit)", fontsize=8)
+            else:
+                ax.hist(r["gammas"], bins=40, color="#d9534f")
+                ax.axvline(r["threshold"], color="k", lw=0.8, ls="--")
+                ax.set_xlabel("BatchNorm |γ| (dashed: threshold)", fontsize=8)
+            ax.set_title(f"{r['dataset']} {r['arch']} {r['method']} (seed {seed})", fontsize=8)
+            ax.set_yscale("log")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -176,7 +249,7 @@ def plot(path: Path, runs: list[dict]) -> None:
 
 def main() -> None:
     args = parse_args()
-    skip = ("out", "plot", "datasets", "seeds", "archs")
+    skip = ("out", "plot", "datasets", "seeds", "archs", *METHOD_ARGS)
     results = Results(args.out, {k: v for k, v in vars(args).items() if k not in skip})
     for seed in args.seeds:
         for name in args.datasets:
@@ -185,16 +258,21 @@ def main() -> None:
             for arch in args.archs:
                 model = VisionModel(ARCHS[arch](data.train.images.shape[1]))
                 key = dict(dataset=data.name, arch=arch, seed=seed)
-                if not results.has(**key, method="dense"):
+                todo = [m for m in args.methods if not results.has(**key, method=m)]
+                if "dense" in todo:
                     results.add(dense_run(args, data, train_set, arch, seed, model))
-                if not results.has(**key, method="polarization"):
+                if {"polarization", "l1-ft", "bn-polar"} & set(todo) and not results.has(
+                    **key, method="polarization"
+                ):  # the FLOPs target of the other two
                     results.add(polarization_run(args, data, train_set, arch, seed, model))
                 polar = next(
-                    r for r in results.data["runs"]
-                    if Results.key(r) == Results.key({**key, "method": "polarization"})
+                    (r for r in results.data["runs"]
+                     if Results.key(r) == Results.key({**key, "method": "polarization"})), None,
                 )  # fmt: skip
-                if not results.has(**key, method="l1-ft"):
+                if "l1-ft" in todo:
                     results.add(l1_run(args, data, train_set, arch, seed, model, polar["flops"]))
+                if "bn-polar" in todo:
+                    results.add(bn_run(args, data, train_set, arch, seed, model, polar["flops"]))
     if args.plot is not None:
         plot(args.plot, results.data["runs"])
     print(json.dumps({"runs": len(results.data["runs"])}))

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import defaultdict
 from pathlib import Path
+
+import numpy as np
 
 
 def polarization(data: dict) -> str:
@@ -26,9 +29,35 @@ def polarization(data: dict) -> str:
         acc = f"{r['test_accuracy']:.4f}"
         if "pruned_accuracy" in r:
             acc += f" (after pruning {r['pruned_accuracy']:.4f})"
+        if "regularized_accuracy" in r:
+            acc += f" (before removal {r['regularized_accuracy']:.4f})"
         lines.append(
             f"| {r['dataset']} | {r['arch']} | {r['method']} | {acc} | {r['flops'] / 1e6:.3f} | "
             f"{100 * r['flops'] / base:.1f} | {kept} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def seeds_summary(data: dict) -> str:
+    """Mean ± std over seeds of test accuracy and FLOPs (% of dense) per dataset, model, method."""
+    dense = {(r["dataset"], r["arch"], r["seed"]): r["flops"] for r in data["runs"]
+             if r["method"] == "dense"}  # fmt: skip
+    cells = defaultdict(list)
+    for r in data["runs"]:
+        base = dense.get((r["dataset"], r["arch"], r["seed"]), r["flops"])
+        cells[(r["dataset"], r["arch"], r["method"])].append(
+            (r["test_accuracy"], 100 * r["flops"] / base, r["seed"])
+        )
+    lines = [
+        "| dataset | model | method | seeds | test acc. (%) | % of dense FLOPs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (dataset, arch, method), rows in cells.items():
+        acc, flops = np.array([a for a, _, _ in rows]) * 100, np.array([f for _, f, _ in rows])
+        seeds = ",".join(str(s) for *_, s in sorted(rows, key=lambda x: x[2]))
+        lines.append(
+            f"| {dataset} | {arch} | {method} | {seeds} | {acc.mean():.2f} ± {acc.std():.2f} | "
+            f"{flops.mean():.1f} |"
         )
     return "\n".join(lines)
 
@@ -61,6 +90,9 @@ def main() -> None:
         data = json.loads(Path(path).read_text())
         print(regimes(data) if "cells" in data else polarization(data))
         print()
+        if "runs" in data and len({r["seed"] for r in data["runs"]}) > 1:
+            print(seeds_summary(data))
+            print()
 
 
 if __name__ == "__main__":
