@@ -75,3 +75,48 @@ def test_gates_of_the_wrong_shape_are_refused():
     gates[0] = {"heads": jnp.ones(3), "mlp": gates[0]["mlp"]}
     with pytest.raises(ValueError, match="key/value heads"):
         lm_gates.gated_lm_params(model, random_params(model), gates)
+
+
+def test_gates_train_jointly_with_the_weights_and_export_what_they_learned():
+    """A short joint run (next-token loss + budget and polarizing penalties, one Adam for the
+    weights and a faster one for the gates) closes units towards the target density, and the
+    exported small model computes the trained gated model's logits."""
+    import optax
+
+    from jaxprune.structured.gates import gate_optimizer, gate_penalty
+
+    model = LanguageModel(CONFIGS["gqa"])
+    tokens = jnp.asarray(windows(n=8, seqlen=16, seed=3))
+    start = random_params(model)
+    params = {"weights": start, "gates": lm_gates.init_lm_gates(model, logit=1.0)}
+
+    def loss(p):
+        out = model.logits(lm_gates.gated_lm_params(model, p["weights"], p["gates"]), tokens)
+        nll = -jnp.mean(
+            jnp.take_along_axis(jax.nn.log_softmax(out[:, :-1]), tokens[:, 1:, None], -1)
+        )
+        flat = {f"{i}/{k}": v for i, block in enumerate(p["gates"]) for k, v in block.items()}
+        return nll + gate_penalty(flat, density=0.5, budget=20.0, polarize=1.0)
+
+    tx = gate_optimizer(optax.adam(1e-3), optax.adam(0.1))
+    state = tx.init(params)
+
+    @jax.jit
+    def step(p, s):
+        grads = jax.grad(loss)(p)
+        updates, s = tx.update(grads, s, p)
+        return optax.apply_updates(p, updates), s
+
+    for _ in range(60):
+        params, state = step(params, state)
+    moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), params["weights"], start)
+    assert all(jax.tree.leaves(moved)), "the weights must train with the gates"
+    open_mlp = [float(jnp.mean(b["mlp"] > 0)) for b in params["gates"]]
+    assert all(0.25 <= f <= 0.75 for f in open_mlp), open_mlp
+    assert any(np.any(np.asarray(b["heads"]) < 0) for b in params["gates"])
+    small, small_params = lm_gates.export_lm(model, params["weights"], params["gates"])
+    size = lambda tree: sum(leaf.size for leaf in jax.tree.leaves(tree))
+    assert size(small_params) < size(params["weights"])
+    gated = lm_gates.gated_lm_params(model, params["weights"], params["gates"])
+    want = logits(model, gated, tokens)
+    np.testing.assert_allclose(logits(small, small_params, tokens), want, atol=2e-5)
