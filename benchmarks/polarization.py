@@ -251,6 +251,14 @@ def main() -> None:
     args = parse_args()
     skip = ("out", "plot", "datasets", "seeds", "archs", *METHOD_ARGS)
     results = Results(args.out, {k: v for k, v in vars(args).items() if k not in skip})
+    for r in results.data["runs"]:
+        if r["method"] == "bn-polar" and "bn-polar" in args.methods:
+            other = {k: r[k] for k in ("bn_t", "bn_strength", "bn_lr") if r[k] != vars(args)[k]}
+            if other:
+                raise SystemExit(
+                    f"{args.out} has bn-polar runs with {other}: pass the same values, or another "
+                    "--out to compare settings"
+                )
     for seed in args.seeds:
         for name in args.datasets:
             data = ImageData.load(name)
