@@ -6,11 +6,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from structured_models import CONFIGS, logits, random_params, windows
 
 from jaxprune.models import LanguageModel
 from jaxprune.structured import lm_gates, zero_groups
+from jaxprune.structured.gates import gate_optimizer, gate_penalty
 
 
 def closing_some(model, seed=0):
@@ -81,10 +83,6 @@ def test_gates_train_jointly_with_the_weights_and_export_what_they_learned():
     """A short joint run (next-token loss + budget and polarizing penalties, one Adam for the
     weights and a faster one for the gates) closes units towards the target density, and the
     exported small model computes the trained gated model's logits."""
-    import optax
-
-    from jaxprune.structured.gates import gate_optimizer, gate_penalty
-
     model = LanguageModel(CONFIGS["gqa"])
     tokens = jnp.asarray(windows(n=8, seqlen=16, seed=3))
     start = random_params(model)
