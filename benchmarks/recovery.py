@@ -4,6 +4,14 @@ after LoRA recovery and masked fine-tuning.
     python benchmarks/recovery.py --out benchmarks/results/recovery.json            # defaults
     python benchmarks/recovery.py --out /tmp/smoke.json --steps 2 --limit 2 --calib-nsamples 4 \\
         --configs sparsegpt:0.7                                                     # smoke
+    python benchmarks/recovery.py --out ... --configs llm-pruner:element1:0.2      # structured
+
+A config is ``METHOD:SPARSITY`` or ``METHOD:N:M`` for a one-shot method, or
+``STRUCTURED_METHOD[:IMPORTANCE]:FRACTION`` for structured pruning (``llm-pruner:element1:0.2``,
+``flap:0.2``: the fraction of non-embedding parameters removed; LLM-Pruner's importance from
+``shakespeare-calib`` 10 × 64, FLAP's from the 64 × 512 calibration windows, as in
+``benchmarks/structured.py``). A structurally shrunk model has no masks: its ``masked`` stage is
+plain full fine-tuning of the smaller model and its LoRA merge is a plain merge.
 
 Every row is written to ``--out`` as soon as it is measured (a killed run keeps what it did);
 ``--resume`` keeps the rows already there and measures only the missing (model, stage) pairs, so
@@ -21,6 +29,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 
@@ -100,6 +109,25 @@ class Results:
         )
 
 
+def prune_config(text: str, pre, calib, args) -> tuple[jp.Pretrained, Any, Any]:
+    """The pruned model of one ``--configs`` entry: (pretrained-like, params, masks or None)."""
+    method, _, rest = text.partition(":")
+    if method in jp.structured.METHODS:
+        importance, _, fraction = rest.rpartition(":")
+        recipe = jp.StructuredRecipe(
+            method=method, importance=importance or None, sparsity=float(fraction)
+        )
+        windows = calib
+        if method == "llm-pruner":  # the paper's 10 samples of 64 tokens
+            windows = jp.load_windows("shakespeare-calib", pre.tokenizer, nsamples=10, seqlen=64)
+        shrunk = jp.prune_structured(pre.model, pre.params, windows, recipe)
+        return jp.Pretrained(shrunk.model, shrunk.params, pre.tokenizer, text), shrunk.params, None
+    sparsity = rest if ":" in rest else float(rest)
+    recipe = jp.Recipe(method=method, sparsity=sparsity, nsamples=args.calib_nsamples, seqlen=512)
+    pruned = jp.prune(pre.model, pre.params, calib, recipe, progress=False)
+    return pre, pruned.params, pruned.masks
+
+
 def measure(pre, params, hamlet, args) -> dict:
     start = time.perf_counter()
     ppl = jp.perplexity(pre.model, params, hamlet).ppl
@@ -139,17 +167,13 @@ def main() -> None:
         todo = [how for how in args.methods if not results.has(text, how)]
         if results.has(text, "pruned") and not todo:
             continue
-        method, _, target = text.partition(":")
-        sparsity = target if ":" in target else float(target)
-        recipe = jp.Recipe(
-            method=method, sparsity=sparsity, nsamples=args.calib_nsamples, seqlen=512
-        )
         start = time.perf_counter()
-        pruned = jp.prune(pre.model, pre.params, calib, recipe, progress=False)
+        model, params, masks = prune_config(text, pre, calib, args)
         prune_seconds = time.perf_counter() - start
         if not results.has(text, "pruned"):
             row = {"model": text, "stage": "pruned", "prune_seconds": prune_seconds}
-            results.add({**row, **measure(pre, pruned.params, hamlet, args)})
+            row["params"] = jp.structured.count_params(model.model)
+            results.add({**row, **measure(model, params, hamlet, args)})
         for how in todo:
             config = RecoverConfig(
                 method=how,
@@ -160,11 +184,11 @@ def main() -> None:
                 lora=LoraConfig(rank=args.rank, alpha=args.alpha),
             )
             out = recover(
-                pre.model,
-                pruned.params,
+                model.model,
+                params,
                 train,
                 config,
-                masks=pruned.masks,
+                masks=masks,
                 eval_windows=held_out,
                 progress=False,
             )
@@ -180,7 +204,7 @@ def main() -> None:
                 "heldout_ppl_during": rep["eval"],
                 "heldout_ppl_unmerged": rep.get("eval_unmerged"),
             }
-            results.add({**row, **measure(pre, out.params, hamlet, args)})
+            results.add({**row, **measure(model, out.params, hamlet, args)})
     if args.dense == "last" and not results.has("dense", "dense"):
         results.add({"model": "dense", "stage": "dense", **measure(pre, pre.params, hamlet, args)})
 
