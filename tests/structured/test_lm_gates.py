@@ -13,6 +13,7 @@ from structured_models import CONFIGS, logits, random_params, windows
 from jaxprune.models import LanguageModel
 from jaxprune.structured import lm_gates, zero_groups
 from jaxprune.structured.gates import gate_optimizer, gate_penalty
+from jaxprune.structured.importance import window_loss
 
 
 def closing_some(model, seed=0):
@@ -89,10 +90,8 @@ def test_gates_train_jointly_with_the_weights_and_export_what_they_learned():
     params = {"weights": start, "gates": lm_gates.init_lm_gates(model, logit=1.0)}
 
     def loss(p):
-        out = model.logits(lm_gates.gated_lm_params(model, p["weights"], p["gates"]), tokens)
-        nll = -jnp.mean(
-            jnp.take_along_axis(jax.nn.log_softmax(out[:, :-1]), tokens[:, 1:, None], -1)
-        )
+        gated = lm_gates.gated_lm_params(model, p["weights"], p["gates"])
+        nll = window_loss(model, gated, tokens).mean()
         flat = {f"{i}/{k}": v for i, block in enumerate(p["gates"]) for k, v in block.items()}
         return nll + gate_penalty(flat, density=0.5, budget=20.0, polarize=1.0)
 
