@@ -22,6 +22,21 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     ex.set_defaults(func=run)
 
 
+def refuse_unexportable(model: str) -> None:
+    """Exit 2 before any weight is read when the model's config is one transformers cannot hold
+    (blocks of different widths, biases its class lacks); reads only config.json or the GGUF
+    header."""
+    from jaxprune.models.export import check_hf_export
+    from jaxprune.models.loaders.configs import read_config
+
+    try:
+        config = read_config(model)
+        if config is not None:
+            check_hf_export(config)
+    except ValueError as e:
+        raise UsageError(f"{model}: {e}") from None
+
+
 def run(args: argparse.Namespace) -> None:
     from jaxprune.models.export import export_hf
     from jaxprune.models.loaders import load_pretrained
@@ -29,6 +44,7 @@ def run(args: argparse.Namespace) -> None:
     check_model(args.model)
     if Path(args.out).exists() and not args.overwrite:
         raise UsageError(f"--out {args.out} exists; choose a new directory or pass --overwrite")
+    refuse_unexportable(args.model)
     pretrained = load_pretrained(args.model)
     summary = export_hf(
         args.out,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NamedTuple
 
 import jax
@@ -124,11 +124,16 @@ class HfSpec:
       config_from_hf: ``config_from_hf(config_json_dict) -> config``.
       params_from_hf: ``params_from_hf(tensors, config, dtype) -> params``; ``tensors`` maps
         Hugging Face names to NumPy arrays (read lazily).
+      config_to_hf: ``config_to_hf(config) -> config_json_dict``, the other direction; raises
+        ``ValueError`` for what transformers' class cannot hold (blocks of different widths).
+      params_to_hf: ``params_to_hf(params, config) -> {Hugging Face name: array}``.
     """
 
     model_types: tuple[str, ...]
     config_from_hf: Callable[[dict[str, Any]], Any]
     params_from_hf: Callable[[Mapping[str, np.ndarray], Any, Any], Params]
+    config_to_hf: Callable[[Any], dict[str, Any]] | None = None
+    params_to_hf: Callable[[Params, Any], dict[str, Any]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,38 +270,6 @@ def family_for_gguf_architecture(architecture: str | None) -> Family:
             f"{', '.join(sorted(readers))})"
         )
     return readers[architecture]
-
-
-def check_tensor_names(
-    present: Iterable[str], expected: Iterable[str], ignore: Callable[[str], bool], model: str
-) -> None:
-    """Checks a checkpoint's tensor names against those a model needs.
-
-    Args:
-      present: the checkpoint's tensor names.
-      expected: the names the model needs.
-      ignore: names the checkpoint may carry that are not parameters (a tied ``lm_head``, rotary
-        buffers).
-      model: the model, for the message (``"an 18-layer Gemma 3 model"``).
-
-    Raises:
-      ValueError: naming the missing and the unexpected tensors.
-    """
-    present, expected = set(present), set(expected)
-    missing = sorted(expected - present)
-    unexpected = sorted(n for n in present - expected if not ignore(n))
-    if missing or unexpected:
-        raise ValueError(
-            f"checkpoint tensors do not match {model}: missing {_preview(missing)}; "
-            f"unexpected {_preview(unexpected)}"
-        )
-
-
-def _preview(names: list[str], limit: int = 8) -> str:
-    if not names:
-        return "none"
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(names[:limit]) + more
 
 
 def config_from_dict(d: dict[str, Any]) -> Any:

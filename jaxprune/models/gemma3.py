@@ -20,7 +20,6 @@ block. Parameter names mirror Hugging Face's; kernels are Flax ``(in, out)``.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -34,76 +33,25 @@ from jaxprune.models.base import (
     Family,
     GgufSpec,
     HfSpec,
+    LayerWidths,
     MlpSpec,
     Params,
-    check_tensor_names,
     register_family,
 )
-from jaxprune.models.llama import DEFAULT_TARGETS, PARTITION_RULES, SEQUENTIAL_GROUPS, apply_rope
-
-SLIDING, GLOBAL = "sliding_attention", "full_attention"
-
-
-@dataclasses.dataclass(frozen=True)
-class Gemma3Config:
-    """Hyper-parameters of a Gemma 3 text decoder (names follow ``Gemma3TextConfig``).
-
-    Defaults are Gemma-3-270M's. ``layer_types`` (``"sliding_attention"`` / ``"full_attention"``
-    per block) defaults to Gemma 3's pattern: every sixth block global. ``rope_scaling_factor``
-    divides the global layers' rotary frequencies (linear scaling; 8 in Gemma 3 4B and larger).
-    ``query_pre_attn_scalar`` defaults to ``head_dim`` (what llama.cpp assumes for GGUF files,
-    which do not store it; right for every Gemma 3 but the 27B, whose config.json gives 168).
-    """
-
-    vocab_size: int = 262144
-    hidden_size: int = 640
-    intermediate_size: int = 2048
-    num_hidden_layers: int = 18
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 1
-    head_dim: int = 256
-    rms_norm_eps: float = 1e-6
-    rope_theta: float = 1_000_000.0
-    rope_local_base_freq: float = 10_000.0
-    rope_scaling_factor: float = 1.0
-    sliding_window: int = 512
-    layer_types: tuple[str, ...] | None = None
-    query_pre_attn_scalar: float | None = None
-    final_logit_softcapping: float | None = None
-    tie_word_embeddings: bool = True
-    max_position_embeddings: int = 32768
-    bos_token_id: int | None = 2
-    eos_token_id: int | None = 1
-
-    family = "gemma3"
-
-    def __post_init__(self):
-        if self.query_pre_attn_scalar is None:
-            object.__setattr__(self, "query_pre_attn_scalar", float(self.head_dim))
-        kinds = self.layer_types
-        if kinds is None:
-            kinds = [GLOBAL if (i + 1) % 6 == 0 else SLIDING for i in range(self.num_hidden_layers)]
-        object.__setattr__(self, "layer_types", tuple(kinds))
-        if len(kinds) != self.num_hidden_layers or not set(kinds) <= {SLIDING, GLOBAL}:
-            raise ValueError(
-                f"layer_types must give {SLIDING!r} or {GLOBAL!r} for each of the "
-                f"{self.num_hidden_layers} blocks, got {self.layer_types}"
-            )
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError(
-                f"num_attention_heads={self.num_attention_heads} must be a multiple of "
-                f"num_key_value_heads={self.num_key_value_heads}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["layer_types"] = list(self.layer_types)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Gemma3Config:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+from jaxprune.models.gemma3_config import (
+    SLIDING,
+    Gemma3Config,
+    config_from_hf,
+    config_to_hf,
+)
+from jaxprune.models.hf_tensors import params_from_hf_names, params_to_hf
+from jaxprune.models.llama import (
+    DEFAULT_TARGETS,
+    PARTITION_RULES,
+    SEQUENTIAL_GROUPS,
+    STRUCTURE,
+    apply_rope,
+)
 
 
 def _inverse_frequencies(config: Gemma3Config, base: float, factor: float) -> jax.Array:
@@ -124,39 +72,40 @@ class RMSNorm(nnx.Module):
         return (normed * (1.0 + self.scale[...].astype(jnp.float32))).astype(x.dtype)
 
 
-def _linear(d_in: int, d_out: int, rngs: nnx.Rngs, dtype) -> nnx.Linear:
+def _linear(d_in: int, d_out: int, rngs: nnx.Rngs, dtype, bias: bool = False) -> nnx.Linear:
     init = nnx.initializers.normal(0.02)
     return nnx.Linear(
-        d_in, d_out, use_bias=False, dtype=dtype, param_dtype=dtype, kernel_init=init, rngs=rngs
+        d_in, d_out, use_bias=bias, dtype=dtype, param_dtype=dtype, kernel_init=init, rngs=rngs
     )
 
 
 class Attention(nnx.Module):
-    def __init__(self, config: Gemma3Config, rngs: nnx.Rngs, dtype):
-        c = config
+    def __init__(self, config: Gemma3Config, widths: LayerWidths, rngs: nnx.Rngs, dtype):
+        c, bias = config, config.attention_bias
         self.config = c
-        q_out, kv_out = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
-        self.q_proj = _linear(c.hidden_size, q_out, rngs, dtype)
-        self.k_proj = _linear(c.hidden_size, kv_out, rngs, dtype)
-        self.v_proj = _linear(c.hidden_size, kv_out, rngs, dtype)
-        self.o_proj = _linear(q_out, c.hidden_size, rngs, dtype)
+        q_out, kv_out = widths.heads * c.head_dim, widths.kv_heads * c.head_dim
+        self.q_proj = _linear(c.hidden_size, q_out, rngs, dtype, bias)
+        self.k_proj = _linear(c.hidden_size, kv_out, rngs, dtype, bias)
+        self.v_proj = _linear(c.hidden_size, kv_out, rngs, dtype, bias)
+        self.o_proj = _linear(q_out, c.hidden_size, rngs, dtype, bias)
         self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps, dtype=dtype)
         self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps, dtype=dtype)
 
     def __call__(self, x: jax.Array, positions: jax.Array, sliding, taps: dict | None):
         c = self.config
         b, t, _ = x.shape
-        q = self.q_norm(self.q_proj(x).reshape(b, t, c.num_attention_heads, c.head_dim))
-        k = self.k_norm(self.k_proj(x).reshape(b, t, c.num_key_value_heads, c.head_dim))
-        v = self.v_proj(x).reshape(b, t, c.num_key_value_heads, c.head_dim)
+        # Head counts come from the projections' shapes (a shrunk block has fewer).
+        q = self.q_norm(self.q_proj(x).reshape(b, t, -1, c.head_dim))
+        k = self.k_norm(self.k_proj(x).reshape(b, t, -1, c.head_dim))
+        v = self.v_proj(x).reshape(b, t, -1, c.head_dim)
+        heads, kv_heads = q.shape[2], k.shape[2]
         inv_freq = jnp.where(
             sliding,
             _inverse_frequencies(c, c.rope_local_base_freq, 1.0),
             _inverse_frequencies(c, c.rope_theta, c.rope_scaling_factor),
         )
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
-        groups = c.num_attention_heads // c.num_key_value_heads
-        q = q.reshape(b, t, c.num_key_value_heads, groups, c.head_dim)
+        q = q.reshape(b, t, kv_heads, heads // kv_heads, c.head_dim)
         scores = jnp.einsum("bqhgd,bkhd->bhgqk", q, k).astype(jnp.float32)
         scores = scores * c.query_pre_attn_scalar**-0.5
         # Causal, and within the window on sliding layers: key j is seen from query i if
@@ -172,11 +121,11 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
-    def __init__(self, config: Gemma3Config, rngs: nnx.Rngs, dtype):
-        c = config
-        self.gate_proj = _linear(c.hidden_size, c.intermediate_size, rngs, dtype)
-        self.up_proj = _linear(c.hidden_size, c.intermediate_size, rngs, dtype)
-        self.down_proj = _linear(c.intermediate_size, c.hidden_size, rngs, dtype)
+    def __init__(self, config: Gemma3Config, width: int, rngs: nnx.Rngs, dtype):
+        d, bias = config.hidden_size, config.mlp_bias
+        self.gate_proj = _linear(d, width, rngs, dtype, bias)
+        self.up_proj = _linear(d, width, rngs, dtype, bias)
+        self.down_proj = _linear(width, d, rngs, dtype, bias)
 
     def __call__(self, x: jax.Array, taps: dict | None) -> jax.Array:
         hidden = jax.nn.gelu(self.gate_proj(x), approximate=True) * self.up_proj(x)
@@ -186,14 +135,14 @@ class MLP(nnx.Module):
 
 
 class DecoderBlock(nnx.Module):
-    def __init__(self, config: Gemma3Config, rngs: nnx.Rngs, dtype=jnp.float32):
-        c = config
+    def __init__(self, config: Gemma3Config, index: int, rngs: nnx.Rngs, dtype=jnp.float32):
+        c, widths = config, config.layer_widths(index)
         self.config = c
         self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, dtype=dtype)
-        self.self_attn = Attention(c, rngs, dtype)
+        self.self_attn = Attention(c, widths, rngs, dtype)
         self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, dtype=dtype)
         self.pre_feedforward_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, dtype=dtype)
-        self.mlp = MLP(c, rngs, dtype)
+        self.mlp = MLP(c, widths.mlp, rngs, dtype)
         self.post_feedforward_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps, dtype=dtype)
 
     def __call__(self, x: jax.Array, positions: jax.Array, capture: bool = False, layer=None):
@@ -234,7 +183,9 @@ class Gemma3ForCausalLM(nnx.Module):
             embedding_init=nnx.initializers.normal(0.02),
             rngs=rngs,
         )
-        self.layers = nnx.List([DecoderBlock(c, rngs, dtype) for _ in range(c.num_hidden_layers)])
+        self.layers = nnx.List(
+            [DecoderBlock(c, i, rngs, dtype) for i in range(c.num_hidden_layers)]
+        )
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps, dtype=dtype)
         if not c.tie_word_embeddings:
             self.lm_head = _linear(c.hidden_size, c.vocab_size, rngs, dtype)
@@ -264,93 +215,24 @@ class Gemma3ForCausalLM(nnx.Module):
 # --- Hugging Face checkpoints -------------------------------------------------------------------
 
 
-def config_from_hf(hf_config: dict[str, Any]) -> Gemma3Config:
-    """A :class:`Gemma3Config` from a ``gemma3_text`` ``config.json`` dict (transformers 4 or 5).
-
-    Raises:
-      ValueError: the config uses a feature this model does not implement.
-    """
-    d = dict(hf_config)
-    act = d.get("hidden_activation", d.get("hidden_act", "gelu_pytorch_tanh"))
-    if act not in ("gelu_pytorch_tanh", "gelu_tanh"):
-        raise ValueError(f"hidden_activation {act!r} is not supported (only 'gelu_pytorch_tanh')")
-    for flag in ("attention_bias", "use_bidirectional_attention"):
-        if d.get(flag):
-            raise ValueError(f"{flag}=true is not supported by the Gemma 3 model")
-    if d.get("attn_logit_softcapping") is not None:
-        # Gemma 2 capped attention scores; Gemma 3 checkpoints set null (and transformers' Gemma 3
-        # ignores the value), so a set value means a checkpoint this model would misread.
-        raise ValueError("attn_logit_softcapping is not supported by the Gemma 3 model")
-    # transformers >= 5 keeps both RoPE bases (and the global layers' scaling) in rope_parameters.
-    rope = d.get("rope_parameters") or {}
-    local, full = rope.get(SLIDING, {}), rope.get(GLOBAL, {})
-    d.setdefault("rope_local_base_freq", local.get("rope_theta", 10_000.0))
-    d.setdefault("rope_theta", full.get("rope_theta", 1_000_000.0))
-    scaling = d.get("rope_scaling") or (
-        full if full.get("rope_type", "default") != "default" else {}
-    )
-    kind = scaling.get("rope_type", scaling.get("type", "default"))
-    if kind not in ("default", "linear") or local.get("rope_type", "default") != "default":
-        raise ValueError(f"RoPE type {kind!r} is not supported (supported: default, linear)")
-    d["rope_scaling_factor"] = float(scaling.get("factor", 1.0)) if kind == "linear" else 1.0
-    pattern = d.get("sliding_window_pattern")
-    if d.get("layer_types") is None and pattern is not None:
-        # An int: every pattern-th block is global; a list (llama.cpp): True marks sliding blocks.
-        n = d["num_hidden_layers"]
-        if isinstance(pattern, int):
-            pattern = [(i + 1) % pattern != 0 for i in range(n)]
-        d["layer_types"] = [SLIDING if sliding else GLOBAL for sliding in pattern]
-    for key in ("bos_token_id", "eos_token_id"):
-        if isinstance(d.get(key), list):
-            d[key] = d[key][0]
-    return Gemma3Config.from_dict(d)
-
-
-def _hf_name(keys: tuple[Any, ...]) -> str:
-    """``("layers", 0, "mlp", "up_proj", "kernel")`` -> ``"model.layers.0.mlp.up_proj.weight"``."""
-    *module, _ = (str(k) for k in keys)
-    name = ".".join([*module, "weight"])
-    return name if module == ["lm_head"] else f"model.{name}"
-
-
 def params_from_hf(
     tensors: Mapping[str, np.ndarray], config: Gemma3Config, dtype: Any = jnp.float32
 ) -> Params:
     """Converts Hugging Face Gemma 3 tensors (``model.layers.0.mlp.up_proj.weight`` ...) to params.
 
-    Args:
-      tensors: name -> array in Hugging Face layout (linear weights ``(out, in)``).
-      config: the model config, used to check every shape.
-      dtype: dtype of the returned arrays.
+    A tied checkpoint may still carry the embedding again as ``lm_head``.
 
     Raises:
       ValueError: naming missing, unexpected or misshapen tensors.
     """
-    abstract = nnx.eval_shape(lambda: Gemma3ForCausalLM(config, rngs=nnx.Rngs(0)))
-    shapes = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
-    leaves = jax.tree_util.tree_flatten_with_path(shapes)[0]
-    plan = {_hf_name(tuple(k.key for k in path)): (path, spec.shape) for path, spec in leaves}
     tied = config.tie_word_embeddings
-    check_tensor_names(
+    return params_from_hf_names(
         tensors,
-        plan,
-        # A tied checkpoint may still carry the embedding again as lm_head.
-        lambda n: tied and n == "lm_head.weight",
-        f"a {config.num_hidden_layers}-layer Gemma 3 model (tie_word_embeddings={tied})",
+        lambda: Gemma3ForCausalLM(config, rngs=nnx.Rngs(0)),
+        dtype,
+        model=f"a {config.num_hidden_layers}-layer Gemma 3 model (tie_word_embeddings={tied})",
+        ignore=lambda n: tied and n == "lm_head.weight",
     )
-
-    def convert(path, spec):
-        name = _hf_name(tuple(k.key for k in path))
-        value = np.asarray(tensors[name])
-        value = value.T if path[-1].key == "kernel" else value  # torch (out, in) -> Flax (in, out)
-        if value.shape != spec.shape:
-            raise ValueError(
-                f"tensor {name} has shape {tuple(np.shape(tensors[name]))}, which does not fit "
-                f"the config (Flax shape {spec.shape})"
-            )
-        return jnp.asarray(value, dtype=dtype)
-
-    return jax.tree_util.tree_map_with_path(convert, shapes)
 
 
 FAMILY = register_family(
@@ -366,7 +248,7 @@ FAMILY = register_family(
             (("gate", "mlp/gate_proj"), ("up", "mlp/up_proj"), ("down", "mlp/down_proj")),
             "gelu_tanh",
         ),
-        hf=HfSpec(("gemma3_text",), config_from_hf, params_from_hf),
+        hf=HfSpec(("gemma3_text",), config_from_hf, params_from_hf, config_to_hf, params_to_hf),
         # llama.cpp's Gemma converter keeps Hugging Face's row order and stores norms as 1 + w.
         gguf=GgufSpec(
             "gemma3",
@@ -385,5 +267,7 @@ FAMILY = register_family(
             ),
             norm_offset=1.0,
         ),
+        # q_norm/k_norm are one head_dim vector shared by every head: nothing of theirs to slice.
+        structure=STRUCTURE,
     )
 )

@@ -25,7 +25,6 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec
 
-import jaxprune.models.base as base
 from jaxprune.models.attention import causal_attention
 from jaxprune.models.base import (
     Family,
@@ -37,6 +36,7 @@ from jaxprune.models.base import (
     StructureSpec,
     register_family,
 )
+from jaxprune.models.hf_tensors import params_from_hf_names, params_to_hf, uniform_widths
 from jaxprune.models.llama_config import LlamaConfig
 
 # The linears of one block, grouped by the input they read. The engine computes one set of
@@ -48,6 +48,21 @@ SEQUENTIAL_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("down_in", ("mlp/down_proj",)),
 )
 DEFAULT_TARGETS = r"layers/\d+/(self_attn|mlp)/\w+_proj/kernel"
+
+# SwiGLU: SparseLLM's roles (shared by the families built on these modules).
+GATED_MLP = MlpSpec(
+    "gated", (("gate", "mlp/gate_proj"), ("up", "mlp/up_proj"), ("down", "mlp/down_proj")), "silu"
+)
+
+# A head is its q/k/v columns and o_proj rows; an MLP channel its gate/up columns and down row.
+STRUCTURE = StructureSpec(
+    "self_attn/q_proj",
+    "self_attn/k_proj",
+    "self_attn/v_proj",
+    "self_attn/o_proj",
+    ("mlp/gate_proj", "mlp/up_proj"),
+    "mlp/down_proj",
+)
 
 # Prunable kernels split along their outputs over the "model" mesh axis (a layout for pruning, see
 # jaxprune.sharding); the embedding table and LM head by vocabulary, as tensor-parallel decoders do;
@@ -125,10 +140,15 @@ class Attention(nnx.Module):
         c, bias = config, config.attention_bias
         self.config = c
         q_width, kv_width = widths.heads * c.head_dim, widths.kv_heads * c.head_dim
-        self.q_proj = _linear(c.hidden_size, q_width, rngs, dtype, bias)
-        self.k_proj = _linear(c.hidden_size, kv_width, rngs, dtype, bias)
-        self.v_proj = _linear(c.hidden_size, kv_width, rngs, dtype, bias)
+        qkv_bias = bias or c.qkv_bias
+        self.q_proj = _linear(c.hidden_size, q_width, rngs, dtype, qkv_bias)
+        self.k_proj = _linear(c.hidden_size, kv_width, rngs, dtype, qkv_bias)
+        self.v_proj = _linear(c.hidden_size, kv_width, rngs, dtype, qkv_bias)
         self.o_proj = _linear(q_width, c.hidden_size, rngs, dtype, bias)
+        if c.qk_norm:
+            # One RMSNorm over head_dim shared by every head (so removing a head slices nothing).
+            self.q_norm = RMSNorm(c.head_dim, c.rms_norm_eps, dtype=dtype)
+            self.k_norm = RMSNorm(c.head_dim, c.rms_norm_eps, dtype=dtype)
 
     def __call__(self, x: jax.Array, positions: jax.Array, taps: dict | None) -> jax.Array:
         c = self.config
@@ -136,6 +156,8 @@ class Attention(nnx.Module):
         q = self.q_proj(x).reshape(b, t, -1, c.head_dim)
         k = self.k_proj(x).reshape(b, t, -1, c.head_dim)
         v = self.v_proj(x).reshape(b, t, -1, c.head_dim)
+        if c.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         inv_freq = rope_inverse_frequencies(c)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
         # Grouped-query attention: each key/value head serves a group of consecutive query heads.
@@ -224,13 +246,11 @@ class LlamaForCausalLM(nnx.Module):
 
 # --- Hugging Face checkpoints -------------------------------------------------------------------
 
-_ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
-_MLP = ("gate_proj", "up_proj", "down_proj")
-_NORMS = ("input_layernorm", "post_attention_layernorm")
 
-
-def config_from_hf(hf_config: dict[str, Any]) -> LlamaConfig:
+def config_from_hf(hf_config: dict[str, Any], cls: type = LlamaConfig) -> LlamaConfig:
     """A :class:`LlamaConfig` from a LLaMA/Mistral ``config.json`` dict (any transformers version).
+
+    Families built on these modules pass their config class as ``cls``.
 
     Raises:
       ValueError: the config uses a feature the jaxprune LLaMA model does not implement.
@@ -253,7 +273,7 @@ def config_from_hf(hf_config: dict[str, Any]) -> LlamaConfig:
             "exact only for sequences up to the window length",
             stacklevel=3,
         )
-    return LlamaConfig.from_dict(d)
+    return cls.from_dict(d)
 
 
 def params_from_hf(
@@ -261,68 +281,62 @@ def params_from_hf(
 ) -> Params:
     """Converts Hugging Face LLaMA tensors (``model.layers.0.mlp.up_proj.weight`` ...) to params.
 
-    Args:
-      tensors: name -> array in Hugging Face layout (linear weights ``(out, in)``).
-      config: the model config, used to check every shape.
-      dtype: dtype of the returned arrays.
-
-    Returns:
-      Nested-dict params in the layout of :class:`jaxprune.models.LanguageModel`.
+    Tied checkpoints may still carry a copy of the embedding as ``lm_head`` (transformers ties it
+    back on load), and old ones store the rotary ``inv_freq`` buffer; neither is a parameter.
 
     Raises:
       ValueError: naming missing, unexpected or misshapen tensors.
     """
-    c = config
-    # name -> (params path, expected HF shape, whether it is a linear weight to transpose)
-    plan: dict[str, tuple[tuple, tuple[int, ...], bool]] = {
-        "model.embed_tokens.weight": (
-            ("embed_tokens", "embedding"),
-            (c.vocab_size, c.hidden_size),
-            False,
-        ),
-        "model.norm.weight": (("norm", "scale"), (c.hidden_size,), False),
-    }
-    if not c.tie_word_embeddings:
-        plan["lm_head.weight"] = (("lm_head", "kernel"), (c.vocab_size, c.hidden_size), True)
-    for i in range(c.num_hidden_layers):
-        prefix = f"model.layers.{i}"
-        for group, n, shape, bias in _linear_shapes(c, i):
-            name, path = f"{prefix}.{group}.{n}", ("layers", i, group, n)
-            plan[f"{name}.weight"] = ((*path, "kernel"), shape, True)
-            if bias:
-                plan[f"{name}.bias"] = ((*path, "bias"), shape[:1], False)
-        for n in _NORMS:
-            plan[f"{prefix}.{n}.weight"] = (("layers", i, n, "scale"), (c.hidden_size,), False)
-
-    # Tied checkpoints may still carry a copy of the embedding as lm_head (transformers ties it back
-    # on load), and old ones store the rotary inv_freq buffer; neither is a parameter here.
-    ignorable = {"lm_head.weight"} if c.tie_word_embeddings else set()
-    base.check_tensor_names(
+    tied = config.tie_word_embeddings
+    return params_from_hf_names(
         tensors,
-        plan,
-        lambda n: n in ignorable or n.endswith("inv_freq"),
-        f"a {c.num_hidden_layers}-layer LLaMA model (tie_word_embeddings={c.tie_word_embeddings})",
+        lambda: LlamaForCausalLM(config, rngs=nnx.Rngs(0)),
+        dtype,
+        model=f"a {config.num_hidden_layers}-layer {config.family} model "
+        f"(tie_word_embeddings={tied})",
+        ignore=lambda n: (tied and n == "lm_head.weight") or n.endswith("inv_freq"),
     )
-    params: Params = {}
-    for name, (path, shape, transpose) in plan.items():
-        value = tensors[name]
-        if tuple(value.shape) != shape:
-            raise ValueError(f"tensor {name} has shape {tuple(value.shape)}, expected {shape}")
-        node = params
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = jnp.asarray(value.T if transpose else value, dtype=dtype)
-    return params
 
 
-def _linear_shapes(c: LlamaConfig, index: int):
-    """``(group, name, HF (out, in) shape, has bias)`` of every linear of layer ``index``."""
-    heads, kv_heads, width = c.layer_widths(index)
-    q_out, kv_out, d = heads * c.head_dim, kv_heads * c.head_dim, c.hidden_size
-    shapes = zip(_ATTN, ((q_out, d), (kv_out, d), (kv_out, d), (d, q_out)), strict=True)
-    yield from (("self_attn", n, shape, c.attention_bias) for n, shape in shapes)
-    shapes = zip(_MLP, ((width, d), (width, d), (d, width)), strict=True)
-    yield from (("mlp", n, shape, c.mlp_bias) for n, shape in shapes)
+# transformers' names of the three prunable widths (query heads, key/value heads, MLP channels).
+HF_WIDTHS = ("num_attention_heads", "num_key_value_heads", "intermediate_size")
+
+
+def hf_config_common(config: LlamaConfig) -> dict[str, Any]:
+    """The ``config.json`` keys every family built on these modules shares (widths uniform).
+
+    Raises:
+      ValueError: blocks of different widths (transformers' configs hold one of each).
+    """
+    c = config.to_dict()
+    out = {
+        "hidden_act": "silu",
+        **{k: c[k] for k in ("vocab_size", "hidden_size", "num_hidden_layers", "head_dim")},
+        **uniform_widths(config, HF_WIDTHS),
+        **{k: c[k] for k in ("rms_norm_eps", "rope_theta", "tie_word_embeddings")},
+        **{k: c[k] for k in ("max_position_embeddings", "bos_token_id", "eos_token_id")},
+    }
+    if c.get("rope_scaling"):
+        out["rope_scaling"] = {"rope_type": "llama3", **dict(c["rope_scaling"])}
+    return out
+
+
+def config_to_hf(config: LlamaConfig) -> dict[str, Any]:
+    """The ``config.json`` of a LLaMA model (a Mistral exports as the LLaMA it computes).
+
+    Raises:
+      ValueError: blocks of different widths, or Qwen-style biases/norms LLaMA cannot hold.
+    """
+    if config.qkv_bias or config.qk_norm:
+        raise ValueError("a LLaMA config.json cannot hold qkv_bias or qk_norm (Qwen features)")
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        # FLAP's compensation gives LLaMA linears biases (a whole group's, as in transformers).
+        "attention_bias": config.attention_bias,
+        "mlp_bias": config.mlp_bias,
+        **hf_config_common(config),
+    }
 
 
 FAMILY = register_family(
@@ -333,22 +347,11 @@ FAMILY = register_family(
         SEQUENTIAL_GROUPS,
         DEFAULT_TARGETS,
         partition_rules=PARTITION_RULES,
-        mlp=MlpSpec(
-            "gated",
-            (("gate", "mlp/gate_proj"), ("up", "mlp/up_proj"), ("down", "mlp/down_proj")),
-            "silu",
-        ),
-        hf=HfSpec(("llama", "mistral"), config_from_hf, params_from_hf),
+        mlp=GATED_MLP,
+        hf=HfSpec(("llama", "mistral"), config_from_hf, params_from_hf, config_to_hf, params_to_hf),
         gguf=GgufSpec(
             "llama", (("ffn_norm", "post_attention_layernorm"),), rotary_rows_permuted=True
         ),
-        structure=StructureSpec(
-            "self_attn/q_proj",
-            "self_attn/k_proj",
-            "self_attn/v_proj",
-            "self_attn/o_proj",
-            ("mlp/gate_proj", "mlp/up_proj"),
-            "mlp/down_proj",
-        ),
+        structure=STRUCTURE,
     )
 )

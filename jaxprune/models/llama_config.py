@@ -24,6 +24,9 @@ class LlamaConfig:
 
     ``num_heads_per_layer``, ``num_kv_heads_per_layer`` and ``intermediate_sizes`` override the
     uniform widths layer by layer (see :meth:`layer_widths`); ``head_dim`` stays the same.
+    ``qkv_bias`` gives only the query/key/value projections biases (Qwen2) and ``qk_norm`` adds a
+    per-head RMSNorm of the queries and keys before the rotary embedding (Qwen3): families built
+    on these modules set them.
     """
 
     vocab_size: int = 32000
@@ -43,6 +46,8 @@ class LlamaConfig:
     eos_token_id: int | None = 2
     attention_bias: bool = False
     mlp_bias: bool = False
+    qkv_bias: bool = False
+    qk_norm: bool = False
     num_heads_per_layer: tuple[int, ...] | None = None
     num_kv_heads_per_layer: tuple[int, ...] | None = None
     intermediate_sizes: tuple[int, ...] | None = None
@@ -114,6 +119,7 @@ class LlamaConfig:
         for key in ("bos_token_id", "eos_token_id"):
             if isinstance(kwargs.get(key), list):
                 kwargs[key] = kwargs[key][0]
-        for key in ("attention_bias", "mlp_bias"):
-            kwargs[key] = bool(kwargs.get(key) or False)
+        for key in ("attention_bias", "mlp_bias", "qkv_bias", "qk_norm"):
+            if key in kwargs:
+                kwargs[key] = bool(kwargs[key])
         return cls(**kwargs)

@@ -12,8 +12,7 @@ every block can hand back the inputs of its linear layers ("taps") for the calib
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -26,13 +25,13 @@ from jaxprune.models.attention import causal_attention
 from jaxprune.models.base import (
     Family,
     HfSpec,
-    LayerWidths,
     MlpSpec,
     Params,
     StructureSpec,
-    per_layer_widths,
     register_family,
 )
+from jaxprune.models.hf_tensors import hf_name, params_to_hf_names
+from jaxprune.models.opt_config import OPTConfig, config_to_hf
 
 # The linears of one block, grouped by the input they read, in "true sequential" order.
 SEQUENTIAL_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -56,103 +55,6 @@ PARTITION_RULES: tuple[tuple[str, PartitionSpec], ...] = (
 POSITION_OFFSET = 2
 # torch.nn.LayerNorm's default, which every OPT checkpoint was trained with.
 LAYER_NORM_EPS = 1e-5
-
-
-@dataclasses.dataclass(frozen=True)
-class OPTConfig:
-    """Hyper-parameters of an OPT decoder (names follow ``transformers.OPTConfig``).
-
-    ``remove_final_layer_norm`` is HF's ``_remove_final_layer_norm`` (old fine-tuned checkpoints).
-    ``num_heads_per_layer`` and ``ffn_dims`` override the head count and MLP width layer by layer
-    (a structurally pruned model; ``None`` = uniform); the head size stays
-    ``hidden_size // num_attention_heads``.
-    """
-
-    vocab_size: int = 50272
-    hidden_size: int = 768
-    ffn_dim: int = 3072
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    max_position_embeddings: int = 2048
-    word_embed_proj_dim: int | None = None
-    do_layer_norm_before: bool = True
-    remove_final_layer_norm: bool = False
-    enable_bias: bool = True
-    layer_norm_elementwise_affine: bool = True
-    activation_function: str = "relu"
-    tie_word_embeddings: bool = True
-    pad_token_id: int | None = 1
-    bos_token_id: int | None = 2
-    eos_token_id: int | None = 2
-    num_heads_per_layer: tuple[int, ...] | None = None
-    ffn_dims: tuple[int, ...] | None = None
-
-    family = "opt"
-
-    def __post_init__(self):
-        if self.word_embed_proj_dim is None:
-            object.__setattr__(self, "word_embed_proj_dim", self.hidden_size)
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size={self.hidden_size} must be a multiple of "
-                f"num_attention_heads={self.num_attention_heads}"
-            )
-        if self.activation_function != "relu":
-            raise ValueError(
-                f"activation_function={self.activation_function!r} is not supported; every OPT "
-                "checkpoint uses 'relu'"
-            )
-        for name in ("num_heads_per_layer", "ffn_dims"):
-            value = per_layer_widths(getattr(self, name), self.num_hidden_layers, name)
-            object.__setattr__(self, name, value)
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    def layer_widths(self, index: int) -> LayerWidths:
-        """Heads (every head its own key/value head) and MLP width of layer ``index``."""
-        heads = self.num_attention_heads
-        heads = heads if self.num_heads_per_layer is None else self.num_heads_per_layer[index]
-        ffn = self.ffn_dim if self.ffn_dims is None else self.ffn_dims[index]
-        return LayerWidths(heads, heads, ffn)
-
-    def with_layer_widths(self, widths: Sequence[LayerWidths]) -> OPTConfig:
-        """This config with per-layer widths (OPT has no grouped-query attention)."""
-        if any(w.heads != w.kv_heads for w in widths):
-            raise ValueError("OPT attention has one key/value head per query head")
-        heads = tuple(int(w.heads) for w in widths)
-        return dataclasses.replace(
-            self, num_heads_per_layer=heads, ffn_dims=tuple(int(w.mlp) for w in widths)
-        )
-
-    def with_output_biases(self) -> OPTConfig:
-        """This config with biases on every linear (OPT checkpoints already have them)."""
-        return dataclasses.replace(self, enable_bias=True)
-
-    @property
-    def projects_embeddings(self) -> bool:
-        """Whether word embeddings are narrower/wider than the model (``project_in``/``out``)."""
-        return self.word_embed_proj_dim != self.hidden_size
-
-    @property
-    def has_final_layer_norm(self) -> bool:
-        return self.do_layer_norm_before and not self.remove_final_layer_norm
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> OPTConfig:
-        """Builds a config from a dict such as an HF ``config.json`` (unknown keys ignored)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in d.items() if k in names}
-        if "_remove_final_layer_norm" in d:
-            kwargs.setdefault("remove_final_layer_norm", d["_remove_final_layer_norm"])
-        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-            if isinstance(kwargs.get(key), list):
-                kwargs[key] = kwargs[key][0]
-        return cls(**kwargs)
 
 
 def _linear(d_in: int, d_out: int, use_bias: bool, rngs: nnx.Rngs, dtype) -> nnx.Linear:
@@ -299,12 +201,6 @@ class OPTForCausalLM(nnx.Module):
         return self.head(x)
 
 
-def _hf_name(path: tuple[Any, ...]) -> str:
-    """``("layers", 0, "fc1", "kernel")`` -> ``"layers.0.fc1.weight"`` (decoder prefix dropped)."""
-    *module, leaf = (str(k.key) for k in path)
-    return ".".join([*module, "bias" if leaf == "bias" else "weight"])
-
-
 def _strip_prefix(name: str) -> str:
     for prefix in ("model.decoder.", "model.", "decoder."):
         if name.startswith(prefix):
@@ -337,7 +233,7 @@ def params_from_hf_tensors(
     missing: list[str] = []
 
     def convert(path, spec):
-        name = _hf_name(path)
+        name = hf_name(tuple(k.key for k in path), prefix="")
         if name not in by_name:
             missing.append(name)
             return None
@@ -368,6 +264,12 @@ def params_from_hf(
     return jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
 
 
+def params_to_hf(params: Params, config: OPTConfig) -> dict[str, Any]:
+    """Hugging Face OPT names (``model.decoder.layers.0.fc1.weight`` ...) → arrays."""
+    del config  # the names follow the params' tree
+    return params_to_hf_names(params, prefix="model.decoder.")
+
+
 FAMILY = register_family(
     Family(
         "opt",
@@ -377,7 +279,13 @@ FAMILY = register_family(
         DEFAULT_TARGETS,
         partition_rules=PARTITION_RULES,
         mlp=MlpSpec("relu", (("in", "fc1"), ("out", "fc2")), "relu"),
-        hf=HfSpec(("opt",), OPTConfig.from_dict, params_from_hf),
+        hf=HfSpec(
+            ("opt",),
+            OPTConfig.from_dict,
+            params_from_hf,
+            config_to_hf,
+            params_to_hf,
+        ),
         structure=StructureSpec(
             "self_attn/q_proj",
             "self_attn/k_proj",
