@@ -1,13 +1,14 @@
 """Flax model families and their loaders.
 
-Each family is one file (``llama.py``, ``opt.py``, ``gemma3.py``) that ends by registering its
+Each family is one file (``llama.py``, ``opt.py``, ``gemma3.py``, ``qwen2.py``, ``qwen3.py``,
+``phi3.py``) that ends by registering its
 :class:`~jaxprune.models.base.Family` record: taps and sequential groups, partition rules, MLP
 roles and Hugging Face mapping. Importing this package imports (and so registers) every built-in
 family; a new family is one file plus one import line here.
 """
 
 # Importing a family registers it.
-from jaxprune.models import gemma3, llama, opt  # noqa: F401
+from jaxprune.models import gemma3, llama, opt, phi3, qwen2, qwen3  # noqa: F401
 from jaxprune.models.base import (
     FAMILIES,
     Family,
@@ -23,9 +24,13 @@ from jaxprune.models.base import (
     family_of,
     register_family,
 )
-from jaxprune.models.gemma3 import Gemma3Config, Gemma3ForCausalLM
+from jaxprune.models.gemma3 import Gemma3ForCausalLM
+from jaxprune.models.gemma3_config import Gemma3Config
 from jaxprune.models.llama import LlamaConfig, LlamaForCausalLM
 from jaxprune.models.opt import OPTConfig, OPTForCausalLM
+from jaxprune.models.phi3 import Phi3Config
+from jaxprune.models.qwen2 import Qwen2Config
+from jaxprune.models.qwen3 import Qwen3Config
 
 __all__ = [
     "FAMILIES",
@@ -41,6 +46,9 @@ __all__ = [
     "MlpSpec",
     "OPTConfig",
     "OPTForCausalLM",
+    "Phi3Config",
+    "Qwen2Config",
+    "Qwen3Config",
     "StructureSpec",
     "config_from_dict",
     "config_to_dict",
@@ -49,5 +57,8 @@ __all__ = [
     "gemma3",
     "llama",
     "opt",
+    "phi3",
+    "qwen2",
+    "qwen3",
     "register_family",
 ]

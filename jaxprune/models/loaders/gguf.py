@@ -173,8 +173,9 @@ def _hf_name(name: str, block_names: Mapping[str, str]) -> str:
     if name in _TOP_NAMES:
         return _TOP_NAMES[name]
     parts = name.split(".")
-    if len(parts) == 4 and parts[0] == "blk" and parts[2] in block_names and parts[3] == "weight":
-        return f"model.layers.{parts[1]}.{block_names[parts[2]]}.weight"
+    if len(parts) == 4 and parts[0] == "blk" and parts[2] in block_names:
+        if parts[3] in ("weight", "bias"):  # Qwen2's q/k/v carry biases
+            return f"model.layers.{parts[1]}.{block_names[parts[2]]}.{parts[3]}"
     return name
 
 
