@@ -25,7 +25,12 @@ from jaxprune.data import hub, shakespeare
 from jaxprune.data.tokens import token_stream
 from jaxprune.data.windows import consecutive_windows, random_windows
 
+# Calibration windows of uniformly random token ids (no text, no tokenizer): what a model without
+# a tokenizer can be pruned with, as the accelerator benchmark does.
+RANDOM = "random"
+
 KNOWN_SOURCES: dict[str, str] = {
+    RANDOM: "seeded random token ids within the vocabulary (calibration only; no tokenizer)",
     shakespeare.CALIB: "random windows from Shakespeare's plays except Hamlet (offline)",
     shakespeare.HAMLET: "consecutive windows of Hamlet from its start (offline)",
     **hub.DESCRIPTIONS,
@@ -33,7 +38,21 @@ KNOWN_SOURCES: dict[str, str] = {
 
 Split = Literal["calib", "eval"]
 
-__all__ = ["KNOWN_SOURCES", "check_source", "load_text", "load_windows"]
+__all__ = [
+    "KNOWN_SOURCES",
+    "RANDOM",
+    "check_source",
+    "load_text",
+    "load_windows",
+    "random_token_windows",
+]
+
+
+def random_token_windows(vocab_size: int, nsamples: int, seqlen: int, seed: int = 0) -> np.ndarray:
+    """``(nsamples, seqlen)`` int32 token ids drawn uniformly from ``[0, vocab_size)``, seeded."""
+    if vocab_size <= 0:
+        raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+    return np.random.default_rng(seed).integers(0, vocab_size, (nsamples, seqlen), dtype=np.int32)
 
 
 def load_text(source: str | os.PathLike, split: Split = "calib") -> str:
@@ -56,6 +75,7 @@ def load_windows(
     seqlen: int,
     seed: int = 0,
     split: Split = "calib",
+    vocab_size: int | None = None,
 ) -> np.ndarray:
     """Token windows of ``source`` for calibration or evaluation.
 
@@ -68,6 +88,8 @@ def load_windows(
       seed: seed of the random window starts (``calib``).
       split: ``"calib"`` (random windows, training split of hub corpora) or ``"eval"``
         (consecutive windows, test split). The two Shakespeare names fix their own split.
+      vocab_size: the model's vocabulary, for ``source="random"`` (random token ids, no text:
+        ``tokenizer`` may be ``None``; calibration only).
 
     Returns:
       int32 array ``(nsamples, seqlen)``.
@@ -84,6 +106,13 @@ def load_windows(
             f"nsamples must be a positive integer (or None for eval), got {nsamples!r}"
         )
     name = os.fspath(source)
+    if name == RANDOM:
+        if split != "calib" or nsamples is None or vocab_size is None:
+            raise ValueError(
+                "random token windows are for calibration only (pass nsamples and the model's "
+                "vocab_size); evaluate on text"
+            )
+        return random_token_windows(vocab_size, nsamples, seqlen, seed)
     if name == shakespeare.CALIB:
         split = "calib"
     elif name == shakespeare.HAMLET:

@@ -29,7 +29,7 @@ import numpy as np
 
 from jaxprune import allocation
 from jaxprune._log import info
-from jaxprune.data import load_windows
+from jaxprune.data import RANDOM, load_windows
 from jaxprune.engine import PrunePlan, prune
 from jaxprune.eval import perplexity
 from jaxprune.methods import get_method
@@ -154,7 +154,11 @@ def prepare(
       ValueError: anything wrong with the inputs (see :func:`check_recipe`, the loaders and
         :func:`jaxprune.data.load_windows`), before any pruning work.
     """
-    pretrained = model if isinstance(model, Pretrained) else load_with_tokenizer(model, dtype)
+    text = eval_source is not None or (needs_calibration(recipe) and recipe.calib != RANDOM)
+    if isinstance(model, Pretrained):
+        pretrained = model
+    else:  # random calibration windows need no tokenizer
+        pretrained = load_with_tokenizer(model, dtype) if text else load_pretrained(model, dtype)
     eval_seqlen = eval_seqlen or recipe.seqlen
     check_recipe(pretrained, recipe, (eval_seqlen,) if eval_source else ())
     eval_windows = None
@@ -175,6 +179,7 @@ def prepare(
             seqlen=recipe.seqlen,
             seed=recipe.seed,
             split="calib",
+            vocab_size=pretrained.model.config.vocab_size,
         )
     source = None if eval_source is None else os.fspath(eval_source)
     return Prepared(pretrained, recipe, calibration, source, eval_windows)
