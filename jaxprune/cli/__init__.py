@@ -28,6 +28,12 @@ from jaxprune.cli._args import DEFAULT_MODEL, UsageError
 COMMANDS = (eval, prune, recover, export, plot, generate, demo)
 
 
+# What --model reads, spelled out here so that --help imports no model code (a test holds these
+# equal to the registered families' records).
+MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text", "opt")
+GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3", "phi3", "gemma3")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jaxprune import __version__
     from jaxprune.data import KNOWN_SOURCES
@@ -35,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     sources = ", ".join(KNOWN_SOURCES)
     model_help = (
         f"embedded model name (default {DEFAULT_MODEL}), Hugging Face checkpoint directory "
-        "(config.json + *.safetensors), .gguf file, or a directory written by `jaxprune prune`"
+        f"(config.json + *.safetensors; model_type {', '.join(MODEL_TYPES)}), .gguf file "
+        f"(architecture {', '.join(GGUF_ARCHITECTURES)}), or a directory written by "
+        "`jaxprune prune`"
     )
     parser = argparse.ArgumentParser(
         prog="jaxprune", description="Prune and evaluate language models in JAX/Flax."
