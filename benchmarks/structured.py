@@ -15,6 +15,10 @@ excluded; peak memory is the process's maximum resident set size.
     python benchmarks/structured.py --out benchmarks/results/structured_cpu.json
     python benchmarks/structured.py --part rows --resume --out ...   # finish an interrupted run
     python benchmarks/structured.py --part speed --rounds 2 --reps 2 --out speed.json
+    python benchmarks/structured.py --model gemma3-270m --bos --part rows \
+        --configs llm-pruner:element1 flap --out benchmarks/results/structured_gemma3_cpu.json
+
+``--bos`` starts every window with the tokenizer's BOS token (Gemma expects one).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from oneshot import with_bos  # benchmarks/ is the script's directory
 
 import jaxprune as jp
 
@@ -132,8 +137,11 @@ def prune_and_evaluate(pre, method, importance, sparsity, windows, hamlet) -> tu
     return row, result
 
 
-def load_protocol():
-    pre = jp.load_pretrained("smollm2-135m")
+def load_protocol(model: str = "smollm2-135m", bos: bool = False):
+    """The model, calibration windows by method and the Hamlet windows (``bos``: every window
+    starts with the tokenizer's BOS token, then its first ``seqlen - 1`` tokens, as Gemma expects).
+    """
+    pre = jp.load_pretrained(model)
     windows = {
         "llm-pruner": jp.load_windows("shakespeare-calib", pre.tokenizer, nsamples=10, seqlen=64),
         "flap": jp.load_windows("shakespeare-calib", pre.tokenizer, nsamples=64, seqlen=512),
@@ -141,12 +149,16 @@ def load_protocol():
     hamlet = jp.load_windows(
         "shakespeare-hamlet", pre.tokenizer, nsamples=32, seqlen=512, split="eval"
     )
+    if bos:
+        token = pre.tokenizer.bos_token_id
+        windows = {name: with_bos(w, token) for name, w in windows.items()}
+        hamlet = with_bos(hamlet, token)
     return pre, windows, hamlet
 
 
 def run_rows(args, results: dict) -> None:
     """Perplexity rows; configurations already in ``results`` (a resumed run) are skipped."""
-    pre, windows, hamlet = load_protocol()
+    pre, windows, hamlet = load_protocol(args.model, args.bos)
     if "dense" not in results:
         results["dense"] = {
             "perplexity": jp.perplexity(pre.model, pre.params, hamlet).ppl,
@@ -165,7 +177,7 @@ def run_rows(args, results: dict) -> None:
 
 def run_speed(args, results: dict) -> None:
     """Saves the dense model and the SPEED configurations, then times them interleaved."""
-    pre, windows, _ = load_protocol()
+    pre, windows, _ = load_protocol(args.model, args.bos)
     with tempfile.TemporaryDirectory() as tmp:
         models = {"dense": Path(tmp) / "dense"}
         jp.save_pruned(models["dense"], pre, pre.params)
@@ -205,6 +217,8 @@ def main() -> None:
     )
     parser.add_argument("--speed-configs", nargs="+", type=parse_config, default=SPEED)
     parser.add_argument("--speed-of", help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="smollm2-135m", help="embedded model name or path")
+    parser.add_argument("--bos", action="store_true", help="start every window with BOS")
     args = parser.parse_args()
     if args.speed_of:
         print(json.dumps(measure_speed(args.speed_of, args.reps)))
@@ -212,8 +226,12 @@ def main() -> None:
     results = {"rows": [], "speed": {}}
     if args.resume and args.out.exists():
         results = json.loads(args.out.read_text())
+        measured = (results.get("model", "smollm2-135m"), results.get("bos", False))
+        if measured != (args.model, args.bos):
+            parser.error(f"--resume: {args.out} was measured with (model, bos) = {measured}")
     results.update(
-        model="smollm2-135m",
+        model=args.model,
+        bos=args.bos,
         machine=f"{platform.machine()} {os.cpu_count()} CPUs, jax {jax.__version__}",
     )
     if args.part in ("rows", "both"):

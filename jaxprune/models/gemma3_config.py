@@ -180,6 +180,8 @@ def config_to_hf(config: Gemma3Config) -> dict[str, Any]:
     keys = ("vocab_size", "hidden_size", "num_hidden_layers", "head_dim", "rms_norm_eps")
     keys += ("sliding_window", "layer_types", "query_pre_attn_scalar", "final_logit_softcapping")
     keys += ("tie_word_embeddings", "max_position_embeddings", "bos_token_id", "eos_token_id")
+    scalar = c["query_pre_attn_scalar"]  # transformers' config field is an int
+    c["query_pre_attn_scalar"] = int(scalar) if float(scalar).is_integer() else scalar
     return {
         "architectures": ["Gemma3ForCausalLM"],
         "model_type": "gemma3_text",
