@@ -66,8 +66,9 @@ class Fluctuation(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "taps"))
-def _step(block_params, hidden, stats, *, model, taps):
-    out, captured = model.block(block_params, hidden, capture=True)
+def _step(block_params, hidden, stats, index, *, model, taps):
+    # A traced index: one program serves every block, also where blocks differ by position.
+    out, captured = model.block(block_params, hidden, capture=True, index=index)
     return out, tuple(s.add(captured[t]) for s, t in zip(stats, taps, strict=True))
 
 
@@ -111,7 +112,9 @@ def fluctuations(
             if i not in stats:
                 widths = [get_leaf(block_params, p)["kernel"].shape[0] for p in _outs(model)]
                 stats[i] = tuple(Fluctuation.empty(w) for w in widths)
-            hidden, stats[i] = _step(block_params, hidden, stats[i], model=model, taps=taps)
+            hidden, stats[i] = _step(
+                block_params, hidden, stats[i], jnp.int32(i), model=model, taps=taps
+            )
     return {i: stats[i] for i in sorted(wanted)}
 
 

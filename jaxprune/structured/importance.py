@@ -58,7 +58,8 @@ def window_loss(
     hidden = model.embed(params, tokens[:, :-1])
     block = jax.checkpoint(model.block) if remat else model.block
     for i in range(model.num_blocks):
-        hidden = block(model.block_params(params, i), hidden)
+        # The index: blocks may differ by position (Gemma 3's sliding and global attention).
+        hidden = block(model.block_params(params, i), hidden, False, i)
     logits = model.head(params, hidden)
     logp = jax.nn.log_softmax(logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), -1)
     picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
