@@ -56,7 +56,7 @@ def window_loss(
     (``jax.checkpoint``) instead of stored: for long windows, memory for time.
     """
     hidden = model.embed(params, tokens[:, :-1])
-    block = jax.checkpoint(model.block) if remat else model.block
+    block = jax.checkpoint(model.block, static_argnums=(2,)) if remat else model.block
     for i in range(model.num_blocks):
         # The index: blocks may differ by position (Gemma 3's sliding and global attention).
         hidden = block(model.block_params(params, i), hidden, False, i)

@@ -32,6 +32,7 @@ def decode(ids):
 
 def test_known_sources_are_the_public_names():
     assert set(KNOWN_SOURCES) == {
+        "random",
         "shakespeare-calib",
         "shakespeare-hamlet",
         "wikitext2",
