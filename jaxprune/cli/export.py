@@ -38,7 +38,7 @@ def refuse_unexportable(model: str) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from jaxprune.models.export import export_hf
+    from jaxprune.models.export import check_hf_export, config_with_param_widths, export_hf
     from jaxprune.models.loaders import load_pretrained
 
     check_model(args.model)
@@ -46,6 +46,10 @@ def run(args: argparse.Namespace) -> None:
         raise UsageError(f"--out {args.out} exists; choose a new directory or pass --overwrite")
     refuse_unexportable(args.model)
     pretrained = load_pretrained(args.model)
+    try:  # widths the params have but the config does not say (sliced without a new config)
+        check_hf_export(config_with_param_widths(pretrained.model, pretrained.params))
+    except ValueError as e:
+        raise UsageError(f"{args.model}: {e}") from None
     summary = export_hf(
         args.out,
         pretrained.model,
