@@ -33,17 +33,13 @@ from jaxprune.models.base import Params
 FORMATS = ("sparse-bitmask", "sparse-24-bitmask")
 # The compressed-tensors release whose sparse layouts this module writes.
 FORMAT_VERSION = "0.14.0.1"
-_LINEAR = (".self_attn.", ".mlp.")
 
 __all__ = ["FORMATS", "bitmask_tensors", "export_compressed", "is_two_four", "two_four_tensors"]
 
 
-def _is_linear(name: str) -> bool:
-    return (
-        name.startswith("model.layers.")
-        and name.endswith(".weight")
-        and any(part in name for part in _LINEAR)
-    )
+def _is_linear(name: str, value: np.ndarray) -> bool:
+    """A decoder block's linear weight (2-D, inside ``layers``); norms are 1-D."""
+    return ".layers." in name and name.endswith(".weight") and value.ndim == 2
 
 
 def is_two_four(weight: np.ndarray) -> bool:
@@ -91,7 +87,7 @@ def _compress(dense: dict[str, np.ndarray], fmt: str) -> tuple[dict[str, np.ndar
     out, zeros, total = {}, 0, 0
     encode = two_four_tensors if fmt == "sparse-24-bitmask" else bitmask_tensors
     for name, value in dense.items():
-        if not _is_linear(name):
+        if not _is_linear(name, value):
             out[name] = value
             continue
         zeros += int((value == 0).sum())
@@ -106,7 +102,7 @@ def choose_format(dense: dict[str, np.ndarray]) -> str:
     Raises:
       ValueError: no decoder linear has a zero (nothing to compress).
     """
-    linears = [v for k, v in dense.items() if _is_linear(k)]
+    linears = [v for k, v in dense.items() if _is_linear(k, v)]
     if not any((v == 0).any() for v in linears):
         raise ValueError(
             "the model has no zero weights in its linears, so compressed-tensors would store it "

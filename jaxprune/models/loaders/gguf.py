@@ -86,7 +86,7 @@ def load_gguf(path: str | os.PathLike, dtype: Any = jnp.float32) -> Pretrained:
         reader = gguf.GGUFReader(path)
     except (ValueError, OSError) as e:
         raise ValueError(f"{path} is not a readable GGUF file ({e})") from e
-    meta = _alias_architecture({name: field.contents() for name, field in reader.fields.items()})
+    meta = alias_architecture({name: field.contents() for name, field in reader.fields.items()})
     try:
         family = family_for_gguf_architecture(meta.get("general.architecture"))
     except ValueError as e:
@@ -243,7 +243,7 @@ _PER_LAYER_KEYS = {
 }
 
 
-def _alias_architecture(meta: dict[str, Any]) -> dict[str, Any]:
+def alias_architecture(meta: dict[str, Any]) -> dict[str, Any]:
     """llama.cpp's ``deci`` (Nemotron-NAS: LLaMA blocks of per-layer widths) read as ``llama``."""
     if meta.get("general.architecture") != "deci":
         return meta
