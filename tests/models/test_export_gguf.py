@@ -28,7 +28,7 @@ def assert_same_params(again, params):
         np.testing.assert_array_equal(np.asarray(a).view(np.uint8), np.asarray(b).view(np.uint8))
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("bfloat16", marks=pytest.mark.slow)])
 def test_uneven_widths_round_trip_bit_for_bit(tmp_path, dtype):
     model = LanguageModel(UNEVEN, dtype=dtype)
     params = jax.tree.map(lambda x: x.astype(dtype), random_params(LanguageModel(UNEVEN)))

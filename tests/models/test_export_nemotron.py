@@ -60,7 +60,7 @@ def decilm_from_files(directory) -> LlamaForCausalLM:
     return model.eval()
 
 
-@pytest.mark.parametrize("biases", [False, True])
+@pytest.mark.parametrize("biases", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_a_decilm_forward_over_the_written_files_gives_our_logits(tmp_path, biases):
     config = UNEVEN.with_output_biases() if biases else UNEVEN
     model = LanguageModel(config)

@@ -35,7 +35,9 @@ def scaled_params():
     return jax.tree.map(lambda x: x * 25.0 / x.shape[0] ** 0.5 if x.ndim == 2 else x, params)
 
 
-@pytest.mark.parametrize("targets", [None, r"layers/1/mlp/(gate|down)_proj/kernel"])
+@pytest.mark.parametrize(
+    "targets", [None, pytest.param(r"layers/1/mlp/(gate|down)_proj/kernel", marks=pytest.mark.slow)]
+)
 def test_peft_on_the_exported_base_gives_our_unmerged_logits(tmp_path, targets):
     params = scaled_params()
     config = LoraConfig(rank=4, alpha=8.0, targets=targets)
