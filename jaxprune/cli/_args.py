@@ -235,6 +235,8 @@ def structured_recipe_from_args(args: argparse.Namespace) -> StructuredRecipe:
         "importance": args.importance,
         "reduction": args.reduction,
         "allocation": allocation,
+        "uniform": args.uniform or None,
+        "mlp_multiple": args.mlp_multiple,
         "block_range": block_range,
         "attention_unit": args.attention_unit,
         "bias_compensation": False if args.no_bias_compensation else None,

@@ -122,6 +122,8 @@ _STRUCTURED_ONLY = (
     "attention_unit",
     "no_bias_compensation",
     "remat",
+    "uniform",
+    "mlp_multiple",
 )
 
 
@@ -149,6 +151,19 @@ def _add_structured_options(pr: argparse.ArgumentParser) -> None:
         choices=ATTENTION_UNITS,
         help="query: query heads, evenly across key/value groups (default); kv_group: a key/value "
         "head with its query heads",
+    )
+    group.add_argument(
+        "--uniform",
+        action="store_true",
+        help="every block ends with the same widths (heads per key/value group, MLP channels a "
+        "multiple of --mlp-multiple): a standard config transformers, vLLM and llama.cpp load "
+        "unchanged; prunes every block, per block",
+    )
+    group.add_argument(
+        "--mlp-multiple",
+        type=int,
+        metavar="M",
+        help="with --uniform: the kept MLP width is a multiple of M (default 64)",
     )
     group.add_argument(
         "--no-bias-compensation", action="store_true", help="flap: no mean-input biases"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from jaxprune.cli._args import (
@@ -43,6 +44,13 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     rc.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha (scale alpha/rank)")
     rc.add_argument("--dropout", type=float, default=0.0, help="LoRA dropout")
     rc.add_argument("--lora-targets", nargs="+", help="regexes of kernels with adapters")
+    rc.add_argument(
+        "--save-adapters",
+        metavar="DIR",
+        help="lora: also write the adapters in PEFT's format (adapter_config.json, "
+        "adapter_model.safetensors) to DIR; peft's PeftModel.from_pretrained loads them onto "
+        "`jaxprune export` of --model",
+    )
     rc.add_argument("--eval-nsamples", type=int, default=16, help="held-out windows")
     rc.add_argument("--eval-every", type=int, default=0, help="held-out perplexity every N steps")
     rc.add_argument("--save-every", type=int, default=0, help="training state every N steps")
@@ -85,6 +93,18 @@ def config_from_args(args: argparse.Namespace):
         raise UsageError(str(err)) from None
 
 
+def _check_adapters_dir(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise UsageError(
+            f"--save-adapters {path}: already exists; choose another path or pass --overwrite"
+        )
+    if path.exists() and not (path / "adapter_config.json").exists():
+        raise UsageError(
+            f"--save-adapters {path}: --overwrite replaces PEFT adapter directories only "
+            "(no adapter_config.json here); remove it yourself or choose another path"
+        )
+
+
 def run(args: argparse.Namespace) -> None:
     from jaxprune.pipeline import recover_pretrained
 
@@ -95,6 +115,12 @@ def run(args: argparse.Namespace) -> None:
     check_positive(seqlen=args.seqlen, eval_nsamples=args.eval_nsamples)
     config = config_from_args(args)
     check_output(args.out, args.overwrite)
+    if args.save_adapters:
+        if args.method != "lora":
+            raise UsageError(
+                "--save-adapters needs --method lora (masked recovery has no adapters)"
+            )
+        _check_adapters_dir(Path(args.save_adapters), args.overwrite)
     if args.save_every and not args.checkpoint_dir:
         raise UsageError("--save-every needs --checkpoint-dir (where the training state goes)")
     mesh = mesh_from_arg(args.mesh)
@@ -109,9 +135,14 @@ def run(args: argparse.Namespace) -> None:
         mesh=mesh,
     )
     saved = result.save(args.out, overwrite=args.overwrite)
+    adapters = None
+    if args.save_adapters:
+        adapters = result.save_adapters(args.save_adapters, overwrite=args.overwrite)["path"]
     recovery = dict(result.report["recovery"])
     recovery.pop("loss")
     result = {"model": args.model, "out": saved["path"], **recovery}
+    if adapters is not None:
+        result["adapters"] = adapters
     emit(args, result, summary(result))
 
 
@@ -130,4 +161,6 @@ def summary(result: dict[str, Any]) -> str:
         if "eval_unmerged" in result:
             lines.append(f"(adapters unmerged, masks not applied: {result['eval_unmerged']:.2f})")
     lines.append(f"saved to {result['out']}")
+    if "adapters" in result:
+        lines.append(f"PEFT adapters saved to {result['adapters']}")
     return "\n".join(lines)

@@ -133,7 +133,14 @@ def check_recipe(
     model = pretrained.model
     if isinstance(recipe, StructuredRecipe):
         blocks = recipe.blocks(model.num_blocks)
-        make_plan(model, recipe.sparsity, blocks, recipe.attention_unit, recipe.allocation)
+        make_plan(
+            model,
+            recipe.sparsity,
+            blocks,
+            recipe.attention_unit,
+            recipe.allocation,
+            multiple=recipe.uniform_multiple,
+        )
         return
     plan = PrunePlan.build(pretrained.model, pretrained.params, recipe, get_method(recipe.method))
     allocation.targets_for(recipe, plan.paths, pretrained.model.block_of)

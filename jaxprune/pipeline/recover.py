@@ -24,6 +24,8 @@ from jaxprune.eval import score_tasks
 from jaxprune.models.base import Params
 from jaxprune.models.loaders import Pretrained, check_source, save_pruned
 from jaxprune.pipeline.prune import load_with_tokenizer
+from jaxprune.training.lora import LoraConfig
+from jaxprune.training.lora_peft import save_peft
 from jaxprune.training.recover import RecoverConfig, recover
 
 
@@ -74,7 +76,8 @@ class RecoveredModel:
     """A model after recovery fine-tuning: params (sparsity kept), masks, recipe and report.
 
     ``recipe`` and ``report`` are the input checkpoint's (if any) with a ``recovery`` entry
-    added, so the prune record travels on.
+    added, so the prune record travels on. ``lora`` is the adapter tree of a LoRA recovery
+    (``None`` otherwise) and ``lora_config`` its config; ``pretrained`` holds the base params.
     """
 
     pretrained: Pretrained
@@ -82,6 +85,28 @@ class RecoveredModel:
     masks: Params | None
     recipe: dict[str, Any]
     report: dict[str, Any]
+    lora: Any = None
+    lora_config: LoraConfig | None = None
+
+    def save_adapters(
+        self, directory: str | os.PathLike, *, overwrite: bool = False
+    ) -> dict[str, Any]:
+        """Writes the LoRA adapters in PEFT's format (:func:`.lora_peft.save_peft`); they load
+        onto ``export_hf`` of the base (the model recovery started from).
+
+        Raises:
+          ValueError: the recovery trained no adapters (``method="masked"``).
+        """
+        if self.lora is None:
+            raise ValueError("this recovery trained no LoRA adapters; use method='lora'")
+        return save_peft(
+            directory,
+            self.pretrained.model,
+            self.lora,
+            self.lora_config,
+            base_model=self.report.get("model"),
+            overwrite=overwrite,
+        )
 
     def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> dict[str, Any]:
         """Writes a normal jaxprune checkpoint (``load_pretrained`` and the CLI read it)."""
@@ -159,6 +184,8 @@ def recover_pretrained(
         masks,
         {**recipe, "recovery": config.to_dict()},
         {**report, "model": os.fspath(model), "recovery": recovery},
+        lora=result.lora,
+        lora_config=config.lora if result.lora is not None else None,
     )
 
 

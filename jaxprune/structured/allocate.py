@@ -13,6 +13,12 @@ parameters, so the per-block ratio is larger than ``S``.
   are removed until the target is met. LLM-Pruner's scores are ranked per removed parameter (a
   head and a channel differ ~100× in size); FLAP's standardised scores are ranked as they are,
   with the parameter count only as the budget (FLAP's "adaptive structure").
+- uniform widths (``make_plan(..., multiple=m)``, the recipe's ``uniform=True``): every block
+  removes the same attention steps and keeps the same MLP width, rounded to a multiple of ``m``
+  (64 by default, friendly to tensor cores and MXUs), so the pruned model is a standard config
+  (one head count and one ``intermediate_size``) that transformers, vLLM and llama.cpp load
+  unchanged, as NVIDIA's Minitron ships its pruned widths. The rounding moves the removed count
+  by at most ``m / 2`` channels per block from the target.
 
 Every block keeps at least one attention step's worth of heads and one MLP channel. All of this
 is decided from the config alone (:func:`make_plan`), so a bad ratio or impossible widths are
@@ -121,15 +127,19 @@ def make_plan(
     unit: str,
     allocation: str,
     extra: int = 0,
+    multiple: int | None = None,
 ) -> Plan:
     """Checks that ``sparsity`` is reachable and, per block, fixes the widths.
 
     ``extra`` parameters are removed on top of the target (to pay for biases the prune adds).
+    ``multiple``: uniform widths, every block's kept MLP width a multiple of it (``allocation``
+    must then be ``"per-block"``, and ``blocks`` every block of the model).
 
     Raises:
       ValueError: the model family has no structure record, the sparsity is outside (0, 1), no
         block is pruned, or the target cannot be met while keeping one unit of every kind per
-        block (naming the largest reachable sparsity).
+        block (naming the largest reachable sparsity); for uniform widths also blocks that
+        differ before pruning, a partial block range or a multiple above the MLP width.
     """
     if model.family.structure is None:
         raise ValueError(f"the {model.family.name} family declares no structure for pruning")
@@ -155,7 +165,10 @@ def make_plan(
         )
     if allocation == "global":
         return Plan(tuple(blocks), costs, before, target, {}, {})
-    steps, channels = _per_block(costs, target, unit)
+    if multiple is not None:
+        steps, channels = _uniform(model, costs, target, unit, multiple)
+    else:
+        steps, channels = _per_block(costs, target, unit)
     return Plan(tuple(blocks), costs, before, target, steps, channels)
 
 
@@ -182,6 +195,34 @@ def _per_block(costs: Mapping[int, BlockCosts], target: int, unit: str):
                 "sparsity, widen the block range or use allocation='global'"
             )
     return steps, channels
+
+
+def _uniform(model: LanguageModel, costs: Mapping[int, BlockCosts], target, unit, multiple):
+    if len(costs) != model.num_blocks:
+        raise ValueError(
+            f"uniform widths need every block pruned ({model.num_blocks}); blocks outside the "
+            "range would keep their own width — drop the block range"
+        )
+    first = next(iter(costs.values()))
+    for i, c in costs.items():
+        if c != first:
+            raise ValueError(
+                f"uniform widths need blocks of equal widths before pruning; block {i} has "
+                f"{c.widths}, block 0 {first.widths}"
+            )
+    mlp = first.widths.mlp
+    if not 0 < multiple <= mlp:
+        raise ValueError(
+            f"the MLP multiple {multiple} must be in 1..{mlp} (the MLP width); lower it"
+        )
+    available, step_cost = first.steps(unit)
+    ratio = target / (first.total() * len(costs))
+    steps = min(int(round(ratio * (available + 1))), available)
+    per_block = target / len(costs) - steps * step_cost
+    exact_kept = mlp - per_block / first.channel
+    kept_widths = [*range(multiple, mlp + 1, multiple), mlp]
+    kept = min(kept_widths, key=lambda w: (abs(w - exact_kept), -w))
+    return dict.fromkeys(costs, steps), dict.fromkeys(costs, mlp - kept)
 
 
 def select(

@@ -187,7 +187,7 @@ def prune_structured(
     start = time.perf_counter()
     blocks = recipe.blocks(model.num_blocks)
     plan_args = (model, recipe.sparsity, blocks, recipe.attention_unit, recipe.allocation)
-    plan = make_plan(*plan_args)
+    plan = make_plan(*plan_args, multiple=recipe.uniform_multiple)
     if recipe.needs_calibration and calibration is None:
         raise ValueError(
             f"{recipe.method} ({recipe.importance or 'fluctuation'}) needs calibration windows"
@@ -199,7 +199,7 @@ def prune_structured(
     scored = time.perf_counter()
     extra = 0
     for _ in range(2):  # a second pass removes as many weights as the added biases hold
-        plan = make_plan(*plan_args, extra=extra)
+        plan = make_plan(*plan_args, extra=extra, multiple=recipe.uniform_multiple)
         keeps = select(plan, steps, mlp_scores, per_parameter=recipe.method != "flap")
         biases = None
         if recipe.method == "flap" and recipe.bias_compensation:

@@ -38,8 +38,13 @@ class StructuredRecipe:
         (``vector``, ``element1``, ``element2``; baselines ``l1``, ``l2``, ``random``).
       reduction: how a group's linears combine (``sum``, ``mean``, ``max``, ``prod``, ``first``).
       allocation: ``"per-block"`` (the same share in every pruned block) or ``"global"``.
+      uniform: every block ends with the same widths (the same attention steps removed, the
+        same MLP width kept, a multiple of ``mlp_multiple``): a standard config that
+        transformers, vLLM and llama.cpp load unchanged. Prunes every block, per block.
+      mlp_multiple: with ``uniform``, the kept MLP width is a multiple of this (default 64).
       block_range: ``(start, end)``, the pruned blocks ``start..end-1``; ``None``: LLM-Pruner's
-        range scaled to the depth (it keeps the first and last blocks), FLAP: every block.
+        range scaled to the depth (it keeps the first and last blocks), FLAP and ``uniform``:
+        every block.
       attention_unit: ``"query"`` (query heads, evenly across key/value groups) or
         ``"kv_group"`` (a key/value head with its query heads); see :mod:`~.groups`.
       bias_compensation: FLAP's mean-input biases (FLAP only).
@@ -54,6 +59,8 @@ class StructuredRecipe:
     importance: str | None = None
     reduction: str = "sum"
     allocation: str | None = None
+    uniform: bool = False
+    mlp_multiple: int = 64
     block_range: tuple[int, int] | None = None
     attention_unit: str = "query"
     bias_compensation: bool = True
@@ -70,6 +77,15 @@ class StructuredRecipe:
             raise ValueError(f"unknown structured method {self.method!r}; choose one of {METHODS}")
         if self.method == "flap" and self.importance is not None:
             raise ValueError("importance applies to llm-pruner; FLAP scores by fluctuation")
+        if self.uniform:
+            if self.allocation == "global":
+                raise ValueError(
+                    "uniform widths give every block the same share; drop allocation='global' "
+                    "(or uniform) — global ranking makes blocks differ"
+                )
+            object.__setattr__(self, "allocation", "per-block")
+        elif self.mlp_multiple != 64:
+            raise ValueError("mlp_multiple applies to uniform widths; pass uniform=True with it")
         for name, value in DEFAULTS[self.method].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
@@ -100,7 +116,9 @@ class StructuredRecipe:
                     f"block_range must be (start, end) with 0 <= start < end, got "
                     f"{self.block_range}"
                 )
-        for name in ("nsamples", "seqlen", "batch_size", "chunk"):
+        if not isinstance(self.uniform, bool):
+            raise ValueError(f"uniform must be true or false, got {self.uniform!r}")
+        for name in ("nsamples", "seqlen", "batch_size", "chunk", "mlp_multiple"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -108,6 +126,11 @@ class StructuredRecipe:
             raise ValueError(
                 f"seqlen must be at least 2 (one next-token prediction), got {self.seqlen}"
             )
+
+    @property
+    def uniform_multiple(self) -> int | None:
+        """The plan's ``multiple``: ``mlp_multiple`` for uniform widths, else ``None``."""
+        return self.mlp_multiple if self.uniform else None
 
     @property
     def needs_calibration(self) -> bool:
@@ -120,7 +143,8 @@ class StructuredRecipe:
           ValueError: the range reaches past the model's blocks.
         """
         if self.block_range is None:
-            start, end = default_block_range(layers) if self.method == "llm-pruner" else (0, layers)
+            llm_pruner = self.method == "llm-pruner" and not self.uniform
+            start, end = default_block_range(layers) if llm_pruner else (0, layers)
         else:
             start, end = self.block_range
         if end > layers:

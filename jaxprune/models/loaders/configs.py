@@ -36,10 +36,10 @@ def read_config(name_or_path: str | os.PathLike) -> Any | None:
     if kind == "checkpoint":
         return config_from_dict(json.loads((path / "config.json").read_text()))
     if kind == "gguf":
-        from jaxprune.models.loaders.gguf import _import_gguf, hf_config
+        from jaxprune.models.loaders.gguf import _import_gguf, alias_architecture, hf_config
 
         reader = _import_gguf().GGUFReader(path)
-        meta = {name: field.contents() for name, field in reader.fields.items()}
+        meta = alias_architecture({name: field.contents() for name, field in reader.fields.items()})
         family = family_for_gguf_architecture(meta.get("general.architecture"))
         tensors = {t.name: t for t in reader.tensors}
         return family.hf.config_from_hf(hf_config(meta, tensors, family.gguf, path))

@@ -86,7 +86,7 @@ def load_gguf(path: str | os.PathLike, dtype: Any = jnp.float32) -> Pretrained:
         reader = gguf.GGUFReader(path)
     except (ValueError, OSError) as e:
         raise ValueError(f"{path} is not a readable GGUF file ({e})") from e
-    meta = {name: field.contents() for name, field in reader.fields.items()}
+    meta = alias_architecture({name: field.contents() for name, field in reader.fields.items()})
     try:
         family = family_for_gguf_architecture(meta.get("general.architecture"))
     except ValueError as e:
@@ -155,10 +155,10 @@ class _DequantisedTensors(Mapping):
         if self._spec.norm_offset and hf_name.endswith("norm.weight"):
             value = value - np.float32(self._spec.norm_offset)
         if self._spec.rotary_rows_permuted:
-            if hf_name.endswith("q_proj.weight"):
-                value = unpermute_rotary_rows(value, self._config.num_attention_heads)
-            elif hf_name.endswith("k_proj.weight"):
-                value = unpermute_rotary_rows(value, self._config.num_key_value_heads)
+            if hf_name.endswith(("q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias")):
+                widths = self._config.layer_widths(int(hf_name.split(".")[2]))
+                heads = widths.heads if ".q_proj." in hf_name else widths.kv_heads
+                value = unpermute_rotary_rows(value, heads)
         return value
 
     def __iter__(self) -> Iterator[str]:
@@ -210,6 +210,13 @@ def hf_config(
     ):
         if f"{arch}.{required}" not in meta:
             raise ValueError(f"{path}: GGUF metadata lacks {arch}.{required}")
+    # per-layer widths (a structurally pruned export): arrays become the per-layer config fields
+    for key, per_layer in _PER_LAYER_KEYS.items():
+        if isinstance(d.get(key), list):
+            d[per_layer] = [int(v) for v in d[key]]
+            d[key] = d[per_layer][0]
+    d["attention_bias"] = "blk.0.attn_q.bias" in tensors
+    d["mlp_bias"] = "blk.0.ffn_up.bias" in tensors
     heads = d["num_attention_heads"]
     if not isinstance(heads, int):
         raise ValueError(f"{path}: per-layer head counts ({heads!r}) are not supported")
@@ -227,6 +234,21 @@ def hf_config(
     d["bos_token_id"] = meta.get("tokenizer.ggml.bos_token_id")
     d["eos_token_id"] = meta.get("tokenizer.ggml.eos_token_id")
     return d
+
+
+_PER_LAYER_KEYS = {
+    "num_attention_heads": "num_heads_per_layer",
+    "num_key_value_heads": "num_kv_heads_per_layer",
+    "intermediate_size": "intermediate_sizes",
+}
+
+
+def alias_architecture(meta: dict[str, Any]) -> dict[str, Any]:
+    """llama.cpp's ``deci`` (Nemotron-NAS: LLaMA blocks of per-layer widths) read as ``llama``."""
+    if meta.get("general.architecture") != "deci":
+        return meta
+    renamed = {(f"llama.{k[5:]}" if k.startswith("deci.") else k): v for k, v in meta.items()}
+    return {**renamed, "general.architecture": "llama"}
 
 
 def _import_gguf():
