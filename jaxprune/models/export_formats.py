@@ -52,8 +52,9 @@ def check_format(fmt: str | None, config: Any) -> str:
     if fmt is not None and fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {FORMATS}")
     uneven = uneven_blocks(config)
-    if fmt is None:
-        return "gguf" if uneven else "hf"
+    family = getattr(config, "family", None)
+    if fmt is None:  # other families' uneven widths: hf's own refusal names the blocks
+        return "gguf" if uneven and family == "llama" else "hf"
     if fmt in _UNIFORM_ONLY and uneven:
         i, widths, first = uneven
         raise ValueError(
@@ -62,7 +63,6 @@ def check_format(fmt: str | None, config: Any) -> str:
             f"{tuple(first)} (heads, kv_heads, mlp); use format gguf (llama.cpp, jaxprune) or "
             "nemotron-nas (vLLM), or prune with --uniform"
         )
-    family = getattr(config, "family", None)
     if fmt in ("gguf", "nemotron-nas") and family != "llama":
         raise ValueError(
             f"format {fmt} writes the llama family; this model is {family!r} — use format hf"
