@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxprune import allocation
+from jaxprune import allocation, distributed, sharding
 from jaxprune._log import info
 from jaxprune.data import load_windows
 from jaxprune.engine import PrunePlan, prune
@@ -82,8 +82,8 @@ class PrunedModel:
         return save_pruned(
             directory,
             self.pruned,
-            self.params,
-            masks=self.masks,
+            sharding.on_devices(self.params),
+            masks=sharding.on_devices(self.masks),
             recipe={**self.recipe.to_dict(), "calibration": self.calibration},
             report=self.report,
             compact=compact,
@@ -168,6 +168,9 @@ def prepare(
         )
     calibration = None
     if needs_calibration(recipe):
+        # Process 0 tokenises first; the others then find the token ids in the shared cache.
+        if not distributed.is_primary():
+            distributed.sync("calibration tokenised")
         calibration = load_windows(
             recipe.calib,
             pretrained.tokenizer,
@@ -176,6 +179,8 @@ def prepare(
             seed=recipe.seed,
             split="calib",
         )
+        if distributed.is_primary():
+            distributed.sync("calibration tokenised")
     source = None if eval_source is None else os.fspath(eval_source)
     return Prepared(pretrained, recipe, calibration, source, eval_windows)
 
@@ -216,6 +221,10 @@ def run(
 ) -> PrunedModel:
     """Prunes a prepared job and, when it has evaluation windows, measures perplexity around it.
 
+    In a multi-process run (:mod:`jaxprune.distributed`) every process calls this with the same
+    job and a mesh over all processes' devices; each keeps only its rows of the calibration
+    windows, and the report gains ``processes`` (count, every process's seconds).
+
     Raises:
       ValueError: ``mesh`` or ``offload`` with a structured recipe (it runs on one device).
     """
@@ -232,10 +241,13 @@ def run(
         shrunk = prune_structured(pretrained.model, pretrained.params, job.calibration, recipe)
         params, masks, raw, model = shrunk.params, None, shrunk.report, shrunk.model
     else:
+        windows = job.calibration
+        if mesh is not None and windows is not None:
+            windows = sharding.global_windows(mesh, windows)  # each process keeps its rows
         result = prune(
             pretrained.model,
             pretrained.params,
-            job.calibration,
+            windows,
             recipe,
             progress=progress,
             mesh=mesh,
@@ -243,6 +255,8 @@ def run(
         )
         params, masks, raw, model = result.params, result.masks, result.report, None
     report = {"model": name or str(pretrained.source), **raw}
+    if jax.process_count() > 1:
+        report["processes"] = _gathered_seconds(raw["seconds"])
     if job.eval_windows is not None:
         info("evaluating the pruned model on %s", job.eval_source)
         after = dataclasses.replace(pretrained, model=model or pretrained.model, params=params)
@@ -257,6 +271,14 @@ def run(
             "seed": recipe.seed,
         }
     return PrunedModel(pretrained, params, masks, recipe, report, calibration, model)
+
+
+def _gathered_seconds(seconds: float) -> dict[str, Any]:
+    """Every process's prune time, gathered once (the report is the same in every process)."""
+    from jax.experimental import multihost_utils
+
+    every = multihost_utils.process_allgather(np.asarray([seconds], np.float64))
+    return {"count": jax.process_count(), "seconds": [float(x) for x in np.ravel(every)]}
 
 
 def prune_pretrained(
