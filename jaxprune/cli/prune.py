@@ -188,6 +188,7 @@ def run(args: argparse.Namespace) -> None:
             eval_nsamples=args.eval_nsamples,
             eval_seqlen=args.eval_seqlen,
             dtype=args.dtype,
+            mesh=mesh,
         )
     except ValueError as err:
         raise UsageError(str(err)) from None

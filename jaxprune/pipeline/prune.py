@@ -25,6 +25,7 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import allocation, distributed, sharding
@@ -34,7 +35,8 @@ from jaxprune.engine import PrunePlan, prune
 from jaxprune.eval import perplexity
 from jaxprune.methods import get_method
 from jaxprune.models.base import LanguageModel, Params
-from jaxprune.models.loaders import Pretrained, load_pretrained, save_pruned
+from jaxprune.models.loaders import Pretrained, check_source, load_pretrained, save_pruned
+from jaxprune.models.loaders.sliced import load_sliced
 from jaxprune.recipes import Recipe
 from jaxprune.structured import StructuredRecipe, make_plan, prune_structured
 
@@ -102,9 +104,18 @@ class Prepared:
     eval_windows: np.ndarray | None
 
 
-def load_with_tokenizer(model: str | os.PathLike, dtype: Any = None) -> Pretrained:
-    """:func:`load_pretrained`, refusing a model without a tokenizer (text cannot be encoded)."""
-    pretrained = load_pretrained(model, dtype)
+def load_with_tokenizer(
+    model: str | os.PathLike, dtype: Any = None, mesh: jax.sharding.Mesh | None = None
+) -> Pretrained:
+    """:func:`load_pretrained`, refusing a model without a tokenizer (text cannot be encoded).
+
+    With ``mesh``, a Hugging Face directory is read by slices straight onto the mesh (each
+    process reads only what its devices hold, :func:`~jaxprune.models.loaders.sliced.load_sliced`).
+    """
+    if mesh is not None and check_source(model) == "hf":
+        pretrained = load_sliced(model, mesh, jnp.float32 if dtype is None else dtype)
+    else:
+        pretrained = load_pretrained(model, dtype)
     if pretrained.tokenizer is None:
         raise ValueError(f"{model!r} carries no tokenizer, so text data cannot be encoded")
     return pretrained
@@ -147,14 +158,17 @@ def prepare(
     eval_nsamples: int | None = 32,
     eval_seqlen: int | None = None,
     dtype: Any = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Prepared:
     """Loads the model and every window of the job, checking all of it against the recipe.
+
+    ``mesh``: the mesh the job will run on; a Hugging Face directory is then read by slices.
 
     Raises:
       ValueError: anything wrong with the inputs (see :func:`check_recipe`, the loaders and
         :func:`jaxprune.data.load_windows`), before any pruning work.
     """
-    pretrained = model if isinstance(model, Pretrained) else load_with_tokenizer(model, dtype)
+    pretrained = model if isinstance(model, Pretrained) else load_with_tokenizer(model, dtype, mesh)
     eval_seqlen = eval_seqlen or recipe.seqlen
     check_recipe(pretrained, recipe, (eval_seqlen,) if eval_source else ())
     eval_windows = None
@@ -226,12 +240,18 @@ def run(
     windows, and the report gains ``processes`` (count, every process's seconds).
 
     Raises:
-      ValueError: ``mesh`` or ``offload`` with a structured recipe (it runs on one device).
+      ValueError: ``mesh`` or ``offload`` with a structured recipe (it runs on one device), or
+        evaluation windows in a multi-process run.
     """
     pretrained, recipe = job.pretrained, job.recipe
     structured = isinstance(recipe, StructuredRecipe)
     if structured and (mesh is not None or offload):
         raise ValueError("structured pruning runs on one device: drop mesh and offload")
+    if job.eval_windows is not None and jax.process_count() > 1:
+        raise ValueError(
+            "perplexity runs in one process: save the multi-process run and evaluate it with "
+            "`jaxprune eval --model OUT` (or jp.load_pretrained) in a single process"
+        )
     quality: dict[str, Any] = {}
     if job.eval_windows is not None:
         info("evaluating the dense model on %s", job.eval_source)
@@ -320,6 +340,7 @@ def prune_pretrained(
         eval_nsamples=eval_nsamples,
         eval_seqlen=eval_seqlen,
         dtype=dtype,
+        mesh=mesh,
     )
     name = None if isinstance(model, Pretrained) else os.fspath(model)
     return run(job, progress=progress, mesh=mesh, offload=offload, name=name)
