@@ -6,7 +6,9 @@
 Every process runs the same prunes (``tests/helpers/processes.py`` starts them); the masks and
 pruned kernels are gathered and process 0 writes them to ``DIR/<recipe>.npz``, so runs with 1, 2
 or 4 processes over the same mesh shape can be compared bit for bit. Each process prints one JSON
-line: its index, device counts and peak resident memory (``ru_maxrss``).
+line: its index, device counts and peak resident memory (``ru_maxrss``) at the start, after
+loading and at the end. With ``--hf DIR`` the model is read by slices from a Hugging Face
+directory (``benchmarks/multiprocess_memory.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import resource
 from pathlib import Path
 
 import numpy as np
+from tiny_models import TINY_LLAMA_8WAY
 
 RECIPES = {
     f"{method} {target}": (method, target)
@@ -24,6 +27,10 @@ RECIPES = {
     for target in ("0.5", "2:4")
 }
 OPTIONS = {"sparsegpt": {"blocksize": 32}, "sparsellm": {"blocksize": 32, "iterations": 2}}
+
+
+def _max_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def main() -> None:
@@ -35,11 +42,12 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
     parser.add_argument("--out", required=True)
     parser.add_argument("--offload", action="store_true")
-    parser.add_argument("--width", type=int, default=64, help="hidden size (RSS runs: larger)")
+    parser.add_argument("--hf", help="read this Hugging Face directory by slices instead")
     args = parser.parse_args()
 
     from jaxprune import distributed
 
+    started_rss = _max_rss()
     if args.processes > 1:
         distributed.initialize(args.coordinator, args.processes, args.id, timeout_seconds=120)
 
@@ -49,21 +57,19 @@ def main() -> None:
     from jaxprune import sharding
     from jaxprune.core import paths
     from jaxprune.engine import prune
-    from jaxprune.models import LanguageModel, LlamaConfig
+    from jaxprune.models import LanguageModel
+    from jaxprune.models.loaders.sliced import load_sliced
     from jaxprune.recipes import Recipe
 
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=args.width,
-        intermediate_size=2 * args.width,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    model = LanguageModel(config)
-    params = jax.device_get(model.init_params(0))
-    windows = np.random.default_rng(0).integers(0, config.vocab_size, (8, 16), dtype=np.int32)
     mesh = sharding.make_mesh(sharding.parse_mesh(args.mesh))
+    if args.hf:
+        loaded = load_sliced(args.hf, mesh)
+        model, params = loaded.model, loaded.params
+    else:
+        model = LanguageModel(TINY_LLAMA_8WAY)
+        params = jax.device_get(model.init_params(0))
+    loaded_rss = _max_rss()
+    windows = np.random.default_rng(0).integers(0, model.config.vocab_size, (8, 16), np.int32)
     out = Path(args.out)
     for name in args.recipes:
         method, target = RECIPES[name]
@@ -85,7 +91,9 @@ def main() -> None:
         "processes": jax.process_count(),
         "devices": jax.device_count(),
         "local_devices": jax.local_device_count(),
-        "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "started_rss_bytes": started_rss,
+        "loaded_max_rss_bytes": loaded_rss,
+        "max_rss_bytes": _max_rss(),
     }
     print(json.dumps(report), flush=True)
 
