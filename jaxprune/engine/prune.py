@@ -32,7 +32,8 @@ batches of ``B`` windows and the widest MLP ``f``:
 
 At LLaMA-2-7B shape in bfloat16 with 128 × 2048 tokens and ``offload=True`` that is about
 4.3 + 0.8 + 0.7 + 2.5 + 0.8 ≈ 9 GB; without offload the model's 13.5 GB come on top (twice for
-the kernels while both copies live).
+the kernels while both copies live). :mod:`jaxprune.footprint` (``jaxprune plan``) has the
+per-device formulas checked against XLA's allocations, attention temporaries included.
 """
 
 from __future__ import annotations
