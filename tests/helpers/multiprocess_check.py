@@ -30,6 +30,13 @@ OPTIONS = {"sparsegpt": {"blocksize": 32}, "sparsellm": {"blocksize": 32, "itera
 
 
 def _max_rss() -> int:
+    """This process's peak resident memory: ``VmHWM`` (reset by exec, unlike ``ru_maxrss``, which
+    keeps the peak of the process that started this one)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
