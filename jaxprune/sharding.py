@@ -40,14 +40,15 @@ How each part is distributed, and why:
   block at a time is put on the devices; block ``i + 1`` is put (an asynchronous copy where the
   platform allows) before block ``i`` is solved, so the copy overlaps the work.
 
-Multi-host: call ``jax.distributed.initialize()`` (coordinator address, process count and id from
-the arguments or the cluster's environment) in every process before anything else touches JAX.
-:func:`make_mesh` then spans the devices of all processes, and each process passes *its own share*
-of the calibration windows to :func:`jaxprune.prune` (e.g. windows ``p::process_count`` of the
-corpus); :meth:`Layout.windows` assembles the global array with
-``jax.make_array_from_process_local_data``. Every process runs the same program. This path has
-only been exercised with a single process here, and host offload is single-process (it gathers
-each pruned block into one host's memory).
+Multi-host: every process calls :func:`jaxprune.distributed.initialize` before anything else
+touches JAX and then runs the same program. :func:`make_mesh` spans the devices of all processes;
+:func:`global_windows` turns the calibration windows (the same in every process: they are cut
+from a seed) into one array of which each process keeps only the rows its devices hold, and
+:meth:`Layout.put` places each leaf from the host copy a process has (or, with
+:func:`jaxprune.models.loaders.sliced.load_sliced`, only the slices its devices hold). With host
+offload every process keeps its own shards of every block on the host
+(:meth:`Layout.to_host`) and moves one block at a time. ``docs/design.md`` says what each process
+holds and when the processes communicate.
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ class Layout:
         """
         leaves, treedef = jax.tree_util.tree_flatten(tree)
         placed = [
-            jax.device_put(leaf, self.sharding(prefix + path, np.shape(leaf)))
+            _put_leaf(leaf, self.sharding(prefix + path, _shape(leaf)))
             for path, leaf in zip(leaf_paths(tree), leaves, strict=True)
         ]
         return jax.tree_util.tree_unflatten(treedef, placed)
@@ -201,20 +202,26 @@ class Layout:
     def windows(self, tokens: np.ndarray | jax.Array) -> jax.Array:
         """Calibration tokens as one global array split over ``data``.
 
-        In a multi-process run ``tokens`` are this process's share (the same number of windows in
-        every process); the result holds the windows of all processes, in process order.
+        ``tokens`` are all the windows (the same in every process), or an array already made by
+        :func:`global_windows`; in a multi-process run each process keeps only its rows.
         """
-        tokens = np.asarray(tokens, np.int32)
-        total = tokens.shape[0] * jax.process_count()
+        total = int(np.shape(tokens)[0])
         if total % self.data_size:
             raise ValueError(
                 f"{total} calibration windows cannot be split over a data axis of "
                 f"{self.data_size} devices; use a number of windows (nsamples) that is a multiple "
                 f"of {self.data_size}"
             )
+        if isinstance(tokens, jax.Array):
+            return jax.device_put(tokens.astype(np.int32), self.batch)
+        return global_windows(self.mesh, tokens)
+
+    def to_host(self, tree: Any) -> Any:
+        """``tree``'s arrays copied to host memory: whole NumPy arrays in one process, and in a
+        multi-process run :class:`HostShards` holding only the shards this process addresses."""
         if jax.process_count() == 1:
-            return jax.device_put(tokens, self.batch)
-        return jax.make_array_from_process_local_data(self.batch, tokens)
+            return jax.device_get(tree)
+        return jax.tree.map(_host_leaf, tree)
 
     def solver_axes(self, d_out: int) -> tuple[str, ...]:
         """The mesh axes a solver splits ``d_out`` output columns over (all that divide them)."""
@@ -224,6 +231,96 @@ class Layout:
             if size > 1 and d_out % size == 0:
                 return axes
         return ()
+
+
+def process_rows(sharding: jax.sharding.Sharding, shape: Sequence[int]) -> np.ndarray:
+    """The indices along axis 0 of an array of ``shape`` that this process's devices hold."""
+    rows: set[int] = set()
+    for index in sharding.addressable_devices_indices_map(tuple(shape)).values():
+        rows.update(range(*index[0].indices(shape[0])) if index else range(shape[0]))
+    return np.asarray(sorted(rows), dtype=np.int64)
+
+
+def global_windows(mesh: Mesh, tokens: np.ndarray) -> jax.Array:
+    """All calibration windows as one array split over ``data``; this process keeps only its rows.
+
+    ``tokens`` must be the same ``(n, seqlen)`` windows in every process (they are cut from a
+    seed); the result holds them in their order, as the single-process array would.
+    """
+    tokens = np.asarray(tokens, np.int32)
+    batch = NamedSharding(mesh, PartitionSpec(DATA))
+    if jax.process_count() == 1:
+        return jax.device_put(tokens, batch)
+    rows = process_rows(batch, tokens.shape)
+    return jax.make_array_from_process_local_data(batch, tokens[rows], tokens.shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class HostShards:
+    """One array of a multi-process run in host memory: only the shards this process addresses.
+
+    :meth:`Layout.put` puts it back on the devices (each process its own shards), so offloaded
+    blocks never pass through one host whole.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    shards: dict[tuple[tuple[int, int], ...], np.ndarray]
+    sharding: jax.sharding.Sharding
+
+    @classmethod
+    def of(cls, array: jax.Array) -> HostShards:
+        shards = {}
+        for shard in array.addressable_shards:
+            key = tuple(s.indices(d)[:2] for s, d in zip(shard.index, array.shape, strict=True))
+            shards.setdefault(key, np.asarray(shard.data))
+        return cls(tuple(array.shape), np.dtype(array.dtype), shards, array.sharding)
+
+    def to_device(self) -> jax.Array:
+        """The array back on the devices it was taken from."""
+        return jax.make_array_from_callback(self.shape, self.sharding, self.read)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(shard.nbytes for shard in self.shards.values())
+
+    def read(self, index: tuple[slice, ...]) -> np.ndarray:
+        """The block at ``index`` (as :func:`jax.make_array_from_callback` asks for it)."""
+        key = tuple(s.indices(d)[:2] for s, d in zip(index, self.shape, strict=True))
+        if key in self.shards:
+            return self.shards[key]
+        raise ValueError(
+            f"this process holds no shard {key} of a {self.shape} array; put it back with the "
+            "mesh and partition rules it was taken off with"
+        )
+
+
+def _host_leaf(leaf: Any) -> Any:
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        return HostShards.of(leaf)
+    return jax.device_get(leaf)
+
+
+def _shape(leaf: Any) -> tuple[int, ...]:
+    return leaf.shape if isinstance(leaf, HostShards) else np.shape(leaf)
+
+
+def _put_leaf(leaf: Any, sharding: NamedSharding) -> jax.Array:
+    """``leaf`` on the mesh; in a multi-process run each process copies only its own shards from
+    the host (a host leaf is then a NumPy array or :class:`HostShards`)."""
+    if isinstance(leaf, HostShards):
+        return jax.make_array_from_callback(leaf.shape, sharding, leaf.read)
+    if jax.process_count() == 1 or (isinstance(leaf, jax.Array) and not leaf.is_fully_addressable):
+        return jax.device_put(leaf, sharding)
+    host = np.asarray(leaf)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def on_devices(tree: Any) -> Any:
+    """``tree`` with every :class:`HostShards` leaf back on its devices, other leaves as is."""
+    return jax.tree.map(
+        lambda leaf: leaf.to_device() if isinstance(leaf, HostShards) else leaf, tree
+    )
 
 
 def shard_params(params: Any, mesh: Mesh, rules: Rules) -> Any:
@@ -243,10 +340,14 @@ __all__ = [
     "MODEL",
     "Layout",
     "Rules",
+    "HostShards",
     "check_mesh",
+    "global_windows",
     "make_mesh",
+    "on_devices",
     "parse_mesh",
     "partition_spec",
     "place_like",
+    "process_rows",
     "shard_params",
 ]

@@ -265,3 +265,20 @@ def test_on_the_real_model_a_mesh_prune_agrees_with_one_device_to_float_toleranc
     result = json.loads(out.read_text())
     assert result["mask_agreement"] > 0.97
     assert abs(result["ppl_relative_difference"]) < 0.03
+
+
+def test_host_shards_keep_each_shard_once_and_put_the_array_back():
+    array = jax.device_put(np.arange(12.0).reshape(3, 4), sharding.make_mesh().devices.flat[0])
+    host = sharding.HostShards.of(array)
+    assert host.nbytes == array.nbytes and host.shape == (3, 4)
+    np.testing.assert_array_equal(np.asarray(host.to_device()), np.asarray(array))
+    with pytest.raises(ValueError, match="holds no shard"):
+        host.read((slice(0, 1), slice(0, 4)))
+
+
+def test_global_windows_in_one_process_are_all_the_windows_split_over_data(windows):
+    placed = sharding.global_windows(sharding.make_mesh(), windows)
+    np.testing.assert_array_equal(np.asarray(placed), windows)
+    assert placed.sharding.spec == P("data")
+    rows = sharding.process_rows(placed.sharding, windows.shape)
+    np.testing.assert_array_equal(rows, np.arange(windows.shape[0]))

@@ -53,6 +53,7 @@ from jaxprune.checkpoint._manifest import (
     check_target,
     read_manifest,
 )
+from jaxprune.checkpoint._together import save_together
 from jaxprune.checkpoint._trees import Key, KeyPath, flatten, nest, show
 
 _ARRAYS_DIR = "arrays"
@@ -118,11 +119,19 @@ def save_checkpoint(
         ``+0.0``.
       overwrite: replace an existing checkpoint at ``directory`` instead of raising.
 
+    In a multi-process run every process calls this with the same arguments: each writes the
+    shards its devices hold and process 0 the rest (``compact`` is refused there).
+
     Returns:
       ``{"path": str, "bytes_on_disk": int (all files), "dense_bytes": int (raw bytes of the dense
       params), "compact": bool}``.
     """
     target = Path(directory).absolute()
+    if compact and jax.process_count() > 1:
+        raise ValueError(
+            "compact storage needs each pruned leaf whole in one process; save a multi-process "
+            "run with compact=False (one process can load it and save it compact)"
+        )
     if not isinstance(config, dict):
         raise ValueError(f"config must be a dict (e.g. config_to_dict(cfg)), got {type(config)}")
     leaves, empty = flatten(params, "params")
@@ -133,11 +142,19 @@ def save_checkpoint(
     extra = check_extra_files(extra_files or {})
     check_target(target, overwrite)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    sweep_abandoned(target)
-    with terminate_as_exception():
-        _write_atomically(target, texts, extra, arrays, records, empty, compact, masks, overwrite)
-    fsync_dir(target.parent)
+    if jax.process_count() > 1:
+        documents = {f"{name}.json": text.encode() for name, text in texts.items()}
+        documents.update({f"{EXTRA_DIR}/{name}": data for name, data in extra.items()})
+        manifest = _manifest(texts, extra, records, empty, compact, masks)
+        save_together(target, documents, arrays, manifest, _save_arrays, overwrite)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        sweep_abandoned(target)
+        with terminate_as_exception():
+            _write_atomically(
+                target, texts, extra, arrays, records, empty, compact, masks, overwrite
+            )
+        fsync_dir(target.parent)
 
     return {
         "path": str(target),
@@ -163,14 +180,7 @@ def _write_atomically(target, texts, extra, arrays, records, empty, compact, mas
         if arrays:
             _save_arrays(tmp / _ARRAYS_DIR, arrays)
         manifest = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "compact": compact,
-            "has_masks": masks is not None,
-            "documents": sorted(texts),
-            "extra_files": sorted(extra),
-            "leaves": records,
-            "empty_dicts": [[position, list(path)] for position, path in empty],
+            **_manifest(texts, extra, records, empty, compact, masks),
             "files": file_records(tmp),
         }
         write_file(tmp / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
@@ -189,6 +199,20 @@ def _write_atomically(target, texts, extra, arrays, records, empty, compact, mas
     if aside is not None:
         # The new checkpoint is in place; failing to delete the old one must not fail the save.
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def _manifest(texts, extra, records, empty, compact, masks) -> dict[str, Any]:
+    """The manifest's entries but the file records."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "compact": compact,
+        "has_masks": masks is not None,
+        "documents": sorted(texts),
+        "extra_files": sorted(extra),
+        "leaves": records,
+        "empty_dicts": [[position, list(path)] for position, path in empty],
+    }
 
 
 def _check_masks(leaves: dict[KeyPath, Any], masks: Mapping[Key, Any] | None) -> dict[KeyPath, Any]:

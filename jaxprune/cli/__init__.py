@@ -2,6 +2,7 @@
 
     jaxprune eval     --model smollm2-135m --data shakespeare-hamlet --nsamples 32 --seqlen 512
     jaxprune prune    --model smollm2-135m --method sparsegpt --sparsity 0.5 --out /tmp/pruned
+    jaxprune plan     --model llama-70b --method sparsegpt --mesh 1x8 --device-memory 80GB
     jaxprune eval     --model /tmp/pruned --tasks piqa,arc_easy --limit 200   (zero-shot accuracy)
     jaxprune recover  --model /tmp/pruned --method lora --steps 200 --out /tmp/recovered
     jaxprune export   --model /tmp/recovered --out /tmp/hf   (transformers' AutoModelForCausalLM)
@@ -22,10 +23,10 @@ import logging
 import sys
 import warnings
 
-from jaxprune.cli import demo, eval, export, generate, plot, prune, recover
+from jaxprune.cli import demo, eval, export, generate, plan, plot, prune, recover
 from jaxprune.cli._args import DEFAULT_MODEL, UsageError
 
-COMMANDS = (eval, prune, recover, export, plot, generate, demo)
+COMMANDS = (eval, prune, plan, recover, export, plot, generate, demo)
 
 
 # What --model reads, spelled out here so that --help imports no model code (a test holds these

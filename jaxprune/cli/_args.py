@@ -96,8 +96,42 @@ def parse_overrides(items: list[str]) -> dict[str, float | str]:
     return overrides
 
 
+def add_process_args(parser: argparse.ArgumentParser) -> None:
+    """``--coordinator``, ``--num-processes``, ``--process-id``, ``--distributed``."""
+    group = parser.add_argument_group(
+        "many processes (one per host or accelerator, each running this same command)"
+    )
+    group.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address and port")
+    group.add_argument("--num-processes", type=int, help="how many processes take part")
+    group.add_argument("--process-id", type=int, help="this process's index, 0..N-1")
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process run described by the cluster's environment (TPU VM, SLURM, "
+        "Open MPI, JAX_COORDINATOR_ADDRESS) as JAX reads it",
+    )
+
+
+def start_processes(args: argparse.Namespace) -> None:
+    """Joins the multi-process run the arguments describe (nothing if they describe none)."""
+    explicit = (args.coordinator, args.num_processes, args.process_id)
+    if all(value is None for value in explicit) and not args.distributed:
+        return
+    if args.distributed and any(value is not None for value in explicit):
+        raise UsageError("--distributed reads the environment; drop --coordinator and the rest")
+    if args.mesh is None:
+        raise UsageError("a multi-process run needs --mesh DATAxMODEL over all processes' devices")
+    from jaxprune import distributed
+
+    try:
+        distributed.initialize(*explicit)
+    except ValueError as err:
+        raise UsageError(f"--coordinator/--num-processes/--process-id: {err}") from None
+
+
 def mesh_from_arg(text: str | None):
-    """The ``--mesh DATAxMODEL`` argument as a mesh over this host's devices (None if absent)."""
+    """The ``--mesh DATAxMODEL`` argument as a mesh over every process's devices (None if
+    absent)."""
     if text is None:
         return None
     from jaxprune import sharding
@@ -171,6 +205,10 @@ def method_options_help() -> str:
 
 def emit(args: argparse.Namespace, result: dict[str, Any], summary: str) -> None:
     """Prints the human summary, or with ``--json`` the full result as one JSON line."""
+    import jax
+
+    if jax.process_index() != 0:  # a multi-process run reports once, from process 0
+        return
     if getattr(args, "json", False):
         print(json.dumps(result, default=float))
     else:

@@ -10,6 +10,7 @@ from jaxprune.cli._args import (
     DEFAULT_MODEL,
     DTYPES,
     UsageError,
+    add_process_args,
     check_data,
     check_model,
     check_output,
@@ -18,6 +19,7 @@ from jaxprune.cli._args import (
     mesh_from_arg,
     method_options_help,
     recipe_from_args,
+    start_processes,
     structured_recipe_from_args,
 )
 
@@ -98,7 +100,7 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     pr.add_argument(
         "--mesh",
         metavar="DATAxMODEL",
-        help="prune on a (data, model) mesh of this host's devices, e.g. 8x1 or 2x4 "
+        help="prune on a (data, model) mesh of all devices (every process's), e.g. 8x1 or 2x4 "
         "(data·model must equal the device count; default: one device)",
     )
     pr.add_argument(
@@ -112,6 +114,7 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         "--overwrite", action="store_true", help="replace an existing jaxprune checkpoint at --out"
     )
     pr.add_argument("--json", action="store_true", help="print the full report as one JSON line")
+    add_process_args(pr)
     pr.set_defaults(func=run)
 
 
@@ -174,7 +177,7 @@ def _add_structured_options(pr: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from jaxprune import pipeline
+    from jaxprune import distributed, pipeline
     from jaxprune.structured import METHODS as STRUCTURED
 
     structured = args.method in STRUCTURED
@@ -189,6 +192,7 @@ def run(args: argparse.Namespace) -> None:
     if args.eval:
         check_data("--eval", args.eval)
     check_positive(eval_nsamples=args.eval_nsamples, eval_seqlen=args.eval_seqlen)
+    start_processes(args)
     mesh = mesh_from_arg(args.mesh)
     out = check_output(args.out, args.overwrite)
     try:
@@ -199,10 +203,11 @@ def run(args: argparse.Namespace) -> None:
             eval_nsamples=args.eval_nsamples,
             eval_seqlen=args.eval_seqlen,
             dtype=args.dtype,
+            mesh=mesh,
         )
     except ValueError as err:
         raise UsageError(str(err)) from None
-    if out is None:
+    if out is None and distributed.is_primary():
         print(
             "jaxprune prune: note: no --out given, the pruned model is not saved", file=sys.stderr
         )

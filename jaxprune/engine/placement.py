@@ -6,16 +6,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import jax
+import numpy as np
 
 from jaxprune.models.base import LanguageModel, Params
-from jaxprune.sharding import Layout
+from jaxprune.sharding import HostShards, Layout
 
 
 class Placement:
     """Where the params live during a prune: as given, on a mesh, or on the host (``offload``).
 
-    With ``offload`` the params are host NumPy arrays and :meth:`blocks` puts one decoder block at
-    a time on the devices, the next one already on its way while the current one is worked on.
+    With ``offload`` the params are host NumPy arrays (in a multi-process run: each process's own
+    shards, :class:`jaxprune.sharding.HostShards`) and :meth:`blocks` puts one decoder block at a
+    time on the devices, the next one already on its way while the current one is worked on.
     """
 
     def __init__(self, model: LanguageModel, layout: Layout | None, offload: bool):
@@ -30,7 +32,7 @@ class Placement:
 
     def initial(self, params: Params) -> Params:
         if self.offload:
-            return jax.device_get(params)
+            return self.to_host(params)
         if self.layout is not None:
             return self.layout.put(params)
         return params
@@ -43,12 +45,15 @@ class Placement:
         """``params`` for the embedding: everything but the blocks on the devices.
 
         The blocks may stay host arrays: a jit-compiled function does not copy inputs it does not
-        use.
+        use. A multi-process run's host shards stand in as zero-stride NumPy arrays of their shape.
         """
         if not self.offload:
             return params
-        blocks = self.model.BLOCKS
-        return {k: v if k == blocks else self._put(v, f"{k}/") for k, v in params.items()}
+        blocks = jax.tree.map(_stand_in, params[self.model.BLOCKS])
+        return {
+            k: blocks if k == self.model.BLOCKS else self._put(v, f"{k}/")
+            for k, v in params.items()
+        }
 
     def blocks(self, params: Params) -> Iterator[Params]:
         """The params of blocks ``0, 1, …`` on the devices, block ``i + 1`` put before ``i``
@@ -66,4 +71,13 @@ class Placement:
             yield current
 
     def to_host(self, tree: Any) -> Any:
-        return jax.device_get(tree) if self.offload else tree
+        """``tree`` in host memory with ``offload`` (see :meth:`Layout.to_host`), else as is."""
+        if not self.offload:
+            return tree
+        return jax.device_get(tree) if self.layout is None else self.layout.to_host(tree)
+
+
+def _stand_in(leaf: Any) -> Any:
+    if isinstance(leaf, HostShards):
+        return np.broadcast_to(np.zeros((), leaf.dtype), leaf.shape)
+    return leaf

@@ -32,7 +32,8 @@ batches of ``B`` windows and the widest MLP ``f``:
 
 At LLaMA-2-7B shape in bfloat16 with 128 × 2048 tokens and ``offload=True`` that is about
 4.3 + 0.8 + 0.7 + 2.5 + 0.8 ≈ 9 GB; without offload the model's 13.5 GB come on top (twice for
-the kernels while both copies live).
+the kernels while both copies live). :mod:`jaxprune.footprint` (``jaxprune plan``) has the
+per-device formulas checked against XLA's allocations, attention temporaries included.
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ def prune(
         single-device one (SparseLLM's joint MLP solve: up to float rounding, which can flip a
         near-tied mask entry). ``None``: JAX's default device.
       offload: keep the params on the host (NumPy) and move one block at a time to the devices,
-        for models larger than device memory; the returned params and masks are host arrays.
+        for models larger than device memory; the returned params and masks are host arrays (in
+        a multi-process run :class:`jaxprune.sharding.HostShards`: each process keeps only the
+        shards its devices held).
       errors: which per-linear relative reconstruction errors the report gets: ``None`` those
         that cost no extra work (methods with a Hessian, jointly solved MLPs), ``True`` all
         (Wanda and RIA then pay two extra matrix products per kernel and token), ``False`` none.
@@ -95,12 +98,12 @@ def prune(
 
     Raises:
       ValueError: a target matches nothing or suits neither the method nor the allocation, the
-        calibration windows are missing or misshapen, or ``offload`` in a multi-process run.
+        calibration windows are missing or misshapen, or a multi-process run without a mesh.
     """
-    if offload and jax.process_count() > 1:
+    if mesh is None and jax.process_count() > 1:
         raise ValueError(
-            "offload gathers pruned blocks into one host's memory and runs in a single process; "
-            "prune without offload in a multi-process run"
+            f"this is one of {jax.process_count()} processes; give a mesh over all their devices "
+            "(jaxprune.sharding.make_mesh) so that they prune one model together"
         )
     method = get_method(recipe.method)
     plan = PrunePlan.build(model, params, recipe, method)
@@ -123,16 +126,17 @@ def prune(
         for path in progress_bar(plan.paths, progress, method.name):
             kernel = placement.leaf(path, get_leaf(params, path))
             new, keep, seconds = solve_kernel(solver, kernel, None, targets[path])
-            new, keep = placement.to_host((new, keep))
-            log.add({path: Solved(new, keep, record(targets[path], seconds))})
+            solved = Solved(new, keep, record(targets[path], seconds))
+            log.add({path: solved})
+            solved.kernel, solved.keep = placement.to_host((new, keep))
         return log.finish(params, plan.paths, calibration)
     blocks = placement.blocks(params)
     for block in progress_bar(plan.blocks, progress, f"{method.name} blocks"):
         result = prune_block(block, next(blocks), hidden, solver, targets, runner)
+        log.add(result.solved, result.joint)
         hidden, block_params = result.hidden, placement.to_host(result.params)
         for path, solved in result.solved.items():
             solved.kernel = get_leaf(block_params, model.block_of(path)[1])
             solved.keep = placement.to_host(solved.keep)
-        log.add(result.solved, result.joint)
         params = model.with_block_params(params, block.index, block_params)
     return log.finish(params, plan.paths, calibration)

@@ -66,6 +66,7 @@ class PruneLog:
         self.allocation: dict[str, Any] | None = None
         self._start = time.perf_counter()
         self._solved: dict[str, Solved] = {}
+        self._zeros: dict[str, tuple[int, int]] = {}
         self._joint: dict[str, dict[str, Any]] = {}
 
     @contextlib.contextmanager
@@ -78,14 +79,19 @@ class PruneLog:
             self.timings[phase] += time.perf_counter() - t0
 
     def add(self, solved: dict[str, Solved], joint: dict[str, dict[str, Any]] | None = None):
-        """Records pruned kernels by path (and joint solver reports by unit)."""
+        """Records pruned kernels by path (and joint solver reports by unit).
+
+        Their sparsity is counted here, while they are still device arrays: an offloaded
+        multi-process run then keeps only shards of them on each host.
+        """
+        for path, entry in solved.items():
+            entry.record["sparsity"] = float(1.0 - jnp.mean(entry.keep.astype(jnp.float32)))
+            self._zeros[path] = (int(jnp.sum(entry.kernel == 0)), int(entry.kernel.size))
         self._solved.update(solved)
         self._joint.update(joint or {})
 
     def finish(self, params: Params, paths: tuple[str, ...], windows: Any | None) -> PruneResult:
         """The pruned params (every solved kernel set in), the masks and the report."""
-        for entry in self._solved.values():
-            entry.record["sparsity"] = float(1.0 - jnp.mean(entry.keep.astype(jnp.float32)))
         pruned = set_leaves(params, {p: s.kernel for p, s in self._solved.items()})
         masks = set_leaves(
             jax.tree.map(lambda _: None, params), {p: s.keep for p, s in self._solved.items()}
@@ -95,7 +101,7 @@ class PruneLog:
             "target": str(self.recipe.target),
             "allocation": self.recipe.allocation,
             "layers": {path: s.record for path, s in self._solved.items()},
-            "overall_sparsity": sparsity_report(pruned, paths)["overall"]["sparsity"],
+            "overall_sparsity": self._overall_sparsity(pruned, paths),
             "calib_windows": 0 if windows is None else int(windows.shape[0]),
             "seqlen": 0 if windows is None else int(windows.shape[1]),
             **{
@@ -110,6 +116,12 @@ class PruneLog:
         if self._joint:
             report["joint_mlp"] = self._joint
         return PruneResult(pruned, masks, report)
+
+    def _overall_sparsity(self, pruned: Params, paths: tuple[str, ...]) -> float:
+        if not set(paths) <= set(self._zeros):
+            return sparsity_report(pruned, paths)["overall"]["sparsity"]
+        zeros = sum(self._zeros[p][0] for p in paths)
+        return zeros / max(sum(self._zeros[p][1] for p in paths), 1)
 
 
 def progress_bar(iterable: Iterable, enabled: bool, desc: str) -> Iterable:

@@ -25,16 +25,18 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from jaxprune import allocation
+from jaxprune import allocation, distributed, sharding
 from jaxprune._log import info
 from jaxprune.data import RANDOM, load_windows
 from jaxprune.engine import PrunePlan, prune
 from jaxprune.eval import perplexity
 from jaxprune.methods import get_method
 from jaxprune.models.base import LanguageModel, Params
-from jaxprune.models.loaders import Pretrained, load_pretrained, save_pruned
+from jaxprune.models.loaders import Pretrained, check_source, load_pretrained, save_pruned
+from jaxprune.models.loaders.sliced import load_sliced
 from jaxprune.recipes import Recipe
 from jaxprune.structured import StructuredRecipe, make_plan, prune_structured
 
@@ -82,8 +84,8 @@ class PrunedModel:
         return save_pruned(
             directory,
             self.pruned,
-            self.params,
-            masks=self.masks,
+            sharding.on_devices(self.params),
+            masks=sharding.on_devices(self.masks),
             recipe={**self.recipe.to_dict(), "calibration": self.calibration},
             report=self.report,
             compact=compact,
@@ -102,9 +104,22 @@ class Prepared:
     eval_windows: np.ndarray | None
 
 
-def load_with_tokenizer(model: str | os.PathLike, dtype: Any = None) -> Pretrained:
-    """:func:`load_pretrained`, refusing a model without a tokenizer (text cannot be encoded)."""
-    pretrained = load_pretrained(model, dtype)
+def load_model(
+    model: str | os.PathLike, dtype: Any = None, mesh: jax.sharding.Mesh | None = None
+) -> Pretrained:
+    """:func:`load_pretrained`; with ``mesh``, a Hugging Face directory is read by slices straight
+    onto the mesh (each process reads only what its devices hold,
+    :func:`~jaxprune.models.loaders.sliced.load_sliced`)."""
+    if mesh is not None and check_source(model) == "hf":
+        return load_sliced(model, mesh, jnp.float32 if dtype is None else dtype)
+    return load_pretrained(model, dtype)
+
+
+def load_with_tokenizer(
+    model: str | os.PathLike, dtype: Any = None, mesh: jax.sharding.Mesh | None = None
+) -> Pretrained:
+    """:func:`load_model`, refusing a model without a tokenizer (text cannot be encoded)."""
+    pretrained = load_model(model, dtype, mesh)
     if pretrained.tokenizer is None:
         raise ValueError(f"{model!r} carries no tokenizer, so text data cannot be encoded")
     return pretrained
@@ -154,8 +169,11 @@ def prepare(
     eval_nsamples: int | None = 32,
     eval_seqlen: int | None = None,
     dtype: Any = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> Prepared:
     """Loads the model and every window of the job, checking all of it against the recipe.
+
+    ``mesh``: the mesh the job will run on; a Hugging Face directory is then read by slices.
 
     Raises:
       ValueError: anything wrong with the inputs (see :func:`check_recipe`, the loaders and
@@ -165,7 +183,8 @@ def prepare(
     if isinstance(model, Pretrained):
         pretrained = model
     else:  # random calibration windows need no tokenizer
-        pretrained = load_with_tokenizer(model, dtype) if text else load_pretrained(model, dtype)
+        load = load_with_tokenizer if text else load_model
+        pretrained = load(model, dtype, mesh)
     eval_seqlen = eval_seqlen or recipe.seqlen
     check_recipe(pretrained, recipe, (eval_seqlen,) if eval_source else ())
     eval_windows = None
@@ -179,6 +198,9 @@ def prepare(
         )
     calibration = None
     if needs_calibration(recipe):
+        # Process 0 tokenises first; the others then find the token ids in the shared cache.
+        if not distributed.is_primary():
+            distributed.sync("calibration tokenised")
         calibration = load_windows(
             recipe.calib,
             pretrained.tokenizer,
@@ -188,6 +210,8 @@ def prepare(
             split="calib",
             vocab_size=pretrained.model.config.vocab_size,
         )
+        if distributed.is_primary():
+            distributed.sync("calibration tokenised")
     source = None if eval_source is None else os.fspath(eval_source)
     return Prepared(pretrained, recipe, calibration, source, eval_windows)
 
@@ -228,13 +252,23 @@ def run(
 ) -> PrunedModel:
     """Prunes a prepared job and, when it has evaluation windows, measures perplexity around it.
 
+    In a multi-process run (:mod:`jaxprune.distributed`) every process calls this with the same
+    job and a mesh over all processes' devices; each keeps only its rows of the calibration
+    windows, and the report gains ``processes`` (count, every process's seconds).
+
     Raises:
-      ValueError: ``mesh`` or ``offload`` with a structured recipe (it runs on one device).
+      ValueError: ``mesh`` or ``offload`` with a structured recipe (it runs on one device), or
+        evaluation windows in a multi-process run.
     """
     pretrained, recipe = job.pretrained, job.recipe
     structured = isinstance(recipe, StructuredRecipe)
     if structured and (mesh is not None or offload):
         raise ValueError("structured pruning runs on one device: drop mesh and offload")
+    if job.eval_windows is not None and jax.process_count() > 1:
+        raise ValueError(
+            "perplexity runs in one process: save the multi-process run and evaluate it with "
+            "`jaxprune eval --model OUT` (or jp.load_pretrained) in a single process"
+        )
     quality: dict[str, Any] = {}
     if job.eval_windows is not None:
         info("evaluating the dense model on %s", job.eval_source)
@@ -244,10 +278,13 @@ def run(
         shrunk = prune_structured(pretrained.model, pretrained.params, job.calibration, recipe)
         params, masks, raw, model = shrunk.params, None, shrunk.report, shrunk.model
     else:
+        windows = job.calibration
+        if mesh is not None and windows is not None:
+            windows = sharding.global_windows(mesh, windows)  # each process keeps its rows
         result = prune(
             pretrained.model,
             pretrained.params,
-            job.calibration,
+            windows,
             recipe,
             progress=progress,
             mesh=mesh,
@@ -255,6 +292,8 @@ def run(
         )
         params, masks, raw, model = result.params, result.masks, result.report, None
     report = {"model": name or str(pretrained.source), **raw}
+    if jax.process_count() > 1:
+        report["processes"] = _gathered_seconds(raw["seconds"])
     if job.eval_windows is not None:
         info("evaluating the pruned model on %s", job.eval_source)
         after = dataclasses.replace(pretrained, model=model or pretrained.model, params=params)
@@ -269,6 +308,14 @@ def run(
             "seed": recipe.seed,
         }
     return PrunedModel(pretrained, params, masks, recipe, report, calibration, model)
+
+
+def _gathered_seconds(seconds: float) -> dict[str, Any]:
+    """Every process's prune time, gathered once (the report is the same in every process)."""
+    from jax.experimental import multihost_utils
+
+    every = multihost_utils.process_allgather(np.asarray([seconds], np.float64))
+    return {"count": jax.process_count(), "seconds": [float(x) for x in np.ravel(every)]}
 
 
 def prune_pretrained(
@@ -310,6 +357,7 @@ def prune_pretrained(
         eval_nsamples=eval_nsamples,
         eval_seqlen=eval_seqlen,
         dtype=dtype,
+        mesh=mesh,
     )
     name = None if isinstance(model, Pretrained) else os.fspath(model)
     return run(job, progress=progress, mesh=mesh, offload=offload, name=name)

@@ -63,7 +63,7 @@ class SafetensorsCheckpoint(Mapping):
 
         # The numpy backend of safetensors cannot represent bfloat16 (the usual dtype of LLM
         # checkpoints); the flax backend can, and on the CPU device np.asarray is a view.
-        with jax.default_device(jax.devices("cpu")[0]):
+        with jax.default_device(jax.local_devices(backend="cpu")[0]):
             with safe_open(self._files[name], framework="flax") as f:
                 return np.asarray(f.get_tensor(name))
 
