@@ -66,6 +66,8 @@ def environment() -> dict[str, Any]:
     }
     if "jax" in sys.modules:  # never import jax (and start its backend) just to record it
         env["device"] = str(sys.modules["jax"].devices()[0].device_kind)
+    if "jaxprune" in sys.modules:  # which tree ran (a snapshot may differ from this checkout)
+        env["jaxprune_path"] = str(Path(sys.modules["jaxprune"].__file__).parent)
     return env
 
 

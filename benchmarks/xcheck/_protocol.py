@@ -43,7 +43,11 @@ def windows(pre: Any, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]
         split="calib",
     )
     evalw = jp.load_windows(
-        "shakespeare-hamlet", pre.tokenizer, nsamples=args.eval_nsamples, seqlen=args.seqlen
+        "shakespeare-hamlet",
+        pre.tokenizer,
+        nsamples=args.eval_nsamples,
+        seqlen=args.seqlen,
+        split="eval",
     )
     if args.bos:  # BOS then the first seqlen - 1 tokens, as oneshot.py --bos
         bos = pre.tokenizer.bos_token_id
@@ -68,7 +72,6 @@ class TorchModel:
             hf_dir = str(Path(self._tmp.name) / "hf")
             export_hf(hf_dir, pre.model, pre.params, pre.tokenizer)
         self.hf_dir = hf_dir
-        torch.set_grad_enabled(False)
         self.torch = torch
         self.attn = attn
 
@@ -157,28 +160,27 @@ def capture_layer_kwargs(model: Any, window: np.ndarray) -> list[dict[str, Any]]
 
 
 def with_layer_context(model: Any, window: np.ndarray) -> None:
-    """Wrap every decoder layer so that it always receives its captured keyword arguments."""
-    import torch
+    """Make every decoder layer always receive its captured keyword arguments.
 
-    class LayerWithContext(torch.nn.Module):
-        def __init__(self, layer, context):
-            super().__init__()
-            self.layer = layer
-            self.context = context
+    The layer's ``forward`` is overridden on the instance (the module, its name and its
+    children stay as they are, so the originals' ``find_layers`` names do not change) and
+    returns a tuple, as the transformers 4.3x layers the originals index with ``[0]`` did.
+    """
+    contexts = capture_layer_kwargs(model, window)
+    for layer, context in zip(model.model.layers, contexts, strict=True):
+        forward = type(layer).forward
 
-        def forward(self, hidden_states, *args, **kwargs):
-            out = self.layer(hidden_states, **{**kwargs, **self.context})
+        def call(hidden_states, *_args, _layer=layer, _context=context, _forward=forward, **kw):
+            out = _forward(_layer, hidden_states, **{**kw, **_context})
             return out if isinstance(out, tuple) else (out,)
 
-    contexts = capture_layer_kwargs(model, window)
-    for i, context in enumerate(contexts):
-        model.model.layers[i] = LayerWithContext(model.model.layers[i], context)
+        layer.forward = call
 
 
 def without_layer_context(model: Any) -> None:
     """Undo :func:`with_layer_context` (the model's own forward then runs as usual)."""
-    for i, layer in enumerate(model.model.layers):
-        model.model.layers[i] = getattr(layer, "layer", layer)
+    for layer in model.model.layers:
+        layer.__dict__.pop("forward", None)
 
 
 def torch_sparsity(model: Any) -> float:
@@ -191,3 +193,22 @@ def torch_sparsity(model: Any) -> float:
             zeros += int((module.weight == 0).sum())
             total += module.weight.numel()
     return zeros / total
+
+
+def kept_rows(dense: Any, pruned: Any, unit: int = 1) -> list[int]:
+    """Indices of the ``unit``-row groups of ``dense`` kept (in order) in ``pruned``."""
+    dense, pruned = (np.asarray(w.detach().float()) for w in (dense, pruned))
+    groups = dense.reshape(-1, unit, dense.shape[-1])
+    kept, g = [], 0
+    for row in pruned.reshape(-1, unit, pruned.shape[-1]):
+        while not np.array_equal(groups[g], row):
+            g += 1
+        kept.append(g)
+        g += 1
+    return kept
+
+
+def overlap(ours: list[dict], theirs: list[dict], key: str) -> float:
+    """|kept by both| / |kept by the original| over all blocks (1.0: the same units)."""
+    both = sum(len(set(o[key]) & set(t[key])) for o, t in zip(ours, theirs, strict=True))
+    return both / max(1, sum(len(t[key]) for t in theirs))
