@@ -35,6 +35,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import append_jsonl
 
 import jaxprune as jp
 from jaxprune import sharding
@@ -214,12 +215,7 @@ def main() -> None:
             "setup_seconds": setup_seconds,
             "jax": jax.__version__,
         }
-        line = json.dumps(entry)
-        print(line, flush=True)
-        if args.out is not None:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            with args.out.open("a") as f:
-                f.write(line + "\n")
+        print(append_jsonl(args.out, entry) if args.out else json.dumps(entry), flush=True)
 
 
 if __name__ == "__main__":

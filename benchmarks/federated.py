@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from vision_common import Results
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from vision_common import Results  # noqa: E402
-
-from jaxprune import federated as fl  # noqa: E402
-from jaxprune.models.vision import VGGConfig, VisionModel  # noqa: E402
-from jaxprune.training.loop import ImageData  # noqa: E402
+from jaxprune import federated as fl
+from jaxprune.models.vision import VGGConfig, VisionModel
+from jaxprune.training.loop import ImageData
 
 KEY_FIELDS = ("dataset", "alpha", "seed", "method", "density")
 SPARSE = ("fedtiny", "magnitude", "random")

@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _common import write_json
+
 FLAG = "--xla_force_host_platform_device_count=8"
 
 
@@ -83,8 +85,7 @@ def main() -> None:
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+        write_json(args.out, result, indent=1)
 
 
 if __name__ == "__main__":

@@ -25,13 +25,13 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import parse_config, write_json
 
 import jaxprune as jp
 
@@ -45,23 +45,6 @@ ENGINE_CONFIGS = [
     "sparsegpt:0.7",
     "sparsegpt:0.8",
 ]
-
-
-def parse_config(text: str) -> tuple[str, str, str]:
-    """``"owl+sparsegpt:0.7"`` → ``("sparsegpt", "0.7", "owl")``."""
-    head, _, target = text.partition(":")
-    allocation, _, method = head.rpartition("+")
-    if not target:
-        raise SystemExit(f"configuration {text!r}: write METHOD:TARGET, e.g. sparsegpt:0.5")
-    return method, target, allocation or "uniform"
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
 
 
 def with_bos(windows: np.ndarray, bos: int) -> np.ndarray:
@@ -132,7 +115,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    configs = [parse_config(c) for c in args.configs]
+    configs = [parse_config(c, arg_name="target") for c in args.configs]
     method_options: dict[str, dict] = {}
     for item in args.option:
         key, _, value = item.partition("=")

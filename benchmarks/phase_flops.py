@@ -19,19 +19,17 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import write_json
+from accelerator_llama7b import random_params
 
 import jaxprune as jp
 from jaxprune.models import LanguageModel, LlamaConfig
-
-sys.path.insert(0, str(Path(__file__).parent))
-from accelerator_llama7b import random_params  # noqa: E402
 
 LLAMA2_7B = dict(layers=32, hidden=4096, intermediate=11008, heads=32, nsamples=128, seqlen=2048)
 MEDIUM = dict(layers=2, hidden=768, intermediate=2048, heads=12, nsamples=16, seqlen=512)
@@ -135,8 +133,7 @@ def main() -> None:
     text = json.dumps(result, indent=1)
     print(text if args.count_only else "", flush=True)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+        write_json(args.out, result, indent=1)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+from _common import write_json
 
 import jaxprune as jp
 from jaxprune.pipeline import evaluate_zero_shot
@@ -100,10 +101,7 @@ class Results:
 
     def add(self, row: dict) -> None:
         self.doc["rows"].append(row)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.doc, indent=1, default=float))
-        os.replace(tmp, self.path)
+        write_json(self.path, self.doc, indent=1)
         print(
             json.dumps({k: v for k, v in row.items() if k != "zeroshot"}, default=float), flush=True
         )

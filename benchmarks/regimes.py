@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import vision_common
+from _common import write_json
 from vision_common import adam_cosine
 
 from jaxprune.analysis import Temperature, plot_regime_map, sweep
@@ -102,8 +103,7 @@ def main() -> None:
         "cpu_s": time.process_time() - start_cpu,
         **rmap.to_dict(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
+    write_json(args.out, out, indent=1)
     if args.plot is not None:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         title = f"{args.dataset}, CNN {' '.join(args.widths)}: three-regime map"

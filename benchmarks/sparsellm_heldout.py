@@ -23,7 +23,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from oneshot import with_bos, write_json
+from _common import write_json
+from oneshot import with_bos
 
 import jaxprune as jp
 from jaxprune.core.paths import get_leaf

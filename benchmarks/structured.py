@@ -37,6 +37,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import parse_config, write_json
 from oneshot import with_bos  # benchmarks/ is the script's directory
 
 import jaxprune as jp
@@ -52,18 +53,10 @@ CONFIGS = [
 SPEED = [("llm-pruner", "vector"), ("flap", None)]
 
 
-def parse_config(text: str) -> tuple[str, str | None]:
+def structured_config(text: str) -> tuple[str, str | None]:
     """``"llm-pruner:vector"`` → ``("llm-pruner", "vector")``; ``"flap"`` → ``("flap", None)``."""
-    method, _, importance = text.partition(":")
-    return method, importance or None
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    config = parse_config(text)
+    return config.method, config.arg
 
 
 def measure_speed(directory: str, reps: int) -> dict:
@@ -213,9 +206,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved speed rounds")
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions per process")
     parser.add_argument(
-        "--configs", nargs="+", type=parse_config, default=CONFIGS, help="METHOD[:IMPORTANCE]"
+        "--configs", nargs="+", type=structured_config, default=CONFIGS, help="METHOD[:IMPORTANCE]"
     )
-    parser.add_argument("--speed-configs", nargs="+", type=parse_config, default=SPEED)
+    parser.add_argument("--speed-configs", nargs="+", type=structured_config, default=SPEED)
     parser.add_argument("--speed-of", help=argparse.SUPPRESS)
     parser.add_argument("--model", default="smollm2-135m", help="embedded model name or path")
     parser.add_argument("--bos", action="store_true", help="start every window with BOS")

@@ -21,20 +21,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import append_jsonl
+from accelerator_llama7b import LLAMA2_7B, SMALL, peak_memory_bytes, random_params
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accelerator_llama7b import LLAMA2_7B, SMALL, peak_memory_bytes, random_params  # noqa: E402
-
-import jaxprune as jp  # noqa: E402
-from jaxprune.models import LanguageModel, LlamaConfig  # noqa: E402
-from jaxprune.structured.importance import gradients  # noqa: E402
+import jaxprune as jp
+from jaxprune.models import LanguageModel, LlamaConfig
+from jaxprune.structured.importance import gradients
 
 KINDS = ("vector", "element1", "element2")
 
@@ -114,12 +112,7 @@ def main() -> None:
             "jax": jax.__version__,
         }
         del result
-        line = json.dumps(entry)
-        print(line, flush=True)
-        if args.out is not None:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            with args.out.open("a") as f:
-                f.write(line + "\n")
+        print(append_jsonl(args.out, entry) if args.out else json.dumps(entry), flush=True)
 
 
 if __name__ == "__main__":

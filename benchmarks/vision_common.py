@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 import optax
+from _common import write_json
 
 from jaxprune.core.paths import flat_leaves
 
@@ -65,11 +65,7 @@ class Results:
 
     def add(self, record: dict[str, Any]) -> None:
         self.data["runs"].append(record)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.data, f, indent=1)
-        os.replace(tmp, self.path)
+        write_json(self.path, self.data, indent=1)
         shown = {k: v for k, v in record.items() if k not in ("history",)}
         print(json.dumps(shown), flush=True)
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _common import write_json
 from tqdm import tqdm
 
 from jaxprune.data.images import load_images
@@ -137,8 +137,7 @@ def main(argv=None) -> None:
         "test_images": len(test_labels),
         "rows": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    write_json(args.out, out, indent=1)
 
 
 if __name__ == "__main__":

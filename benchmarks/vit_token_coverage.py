@@ -12,12 +12,11 @@ counts as ink when its mean grey level (0–255) exceeds 20.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import write_json
 
 from jaxprune.data.images import load_images
 from jaxprune.data.vision import imagenet_inputs
@@ -80,7 +79,7 @@ def main(argv=None) -> None:
             "background_kept": float(kept[~ink].mean()),
         }
         print(name, rows["methods"][name], flush=True)
-    Path(args.out).write_text(json.dumps(rows, indent=1))
+    write_json(args.out, rows, indent=1)
 
 
 if __name__ == "__main__":

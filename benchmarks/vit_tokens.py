@@ -33,6 +33,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _common import append_jsonl
 
 from jaxprune.data.images import load_images
 from jaxprune.data.vision import imagenet_inputs
@@ -195,9 +196,7 @@ def run(args) -> None:
         row.update(cos_mean=round(float(cos.mean()), 5), cos_min=round(float(cos.min()), 5))
         row["test_images"] = {n: int(len(s["test_images"])) for n, s in data.items()}
         row["train_images"] = {n: int(len(s["train_images"])) for n, s in data.items()}
-        print(json.dumps(row), flush=True)
-        with out.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        print(append_jsonl(out, row), flush=True)
 
 
 def main(argv=None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "recovery.py"
 
 
 def load_benchmark():
+    if str(SCRIPT.parent) not in sys.path:  # as when run as a script: it imports benchmarks/_common
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("recovery_benchmark", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,0 +1,214 @@
+"""What the cross-check drivers share: the public protocol's windows on both sides, the torch model.
+
+The jaxprune side loads the model by name and takes its windows from ``jaxprune.load_windows``
+(``shakespeare-calib`` N × L seed 0 for calibration, ``shakespeare-hamlet`` 32 × L for
+perplexity); the torch side gets the same weights through ``jaxprune export`` (a Hugging Face
+directory transformers loads) and the very same token arrays, so any difference is the methods'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def add_protocol_args(parser: argparse.ArgumentParser, *, nsamples: int = 64) -> None:
+    """``--model --hf-dir --nsamples --seqlen --eval-nsamples --seed --bos --out``."""
+    parser.add_argument("--model", default="smollm2-135m", help="jaxprune model name or path")
+    parser.add_argument("--hf-dir", help="an existing `jaxprune export` of --model (else made)")
+    parser.add_argument("--nsamples", type=int, default=nsamples, help="calibration windows")
+    parser.add_argument("--seqlen", type=int, default=512)
+    parser.add_argument("--eval-nsamples", type=int, default=32, help="Hamlet windows")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bos", action="store_true", help="every window starts with BOS (Gemma)")
+    parser.add_argument("--out", type=Path, required=True)
+
+
+def windows(pre: Any, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration, evaluation) token windows of the protocol, as ``oneshot.py`` builds them."""
+    import jaxprune as jp
+
+    calib = jp.load_windows(
+        "shakespeare-calib",
+        pre.tokenizer,
+        nsamples=args.nsamples,
+        seqlen=args.seqlen,
+        seed=args.seed,
+        split="calib",
+    )
+    evalw = jp.load_windows(
+        "shakespeare-hamlet",
+        pre.tokenizer,
+        nsamples=args.eval_nsamples,
+        seqlen=args.seqlen,
+        split="eval",
+    )
+    if args.bos:  # BOS then the first seqlen - 1 tokens, as oneshot.py --bos
+        bos = pre.tokenizer.bos_token_id
+        calib, evalw = (
+            np.concatenate([np.full((w.shape[0], 1), bos, w.dtype), w[:, :-1]], 1)
+            for w in (calib, evalw)
+        )
+    return np.asarray(calib), np.asarray(evalw)
+
+
+class TorchModel:
+    """transformers' causal LM on the exported weights (float32, CPU), kept in a temp dir."""
+
+    def __init__(self, pre: Any, hf_dir: str | None, attn: str = "sdpa"):
+        import torch
+
+        self._tmp = None
+        if hf_dir is None:
+            from jaxprune.models.export import export_hf
+
+            self._tmp = tempfile.TemporaryDirectory()
+            hf_dir = str(Path(self._tmp.name) / "hf")
+            export_hf(hf_dir, pre.model, pre.params, pre.tokenizer)
+        self.hf_dir = hf_dir
+        self.torch = torch
+        self.attn = attn
+
+    def load(self) -> Any:
+        """A fresh copy of the dense model (each pruning run starts from it)."""
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(
+            self.hf_dir, torch_dtype=self.torch.float32, attn_implementation=self.attn
+        )
+        model.eval()
+        model.config.use_cache = False
+        return model
+
+
+def cpu_shims() -> None:
+    """Let the originals' CUDA-only calls pass on a CPU-only torch.
+
+    ``torch.cuda.synchronize()`` (SparseGPT's timing) becomes a no-op and ``Tensor.cuda()`` (RIA's
+    per-layer sort) returns the tensor itself; nothing changes where CUDA exists.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        torch.cuda.synchronize = lambda *_a, **_k: None
+        torch.Tensor.cuda = lambda self, *_a, **_k: self
+
+
+def torch_perplexity(model: Any, evalw: np.ndarray) -> dict[str, float]:
+    """exp(mean next-token NLL) over all predicted tokens (as ``jaxprune.perplexity``)."""
+    import torch
+
+    nll, tokens = 0.0, 0
+    with torch.no_grad():
+        for row in evalw:
+            ids = torch.as_tensor(row[None].astype(np.int64))
+            logits = model(ids).logits[0, :-1].float()
+            nll += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+            tokens += ids.shape[1] - 1
+    return {"ppl": math.exp(nll / tokens), "tokens": tokens}
+
+
+def jaxprune_unstructured(pre: Any, calib, evalw, recipe: Any) -> dict[str, Any]:
+    """Prune with jaxprune on ``calib`` and score on ``evalw``: ppl, sparsity, seconds, params."""
+    import jaxprune as jp
+
+    start = time.perf_counter()
+    result = jp.prune(pre.model, pre.params, calib, recipe, progress=False)
+    seconds = time.perf_counter() - start
+    ppl = jp.perplexity(pre.model, result.params, evalw).ppl
+    return {
+        "ppl": ppl,
+        "sparsity": result.report["overall_sparsity"],
+        "seconds": seconds,
+        "params": result.params,
+    }
+
+
+def capture_layer_kwargs(model: Any, window: np.ndarray) -> list[dict[str, Any]]:
+    """The keyword arguments the model's own forward hands each decoder layer on ``window``.
+
+    Original pruning loops (written for transformers 4.3x) call a layer with only
+    ``attention_mask`` and ``position_ids``; current layers also need their rotary embeddings
+    (and Gemma its per-layer sliding or global mask). The windows all have one length and no
+    padding, so what one forward passes is what every window needs.
+    """
+    import torch
+
+    captured: list[dict[str, Any]] = [{} for _ in model.model.layers]
+
+    def hook(index):
+        def record(_module, _args, kwargs):
+            captured[index] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+
+        return record
+
+    handles = [
+        layer.register_forward_pre_hook(hook(i), with_kwargs=True)
+        for i, layer in enumerate(model.model.layers)
+    ]
+    with torch.no_grad():
+        model(torch.as_tensor(window[None].astype(np.int64)))
+    for h in handles:
+        h.remove()
+    return captured
+
+
+def with_layer_context(model: Any, window: np.ndarray) -> None:
+    """Make every decoder layer always receive its captured keyword arguments.
+
+    The layer's ``forward`` is overridden on the instance (the module, its name and its
+    children stay as they are, so the originals' ``find_layers`` names do not change) and
+    returns a tuple, as the transformers 4.3x layers the originals index with ``[0]`` did.
+    """
+    contexts = capture_layer_kwargs(model, window)
+    for layer, context in zip(model.model.layers, contexts, strict=True):
+        forward = type(layer).forward
+
+        def call(hidden_states, *_args, _layer=layer, _context=context, _forward=forward, **kw):
+            out = _forward(_layer, hidden_states, **{**kw, **_context})
+            return out if isinstance(out, tuple) else (out,)
+
+        layer.forward = call
+
+
+def without_layer_context(model: Any) -> None:
+    """Undo :func:`with_layer_context` (the model's own forward then runs as usual)."""
+    for layer in model.model.layers:
+        layer.__dict__.pop("forward", None)
+
+
+def torch_sparsity(model: Any) -> float:
+    """Fraction of zeros over the decoder layers' linear weights."""
+    import torch
+
+    zeros = total = 0
+    for module in model.model.layers.modules():
+        if isinstance(module, torch.nn.Linear):
+            zeros += int((module.weight == 0).sum())
+            total += module.weight.numel()
+    return zeros / total
+
+
+def kept_rows(dense: Any, pruned: Any, unit: int = 1) -> list[int]:
+    """Indices of the ``unit``-row groups of ``dense`` kept (in order) in ``pruned``."""
+    dense, pruned = (np.asarray(w.detach().float()) for w in (dense, pruned))
+    groups = dense.reshape(-1, unit, dense.shape[-1])
+    kept, g = [], 0
+    for row in pruned.reshape(-1, unit, pruned.shape[-1]):
+        while not np.array_equal(groups[g], row):
+            g += 1
+        kept.append(g)
+        g += 1
+    return kept
+
+
+def overlap(ours: list[dict], theirs: list[dict], key: str) -> float:
+    """|kept by both| / |kept by the original| over all blocks (1.0: the same units)."""
+    both = sum(len(set(o[key]) & set(t[key])) for o, t in zip(ours, theirs, strict=True))
+    return both / max(1, sum(len(t[key]) for t in theirs))

@@ -1,0 +1,112 @@
+"""SparseLLM: jaxprune vs the original code on the same windows (SmolLM2 at 70% by default).
+
+Original (imported from a checkout, never copied): BaiTheBest/SparseLLM,
+https://github.com/BaiTheBest/SparseLLM, commit 27fe26a0caea5c42e91cbeddaee9711be6e17205
+(``--repo-dir``): ``model_utils.py``'s ``llama_sparsellm`` unmodified, with ``llama_main.py``'s
+defaults (percdamp 0.01, blocksize 128, no quantisation, every layer). The driver calls it with
+our calibration windows as its ``dataloader`` and ``dev=cpu``; every decoder layer gets the rotary
+embeddings its loop does not pass (``_protocol.with_layer_context``). Its own hyper-parameters
+(α, β, γ, iterations) are the ones hard-coded in that function; jaxprune's are its defaults.
+Perplexity on both sides: the same Hamlet windows.
+
+It is slow on a CPU: about 90 minutes alone for SmolLM2 at 64 × 512. ``--nsamples`` and
+``--seqlen`` shrink a run (the row records them).
+
+    python -m benchmarks.xcheck.sparsellm --repo-dir /tmp/SparseLLM --sparsity 0.7 \\
+        --out benchmarks/results/xcheck_sparsellm_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import types
+from typing import Any
+
+from benchmarks._common import git_commit, import_original, write_json
+from benchmarks.xcheck import _protocol as protocol
+
+SPARSELLM = ("https://github.com/BaiTheBest/SparseLLM", "27fe26a0caea5c42e91cbeddaee9711be6e17205")
+
+
+def original_sparsellm(args, tm, calib, evalw) -> dict[str, Any]:
+    """The original ``llama_sparsellm`` on a fresh torch model; its ppl and sparsity."""
+    import torch
+
+    utils = import_original(args.repo_dir, "model_utils")
+    model = tm.load()
+    model.seqlen = args.seqlen
+    options = types.SimpleNamespace(
+        nsamples=len(calib),
+        sparsity=args.sparsity,
+        prunen=0,
+        prunem=0,
+        percdamp=0.01,
+        blocksize=128,
+        wbits=16,
+        minlayer=-1,
+        maxlayer=1000,
+        prune_only="",
+        invert=False,
+        true_sequential=False,
+    )
+    windows = [(torch.as_tensor(w[None].astype("int64")), None) for w in calib]
+    protocol.with_layer_context(model, calib[0])
+    protocol.cpu_shims()
+    start = time.perf_counter()
+    utils.llama_sparsellm(model, windows, torch.device("cpu"), options)
+    seconds = time.perf_counter() - start
+    protocol.without_layer_context(model)
+    return {
+        **protocol.torch_perplexity(model, evalw),
+        "sparsity": protocol.torch_sparsity(model),
+        "seconds": seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repo-dir", required=True, help="checkout of BaiTheBest/SparseLLM")
+    parser.add_argument("--sparsity", type=float, default=0.7)
+    protocol.add_protocol_args(parser)
+    args = parser.parse_args()
+    import_original(args.repo_dir, "model_utils")  # refuse a wrong checkout before loading
+
+    import jaxprune as jp
+
+    pre = jp.load_pretrained(args.model)
+    calib, evalw = protocol.windows(pre, args)
+    tm = protocol.TorchModel(pre, args.hf_dir, "sdpa")
+    recipe = jp.Recipe(
+        method="sparsellm", sparsity=args.sparsity, nsamples=args.nsamples, seqlen=args.seqlen
+    )
+    ours = protocol.jaxprune_unstructured(pre, calib, evalw, recipe)
+    theirs = original_sparsellm(args, tm, calib, evalw)
+    row = {
+        "config": f"sparsellm:{args.sparsity}",
+        "jaxprune_ppl": ours["ppl"],
+        "original_ppl": theirs["ppl"],
+        "relative_difference": ours["ppl"] / theirs["ppl"] - 1,
+        "jaxprune_sparsity": ours["sparsity"],
+        "original_sparsity": theirs["sparsity"],
+        "jaxprune_seconds": ours["seconds"],
+        "original_seconds": theirs["seconds"],
+    }
+    write_json(
+        args.out,
+        {
+            "what": f"{args.model}: jaxprune's SparseLLM vs the original llama_sparsellm",
+            "original": {
+                "url": SPARSELLM[0],
+                "commit": SPARSELLM[1],
+                "checkout": git_commit(args.repo_dir),
+            },
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "rows": [row],
+        },
+    )
+    print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The cross-check drivers' shared pieces: layers called the originals' way still see RoPE/masks."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "xcheck" / "_protocol.py"
+spec = importlib.util.spec_from_file_location("xcheck_protocol", PATH)
+protocol = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(protocol)
+
+
+def tiny_llama():
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def test_a_layer_called_with_only_mask_and_positions_matches_the_models_own_forward():
+    model, window = tiny_llama(), np.arange(16) % 64
+    seen = {}
+    handle = model.model.layers[1].register_forward_hook(
+        lambda _m, args, out: seen.update(
+            inp=args[0], out=out[0] if isinstance(out, tuple) else out
+        )
+    )
+    with torch.no_grad():
+        model(torch.as_tensor(window[None]))
+    handle.remove()
+    protocol.with_layer_context(model, window)
+    with torch.no_grad():  # the originals' call: hidden states, attention_mask, position_ids
+        out = model.model.layers[1](seen["inp"], attention_mask=None, position_ids=None)[0]
+    protocol.without_layer_context(model)
+    torch.testing.assert_close(out, seen["out"])
+    assert "forward" not in model.model.layers[1].__dict__
+
+
+def test_kept_rows_finds_the_surviving_rows_and_head_groups():
+    dense = torch.arange(24.0).reshape(6, 4)
+    assert protocol.kept_rows(dense, dense[[0, 2, 5]]) == [0, 2, 5]
+    assert protocol.kept_rows(dense, dense[[2, 3]], unit=2) == [1]
+
+
+def test_overlap_is_the_share_of_the_originals_kept_units_also_kept_by_ours():
+    ours = [{"mlp": [0, 1, 2]}, {"mlp": [0, 3]}]
+    theirs = [{"mlp": [0, 1, 3]}, {"mlp": [0, 3]}]
+    assert protocol.overlap(ours, theirs, "mlp") == pytest.approx(4 / 5)
