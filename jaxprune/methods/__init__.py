@@ -18,7 +18,15 @@ here; nothing else changes (see ``docs/design.md``, "Adding a method").
 from __future__ import annotations
 
 # Importing a built-in registers it.
-from jaxprune.methods import magnitude, ria, sparsegpt, sparsellm, statistics, wanda  # noqa: F401
+from jaxprune.methods import (  # noqa: F401
+    alps,
+    magnitude,
+    ria,
+    sparsegpt,
+    sparsellm,
+    statistics,
+    wanda,
+)
 from jaxprune.methods.base import (
     METHODS,
     JointSolution,
@@ -37,6 +45,7 @@ __all__ = [
     "LinearStats",
     "Method",
     "Statistic",
+    "alps",
     "get_method",
     "magnitude",
     "refined",
