@@ -15,7 +15,8 @@ recorded too. ``--resume`` keeps the rows of an earlier, interrupted run (e.g. k
 a shared machine) and runs only the missing configurations. ``--save-windows FILE.npz`` keeps the
 exact calibration and evaluation windows (for cross-checks against other code).
 
-A configuration is ``[owl+]METHOD:TARGET`` with TARGET a fraction or ``N:M``. Results are written
+A configuration is ``[owl+]METHOD[+REFINEMENT]:TARGET`` with TARGET a fraction or ``N:M``
+(``wanda+dsnot:0.7``; options as ``--option wanda+dsnot.max_cycle=50``). Results are written
 after every configuration (atomically), so an interrupted run keeps what it finished.
 """
 
@@ -48,10 +49,13 @@ ENGINE_CONFIGS = [
 
 
 def parse_config(text: str) -> tuple[str, str, str]:
-    """``"owl+sparsegpt:0.7"`` → ``("sparsegpt", "0.7", "owl")``."""
+    """``"owl+sparsegpt:0.7"`` → ``("sparsegpt", "0.7", "owl")``; ``"wanda+dsnot:0.7"`` →
+    ``("wanda+dsnot", "0.7", "uniform")`` (a method refined by a registered refinement)."""
     head, _, target = text.partition(":")
-    allocation, _, method = head.rpartition("+")
-    if not target:
+    allocation, _, method = head.partition("+")
+    if allocation != "owl":
+        allocation, method = "", head
+    if not target or not method:
         raise SystemExit(f"configuration {text!r}: write METHOD:TARGET, e.g. sparsegpt:0.5")
     return method, target, allocation or "uniform"
 
