@@ -96,6 +96,7 @@ class AdmmState(NamedTuple):
     stop: jax.Array
 
 
+@jax.jit
 def normalized_problem(
     kernel: jax.Array, hessian: jax.Array, percdamp: float | jax.Array
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -235,26 +236,10 @@ def conjugate_gradient(
 
 
 @functools.partial(jax.jit, static_argnames=("nm",))
-def _solve(
-    kernel,
-    hessian,
-    count,
-    rho,
-    max_iter,
-    update_iter,
-    switch_iter,
-    cg_iter,
-    cg_rtol,
-    percdamp,
-    *,
-    nm,
-):
-    g, b0, scale = normalized_problem(kernel, hessian, percdamp)
-    state = admm(g, b0, count, rho, max_iter, update_iter, switch_iter, nm=nm)
-    start, keep = project(state.b, count, nm)
+def _finish(g, b0, scale, b, count, cg_iter, cg_rtol, dtype_like, *, nm):
+    start, keep = project(b, count, nm)
     refit = conjugate_gradient(g, _mm(g, b0), keep, start, cg_iter, cg_rtol)
-    new = jnp.where(keep, refit / scale[:, None], 0.0).astype(kernel.dtype)
-    return new, keep, state.iteration
+    return jnp.where(keep, refit / scale[:, None], 0.0).astype(dtype_like.dtype), keep
 
 
 def keep_count(target: Target, shape: tuple[int, int]) -> tuple[int, tuple[int, int] | None]:
@@ -324,22 +309,34 @@ def prune_kernel(
         *(opts[k] for k in ("rho", "max_iter", "update_iter", "switch_iter", "cg_iter", "cg_rtol"))
     )
     count, nm = keep_count(target, kernel.shape)
-    new, keep, iterations = _solve(
-        kernel,
-        jnp.asarray(hessian),
-        jnp.int32(count),
+    # Three compiled programs (the ADMM loop shared by every call of one kind of target), not one:
+    # each exact-count selection costs seconds to compile.
+    g, b0, scale = normalized_problem(kernel, jnp.asarray(hessian), jnp.float32(opts["percdamp"]))
+    count = jnp.int32(count)
+    state = admm(
+        g,
+        b0,
+        count,
         jnp.float32(opts["rho"]),
         jnp.int32(opts["max_iter"]),
         jnp.int32(opts["update_iter"]),
         jnp.int32(opts["switch_iter"]),
+        nm=nm,
+    )
+    new, keep = _finish(
+        g,
+        b0,
+        scale,
+        state.b,
+        count,
         jnp.int32(opts["cg_iter"]),
         jnp.float32(opts["cg_rtol"]),
-        jnp.float32(opts["percdamp"]),
+        jnp.zeros((), kernel.dtype),
         nm=nm,
     )
     if not bool(jnp.all(jnp.isfinite(jnp.where(keep, new, 0)))):
         raise ValueError("alps: the solve gave non-finite weights; check the layer's Hessian")
-    return new, keep, int(iterations)
+    return new, keep, int(state.iteration)
 
 
 def solve(
