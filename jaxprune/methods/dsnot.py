@@ -29,7 +29,9 @@ tokens (the authors average per-window variances). A swap that would not reduce 
 output (the authors' unstructured path applies it), which makes ``|r_j|`` non-increasing. The N:M
 prune candidate is ranked by Wanda's score whatever the base (the authors rank by the base's own
 score). The growth candidates are the pruned weights only (the authors' order also holds the kept
-ones, at score 0, where a swap would change the count).
+ones, at score 0, where a swap would change the count). The authors' script leaves the MLP linears
+to the base method by default (``--skip_layer mlp``); a refinement sees no layer names, so DSnoT
+refines every linear here.
 """
 
 from __future__ import annotations
