@@ -187,10 +187,12 @@ def test_two_four_alps_keeps_two_of_every_four_and_beats_sparsegpt():
 
 def test_the_method_reads_the_hessian_statistic_and_refuses_bad_input():
     x, w, _ = layer(7)
+    x[:, 3] = 0.0  # a dead input: SparseGPT's rule, its weights go
     method = get_method("alps")
     stats = statistics.accumulate(method.statistics.init(D_IN), jnp.asarray(x))
     new, keep = method.solve(jnp.asarray(w), stats, Unstructured(0.7), **method.options)
     assert int(np.asarray(keep).sum()) == w.size - math.floor(0.7 * w.size)
+    assert np.all(np.isfinite(np.asarray(new))) and not np.asarray(keep)[3].any()
     with pytest.raises(ValueError, match="multiple of 4"):
         alps.prune_kernel(jnp.ones((30, 4)), jnp.eye(30), NM(2, 4))
     with pytest.raises(ValueError, match="rho must be a finite number > 0"):
