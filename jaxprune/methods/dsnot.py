@@ -14,8 +14,8 @@ the mean input (``W`` dense, ``Ŵ`` the base method's result). Each cycle swaps 
   the end that reduces ``|r_j|``); N:M: the kept weight of smallest Wanda score in ``g``'s group of
   ``m``, so that every group keeps exactly ``n``;
 * ``r_j ← r_j + Ŵ_pj μ_p − W_gj μ_g``. An output stops for good once ``|r_j| ≤ threshold``, or a
-  swap would not reduce ``|r_j|``, or (N:M, as the authors do) would flip its sign; all stop after
-  ``max_cycle`` cycles (the authors' 50).
+  swap would not reduce ``|r_j|`` (``monotone``), or (N:M, as the authors do) would flip its sign;
+  all stop after ``max_cycle`` cycles (the authors' 50).
 
 Every output keeps its number of weights exactly (a swap is one out, one in), so the layer and
 each N:M group keep the base method's count. Regrown weights take their dense values; weights the
@@ -26,7 +26,10 @@ and ``‖X_i‖² = Σ x_i²``), whatever the base reads.
 Departures: ``threshold`` is in units of ``μ`` per token; the authors sum inputs over their
 2048-token windows, so their 0.1 is 0.1/2048 here (the default). ``σ²`` is the variance over all
 tokens (the authors average per-window variances). A swap that would not reduce ``|r_j|`` stops the
-output (the authors' unstructured path applies it), which makes ``|r_j|`` non-increasing. The N:M
+output (the authors' unstructured path applies it; ``monotone=False`` does too), which makes
+``|r_j|`` non-increasing: on random correlated layers (``benchmarks/dsnot_layer.py``) the authors'
+rule swaps every cycle, overshoots and roughly doubles Wanda's layer error at 70%, where the
+monotone rule lowers it. The N:M
 prune candidate is ranked by Wanda's score whatever the base (the authors rank by the base's own
 score). The growth candidates are the pruned weights only (the authors' order also holds the kept
 ones, at score 0, where a swap would change the count). The authors' script leaves the MLP linears
@@ -48,7 +51,7 @@ from jaxprune.core.sparsity import NM, Target
 from jaxprune.methods.base import Refinement, check_target, register_refinement
 from jaxprune.methods.statistics import MOMENTS, Moments
 
-OPTIONS = {"max_cycle": 50, "threshold": 0.1 / 2048, "var_power": 1.0}
+OPTIONS = {"max_cycle": 50, "threshold": 0.1 / 2048, "var_power": 1.0, "monotone": True}
 """DSnoT's options with the authors' defaults (``threshold`` per token: see the module doc)."""
 
 
@@ -80,6 +83,7 @@ def refine_mask(
     threshold: jax.Array,
     max_cycle: jax.Array,
     var_power: jax.Array,
+    monotone: jax.Array,
     *,
     nm: int | None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -108,7 +112,7 @@ def refine_mask(
             prune, found = _nm_candidate(grow, wanda, new_keep & ~regrown, nm)
             valid &= found
         after = r + prune_val[prune, cols] - grow_val[grow, cols]
-        ok = active & valid & (jnp.abs(r) > threshold) & (jnp.abs(after) < jnp.abs(r))
+        ok = active & valid & (jnp.abs(r) > threshold) & ((jnp.abs(after) < jnp.abs(r)) | ~monotone)
         if nm is not None:
             ok &= jnp.sign(after) == jnp.sign(r0)
         new_keep = new_keep.at[prune, cols].set(new_keep[prune, cols] & ~ok)
@@ -128,8 +132,10 @@ def refine_mask(
     return new, new_keep, r0, r
 
 
-def check_options(max_cycle: Any, threshold: Any, var_power: Any) -> None:
+def check_options(max_cycle: Any, threshold: Any, var_power: Any, monotone: Any) -> None:
     """``ValueError`` naming the first option out of range."""
+    if not isinstance(monotone, bool | np.bool_):
+        raise ValueError(f"dsnot option monotone must be true or false, got {monotone!r}")
     if not isinstance(max_cycle, int | np.integer) or max_cycle < 0:
         raise ValueError(f"dsnot option max_cycle must be an integer >= 0, got {max_cycle!r}")
     for name, value in {"threshold": threshold, "var_power": var_power}.items():
@@ -147,6 +153,7 @@ def refine(
     max_cycle: int = 50,
     threshold: float = OPTIONS["threshold"],
     var_power: float = 1.0,
+    monotone: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
     """The refinement interface: DSnoT's cycles on ``kernel``/``keep`` (see the module docstring).
 
@@ -155,13 +162,13 @@ def refine(
       kernel, keep: the base method's pruned kernel and keep mask.
       stats: ``(base statistics, Moments)`` as :func:`~jaxprune.methods.base.refined` passes them.
       target: the layer's target (``NM(n, m)`` keeps swaps inside groups of ``m`` inputs).
-      max_cycle, threshold, var_power: see :data:`OPTIONS`.
+      max_cycle, threshold, var_power, monotone: see :data:`OPTIONS` and the module docstring.
 
     Returns:
       ``(refined kernel in the kernel's dtype, bool keep mask)`` with the base's counts.
     """
     check_target(target, "dsnot")
-    check_options(max_cycle, threshold, var_power)
+    check_options(max_cycle, threshold, var_power, monotone)
     moments = stats[1]
     if not isinstance(moments, Moments) or moments.sum.shape != dense.shape[:1]:
         raise ValueError(
@@ -177,6 +184,7 @@ def refine(
         jnp.float32(threshold),
         jnp.int32(max_cycle),
         jnp.float32(var_power),
+        jnp.bool_(monotone),
         nm=nm,
     )
     return new, new_keep

@@ -19,10 +19,10 @@ def inputs(seed):
     return x.astype(np.float32), rng.normal(size=(D_IN, D_OUT)).astype(np.float32)
 
 
-def reference(dense, kernel, keep, x, nm, max_cycle=50, threshold=0.1 / 2048, power=1.0):
+def reference(dense, kernel, keep, x, nm, max_cycle=50, threshold=0.1 / 2048, monotone=True):
     """The cycles of dsnot.py's docstring, one output at a time, in float64 Python loops."""
     x = x.astype(np.float64)
-    mu, var, sq = x.mean(0), np.maximum(x.var(0), 1e-12) ** power, (x**2).sum(0)
+    mu, var, sq = x.mean(0), np.maximum(x.var(0), 1e-12), (x**2).sum(0)
     new_keep = keep.copy()
     for j in range(dense.shape[1]):
         d, w = dense[:, j].astype(np.float64), np.where(keep[:, j], kernel[:, j], 0.0)
@@ -47,7 +47,7 @@ def reference(dense, kernel, keep, x, nm, max_cycle=50, threshold=0.1 / 2048, po
                     break
                 p = min(cands, key=lambda i: (wanda[i], i))
             after = r + prune_val[p] - grow_val[g]
-            if not (abs(r) > threshold and abs(after) < abs(r)):
+            if not (abs(r) > threshold and (abs(after) < abs(r) or not monotone)):
                 break
             if nm is not None and np.sign(after) != np.sign(r0):
                 break
@@ -99,6 +99,18 @@ def test_dsnot_equals_the_reference_keeps_counts_and_never_increases_its_error(b
     np.testing.assert_array_equal(kernel, np.where(keep, np.where(base_keep, base_kernel, w), 0))
     before, after = output_error(w, base_kernel, x), output_error(w, kernel, x)
     assert np.all(after <= before + 1e-5) and after.sum() < before.sum()
+
+
+def test_the_authors_non_monotone_rule_equals_the_reference_too():
+    x, w = inputs(2)
+    base_kernel, base_keep = solve("wanda", x, w, Unstructured(0.7))
+    method = get_method("wanda+dsnot")
+    state = method.statistics.update(method.statistics.init(D_IN), jnp.asarray(x))
+    options = {**method.options, "monotone": False}
+    _, keep = method.solve(jnp.asarray(w), state, Unstructured(0.7), **options)
+    expected = reference(w, base_kernel, base_keep, x, None, monotone=False)
+    assert np.mean(np.asarray(keep) == expected) > 0.998
+    np.testing.assert_array_equal(np.asarray(keep).sum(0), base_keep.sum(0))
 
 
 def test_refined_by_name_and_by_function_and_through_the_registry():
