@@ -201,3 +201,20 @@ def test_the_method_reads_the_hessian_statistic_and_refuses_bad_input():
         alps.prune_kernel(w, jnp.eye(D_IN), Unstructured(0.5), blocksize=8)
     with pytest.raises(ValueError, match="Hessian"):
         method.solve(jnp.asarray(w), None, Unstructured(0.5), **method.options)
+
+
+@pytest.mark.slow
+def test_alps_runs_in_the_engine_with_the_exact_count_per_layer():
+    from tiny_models import TINY_LLAMA
+
+    from jaxprune.engine import prune
+    from jaxprune.models import LanguageModel
+    from jaxprune.recipes import Recipe
+
+    model = LanguageModel(TINY_LLAMA)
+    params = model.init_params(0)
+    windows = np.random.default_rng(0).integers(0, 64, (4, 16))
+    result = prune(model, params, windows, Recipe(method="alps", sparsity=0.6), progress=False)
+    keep = np.asarray(result.masks["layers"][0]["mlp"]["down_proj"]["kernel"])
+    assert keep.sum() == keep.size - math.floor(0.6 * keep.size)
+    assert result.report["method"] == "alps"
