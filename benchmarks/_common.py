@@ -104,7 +104,8 @@ class Config(NamedTuple):
 
 
 def parse_config(text: str, *, arg_name: str | None = None) -> Config:
-    """``"owl+sparsegpt:0.7"`` → ``Config("sparsegpt", "0.7", "owl")``.
+    """``"owl+sparsegpt:0.7"`` → ``Config("sparsegpt", "0.7", "owl")``; ``"wanda+dsnot:0.7"`` →
+    ``Config("wanda+dsnot", "0.7", "uniform")`` (a method refined by a registered refinement).
 
     Args:
       text: the entry as typed.
@@ -114,7 +115,9 @@ def parse_config(text: str, *, arg_name: str | None = None) -> Config:
       SystemExit: a required part is missing (a one-line message with an example).
     """
     head, _, arg = text.partition(":")
-    allocation, _, method = head.rpartition("+")
+    allocation, _, method = head.partition("+")
+    if allocation != "owl":  # "wanda+dsnot": a method refined by a registered refinement
+        allocation, method = "", head
     if arg_name is not None and not arg:
         raise SystemExit(
             f"configuration {text!r}: write METHOD:{arg_name.upper()}, e.g. {method}:0.5"

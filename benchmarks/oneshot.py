@@ -15,7 +15,8 @@ recorded too. ``--resume`` keeps the rows of an earlier, interrupted run (e.g. k
 a shared machine) and runs only the missing configurations. ``--save-windows FILE.npz`` keeps the
 exact calibration and evaluation windows (for cross-checks against other code).
 
-A configuration is ``[owl+]METHOD:TARGET`` with TARGET a fraction or ``N:M``. Results are written
+A configuration is ``[owl+]METHOD[+REFINEMENT]:TARGET`` with TARGET a fraction or ``N:M``
+(``wanda+dsnot:0.7``; options as ``--option wanda+dsnot.max_cycle=50``). Results are written
 after every configuration (atomically), so an interrupted run keeps what it finished.
 """
 

@@ -70,6 +70,7 @@ _EXPORTS = {
     "load_checkpoint": "jaxprune.checkpoint",
     "get_method": "jaxprune.methods",
     "register_method": "jaxprune.methods",
+    "refined": "jaxprune.methods",
     "Method": "jaxprune.methods",
     "make_mesh": "jaxprune.sharding",
 }

@@ -53,6 +53,7 @@ def test_append_jsonl_adds_one_line_per_row(tmp_path):
         ("wanda:2:4", ("wanda", "2:4", "uniform")),
         ("llm-pruner:element1", ("llm-pruner", "element1", "uniform")),
         ("flap", ("flap", None, "uniform")),
+        ("wanda+dsnot:0.7", ("wanda+dsnot", "0.7", "uniform")),
     ],
 )
 def test_parse_config_splits_allocation_method_and_argument(text, want):

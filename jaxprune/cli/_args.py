@@ -175,6 +175,8 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
         "batch_size": args.batch_size,
     }
     fields.update({k: v for k, v in explicit.items() if v is not None})
+    if getattr(args, "refine", None):
+        fields["method"] = f"{fields.get('method') or Recipe.method}+{args.refine}"
     if args.override:
         fields["overrides"] = {
             **dict(fields.get("overrides") or {}),
@@ -219,6 +221,7 @@ def emit(args: argparse.Namespace, result: dict[str, Any], summary: str) -> None
 # Engine options that mean nothing to a structured prune (it removes heads and channels).
 _ENGINE_ONLY = (
     "pattern",
+    "refine",
     "recipe",
     "targets",
     "ignore",

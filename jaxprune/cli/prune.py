@@ -25,7 +25,7 @@ from jaxprune.cli._args import (
 
 
 def add_parser(sub: Any, model_help: str, sources: str) -> None:
-    from jaxprune.methods import METHODS
+    from jaxprune.methods import METHODS, REFINEMENTS
 
     pr = sub.add_parser(
         "prune",
@@ -43,6 +43,12 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         choices=sorted([*METHODS, *STRUCTURED]),
         help="pruning method (default magnitude); llm-pruner and flap remove whole heads and MLP "
         "channels, giving a physically smaller model",
+    )
+    pr.add_argument(
+        "--refine",
+        choices=sorted(REFINEMENTS),
+        help="refine the method's masks with this step (dsnot: training-free prune-and-grow); "
+        "the same as --method METHOD+dsnot in a recipe",
     )
     pr.add_argument(
         "--sparsity",

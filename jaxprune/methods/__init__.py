@@ -12,35 +12,53 @@ Every method prunes one kernel (Flax layout ``(in, out)``) given the statistics 
 
 Each built-in module registers itself when it is imported below (``sorted(METHODS)`` lists them).
 A new method is one module that ends with ``register_method(Method(...))`` plus its import line
-here; nothing else changes (see ``docs/design.md``, "Adding a method").
+here; nothing else changes (see ``docs/design.md``, "Adding a method"). Refinement steps
+(DSnoT) register in :data:`REFINEMENTS` and compose with any method by name: ``"wanda+dsnot"``.
 """
 
 from __future__ import annotations
 
 # Importing a built-in registers it.
-from jaxprune.methods import magnitude, ria, sparsegpt, sparsellm, statistics, wanda  # noqa: F401
+from jaxprune.methods import (  # noqa: F401
+    alps,
+    dsnot,
+    magnitude,
+    ria,
+    sparsegpt,
+    sparsellm,
+    statistics,
+    wanda,
+)
 from jaxprune.methods.base import (
     METHODS,
+    REFINEMENTS,
     JointSolution,
     JointUnit,
     Method,
+    Refinement,
     get_method,
     refined,
     register_method,
+    register_refinement,
 )
 from jaxprune.methods.statistics import LinearStats, Statistic
 
 __all__ = [
     "METHODS",
+    "REFINEMENTS",
     "JointSolution",
     "JointUnit",
     "LinearStats",
     "Method",
+    "Refinement",
     "Statistic",
+    "alps",
+    "dsnot",
     "get_method",
     "magnitude",
     "refined",
     "register_method",
+    "register_refinement",
     "sparsegpt",
     "sparsellm",
     "statistics",

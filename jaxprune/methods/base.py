@@ -145,11 +145,39 @@ class Method:
 RefineFn = Callable[..., tuple[jax.Array, jax.Array]]
 
 
+@dataclasses.dataclass(frozen=True)
+class Refinement:
+    """A registered refinement step, composable with any method by name (``"wanda+dsnot"``).
+
+    Attributes:
+      name: the registry key (``"dsnot"``).
+      refine: ``refine(dense, kernel, keep, stats, target, **options) -> (kernel, keep)``.
+      statistics: the extra statistics ``refine`` reads (``None``: the base method's).
+      options: ``refine``'s keyword options with their defaults.
+    """
+
+    name: str
+    refine: RefineFn
+    statistics: Statistic | None = None
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+REFINEMENTS: dict[str, Refinement] = {}
+
+
+def register_refinement(refinement: Refinement) -> Refinement:
+    """Adds ``refinement`` to :data:`REFINEMENTS`; ``ValueError`` if the name is taken."""
+    if refinement.name in REFINEMENTS:
+        raise ValueError(f"a refinement named {refinement.name!r} is already registered")
+    REFINEMENTS[refinement.name] = refinement
+    return refinement
+
+
 def refined(
-    base: Method,
-    refine: RefineFn,
+    base: Method | str,
+    refine: RefineFn | str,
     *,
-    name: str,
+    name: str | None = None,
     statistics: Statistic | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> Method:
@@ -158,34 +186,57 @@ def refined(
     ``refine(dense, kernel, keep, stats, target, **options) -> (kernel, keep)`` gets the dense
     kernel, ``base``'s pruned kernel and mask, and the statistics; e.g. a training-free
     prune-and-grow step (DSnoT) that swaps kept and pruned weights per output.
+    ``refined("wanda", "dsnot")`` composes a registered method with a registered refinement
+    (:data:`REFINEMENTS`), named ``"wanda+dsnot"``; :func:`get_method` builds such names itself.
 
     Args:
-      base: the method whose masks are refined (its ``joint`` solver, if any, is not used).
-      refine: the refinement step.
-      name: the new method's registry name (``"wanda+dsnot"``).
+      base: the method whose masks are refined, or its registered name (its ``joint`` solver, if
+        any, is not used).
+      refine: the refinement step, or a registered refinement's name (which brings its own
+        ``statistics`` and ``options``; passing them too is an error).
+      name: the new method's registry name; default ``"BASE+REFINE"`` for a named refinement.
       statistics: extra statistics ``refine`` reads; the new method's state is then
-        ``(base state, extra state)`` (:func:`~jaxprune.methods.statistics.combine`) and ``base``
-        still gets its own part. ``None``: ``refine`` gets ``base``'s statistics.
+        ``(base state, extra state)`` (:func:`~jaxprune.methods.statistics.combine`; ``(None,
+        extra state)`` to ``refine`` when ``base`` reads none) and ``base`` still gets its own
+        part. ``None``: ``refine`` gets ``base``'s statistics.
       options: ``refine``'s keyword options with their defaults (names distinct from ``base``'s).
 
     Returns:
       The composed :class:`Method` (not registered).
     """
+    if isinstance(base, str):
+        base = get_method(base)
+    if isinstance(refine, str):
+        if refine not in REFINEMENTS:
+            raise ValueError(f"unknown refinement {refine!r}; known: {sorted(REFINEMENTS)}")
+        if statistics is not None or options is not None:
+            raise ValueError(f"refinement {refine!r} brings its own statistics and options")
+        record = REFINEMENTS[refine]
+        name = name or f"{base.name}+{record.name}"
+        refine, statistics, options = record.refine, record.statistics, record.options
+    if name is None:
+        raise ValueError("refined(...) with a refine function needs name=")
     refine_options = dict(options or {})
     clash = sorted(set(refine_options) & set(base.options))
     if clash:
         raise ValueError(f"refine options {clash} clash with {base.name!r}'s options")
-    if statistics is not None and base.statistics is None:
-        raise ValueError(f"{base.name!r} reads no statistics; give refine its own method instead")
-    stats = base.statistics if statistics is None else combine(base.statistics, statistics)
+    if statistics is None:
+        stats = base.statistics
+    elif base.statistics is None:
+        stats = statistics
+    else:
+        stats = combine(base.statistics, statistics)
 
     def split(stats_state: Any, opts: Mapping[str, Any]):
-        base_state = stats_state if statistics is None else stats_state[0]
+        if statistics is not None and base.statistics is None:
+            base_state, stats_state = None, (None, stats_state)
+        else:
+            base_state = stats_state if statistics is None else stats_state[0]
         base_opts = {key: opts[key] for key in base.options}
-        return base_state, base_opts, {key: opts[key] for key in refine_options}
+        return base_state, stats_state, base_opts, {key: opts[key] for key in refine_options}
 
     def solve(kernel, stats_state, target, **opts):
-        base_state, base_opts, own = split(stats_state, opts)
+        base_state, stats_state, base_opts, own = split(stats_state, opts)
         new, keep = base.solve(kernel, base_state, target, **base_opts)
         return refine(kernel, new, keep, stats_state, target, **own)
 
@@ -193,7 +244,7 @@ def refined(
     if base.solve_sharded is not None:
 
         def solve_sharded(kernel, stats_state, target, layout, **opts):
-            base_state, base_opts, own = split(stats_state, opts)
+            base_state, stats_state, base_opts, own = split(stats_state, opts)
             new, keep = base.solve_sharded(kernel, base_state, target, layout, **base_opts)
             return refine(kernel, new, keep, stats_state, target, **own)
 
@@ -225,13 +276,20 @@ def register_method(method: Method, *, overwrite: bool = False) -> Method:
 
 
 def get_method(name: str) -> Method:
-    """The registered method called ``name``; ``ValueError`` listing the known names otherwise."""
-    try:
+    """The registered method called ``name``; ``ValueError`` listing the known names otherwise.
+
+    ``"BASE+REFINE"`` (a registered method and a registered refinement, ``"wanda+dsnot"``) is
+    composed with :func:`refined` and registered on first use.
+    """
+    if name in METHODS:
         return METHODS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown pruning method {name!r}; known methods: {sorted(METHODS)}"
-        ) from None
+    base, plus, step = name.rpartition("+")
+    if plus and base in METHODS and step in REFINEMENTS:
+        return register_method(refined(base, step))
+    raise ValueError(
+        f"unknown pruning method {name!r}; known methods: {sorted(METHODS)}, each optionally "
+        f"followed by +REFINEMENT ({', '.join(sorted(REFINEMENTS)) or 'none registered'})"
+    )
 
 
 def check_kernel(kernel: jax.Array, method: str) -> None:
@@ -268,13 +326,16 @@ def check_sq_norms(kernel: jax.Array, stats: Any, method: str) -> None:
 
 __all__ = [
     "METHODS",
+    "REFINEMENTS",
     "JointSolution",
     "JointUnit",
     "Method",
+    "Refinement",
     "check_kernel",
     "check_sq_norms",
     "check_target",
     "get_method",
     "refined",
     "register_method",
+    "register_refinement",
 ]
