@@ -14,10 +14,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from jaxprune.core.deprecation import renamed
 from jaxprune.core.sparsity import Target, Unstructured, parse_target
 from jaxprune.methods import get_method
 
-ALLOCATIONS = ("uniform", "owl")
+RECIPE_ALLOCATIONS = ("uniform", "owl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,8 +104,10 @@ class Recipe:
                 raise ValueError(f"invalid path regex {pattern!r} in the recipe: {err}") from None
         for _pattern, value in self.overrides:
             parse_target(value)
-        if self.allocation not in ALLOCATIONS:
-            raise ValueError(f"unknown allocation {self.allocation!r}; choose one of {ALLOCATIONS}")
+        if self.allocation not in RECIPE_ALLOCATIONS:
+            raise ValueError(
+                f"unknown allocation {self.allocation!r}; choose one of {RECIPE_ALLOCATIONS}"
+            )
         if self.allocation == "owl" and not isinstance(target, Unstructured):
             raise ValueError(
                 f"OWL allocation spreads an unstructured sparsity; {target} is an N:M pattern, "
@@ -179,3 +182,7 @@ class Recipe:
         import yaml
 
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+# Old names, kept for a while: each warns and gives the new one.
+__getattr__ = renamed(__name__, {"ALLOCATIONS": "RECIPE_ALLOCATIONS"})

@@ -7,7 +7,9 @@ and so does a second public class under a name another module already uses.
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
+from collections import defaultdict
 from types import ModuleType
 
 import jaxprune
@@ -32,3 +34,15 @@ def test_every_module_imports():
         except Exception as error:  # noqa: BLE001 - any failure is what this test reports
             failed[name] = f"{type(error).__name__}: {error}"
     assert not failed, failed
+
+
+def test_no_two_public_classes_share_a_name():
+    classes: dict[str, set[str]] = defaultdict(set)
+    for name in _module_names():
+        module = importlib.import_module(name)
+        for public in _public_names(module):
+            obj = getattr(module, public, None)
+            if inspect.isclass(obj) and obj.__module__.startswith("jaxprune."):
+                classes[public].add(f"{obj.__module__}.{obj.__qualname__}")
+    shared = {name: sorted(where) for name, where in classes.items() if len(where) > 1}
+    assert not shared, shared

@@ -159,11 +159,11 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
 
 def method_options_help() -> str:
     """Each registered method's options with their defaults, for ``--help``."""
-    from jaxprune.methods import METHODS
+    from jaxprune.methods import PRUNING_METHODS
 
     parts = []
-    for name in sorted(METHODS):
-        options = METHODS[name].known_options
+    for name in sorted(PRUNING_METHODS):
+        options = PRUNING_METHODS[name].known_options
         listed = ", ".join(f"{k}={v}" for k, v in options.items()) or "none"
         parts.append(f"{name}: {listed}")
     return "; ".join(parts)

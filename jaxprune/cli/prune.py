@@ -23,7 +23,7 @@ from jaxprune.cli._args import (
 
 
 def add_parser(sub: Any, model_help: str, sources: str) -> None:
-    from jaxprune.methods import METHODS
+    from jaxprune.methods import PRUNING_METHODS
 
     pr = sub.add_parser(
         "prune",
@@ -34,11 +34,11 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         "reported before any pruning, with exit status 2.",
     )
     pr.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
-    from jaxprune.structured import METHODS as STRUCTURED
+    from jaxprune.structured import STRUCTURED_METHODS
 
     pr.add_argument(
         "--method",
-        choices=sorted([*METHODS, *STRUCTURED]),
+        choices=sorted([*PRUNING_METHODS, *STRUCTURED_METHODS]),
         help="pruning method (default magnitude); llm-pruner and flap remove whole heads and MLP "
         "channels, giving a physically smaller model",
     )
@@ -160,9 +160,9 @@ def _add_structured_options(pr: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from jaxprune import pipeline
-    from jaxprune.structured import METHODS as STRUCTURED
+    from jaxprune.structured import STRUCTURED_METHODS
 
-    structured = args.method in STRUCTURED
+    structured = args.method in STRUCTURED_METHODS
     if not structured:
         given = [f"--{n.replace('_', '-')}" for n in _STRUCTURED_ONLY if getattr(args, n)]
         if given:

@@ -10,17 +10,20 @@ Every method prunes one kernel (Flax layout ``(in, out)``) given the statistics 
         state = method.statistics.update(state, x)
     kernel, keep = method.solve(kernel, state, NM(2, 4), **method.options)
 
-Each built-in module registers itself when it is imported below (``sorted(METHODS)`` lists them).
+Each built-in module registers itself when it is imported below (``sorted(PRUNING_METHODS)``
+lists them).
 A new method is one module that ends with ``register_method(Method(...))`` plus its import line
 here; nothing else changes (see ``docs/design.md``, "Adding a method").
 """
 
 from __future__ import annotations
 
+from jaxprune.core.deprecation import renamed
+
 # Importing a built-in registers it.
 from jaxprune.methods import magnitude, ria, sparsegpt, sparsellm, statistics, wanda  # noqa: F401
 from jaxprune.methods.base import (
-    METHODS,
+    PRUNING_METHODS,
     JointSolution,
     JointUnit,
     Method,
@@ -31,7 +34,7 @@ from jaxprune.methods.base import (
 from jaxprune.methods.statistics import LinearStats, Statistic
 
 __all__ = [
-    "METHODS",
+    "PRUNING_METHODS",
     "JointSolution",
     "JointUnit",
     "LinearStats",
@@ -46,3 +49,6 @@ __all__ = [
     "statistics",
     "wanda",
 ]
+
+# Old names, kept for a while: each warns and gives the new one.
+__getattr__ = renamed(__name__, {"METHODS": "PRUNING_METHODS"})

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxprune.core.deprecation import renamed
 from jaxprune.core.sparsity import NM, Target, Unstructured
 from jaxprune.methods.statistics import Statistic, combine
 
@@ -206,31 +207,31 @@ def refined(
     )
 
 
-METHODS: dict[str, Method] = {}
+PRUNING_METHODS: dict[str, Method] = {}
 
 
 def register_method(method: Method, *, overwrite: bool = False) -> Method:
-    """Adds ``method`` to :data:`METHODS` under ``method.name`` and returns it.
+    """Adds ``method`` to :data:`PRUNING_METHODS` under ``method.name`` and returns it.
 
     Raises:
       ValueError: the name is taken and ``overwrite`` is false.
     """
-    if method.name in METHODS and not overwrite:
+    if method.name in PRUNING_METHODS and not overwrite:
         raise ValueError(
             f"a method named {method.name!r} is already registered; "
             "pass overwrite=True to replace it"
         )
-    METHODS[method.name] = method
+    PRUNING_METHODS[method.name] = method
     return method
 
 
 def get_method(name: str) -> Method:
     """The registered method called ``name``; ``ValueError`` listing the known names otherwise."""
     try:
-        return METHODS[name]
+        return PRUNING_METHODS[name]
     except KeyError:
         raise ValueError(
-            f"unknown pruning method {name!r}; known methods: {sorted(METHODS)}"
+            f"unknown pruning method {name!r}; known methods: {sorted(PRUNING_METHODS)}"
         ) from None
 
 
@@ -267,7 +268,7 @@ def check_sq_norms(kernel: jax.Array, stats: Any, method: str) -> None:
 
 
 __all__ = [
-    "METHODS",
+    "PRUNING_METHODS",
     "JointSolution",
     "JointUnit",
     "Method",
@@ -278,3 +279,6 @@ __all__ = [
     "refined",
     "register_method",
 ]
+
+# Old names, kept for a while: each warns and gives the new one.
+__getattr__ = renamed(__name__, {"METHODS": "PRUNING_METHODS"})

@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from jaxprune.structured.allocate import ALLOCATIONS, default_block_range
+from jaxprune.core.deprecation import renamed
+from jaxprune.structured.allocate import STRUCTURED_ALLOCATIONS, default_block_range
 from jaxprune.structured.groups import ATTENTION_UNITS, REDUCTIONS
 from jaxprune.structured.importance import GRADIENT_KINDS, KINDS
 
-METHODS = ("llm-pruner", "flap")
+STRUCTURED_METHODS = ("llm-pruner", "flap")
 # Each method's defaults: LLM-Pruner's paper computes gradients on 10 windows of 64 tokens and
 # prunes block by block; FLAP ranks all blocks together and reads the public protocol's
 # calibration windows.
@@ -24,7 +25,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "flap": {"allocation": "global", "nsamples": 64, "seqlen": 512},
 }
 
-__all__ = ["DEFAULTS", "METHODS", "StructuredRecipe"]
+__all__ = ["DEFAULTS", "STRUCTURED_METHODS", "StructuredRecipe"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +67,10 @@ class StructuredRecipe:
     remat: bool = False
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown structured method {self.method!r}; choose one of {METHODS}")
+        if self.method not in STRUCTURED_METHODS:
+            raise ValueError(
+                f"unknown structured method {self.method!r}; choose one of {STRUCTURED_METHODS}"
+            )
         if self.method == "flap" and self.importance is not None:
             raise ValueError("importance applies to llm-pruner; FLAP scores by fluctuation")
         for name, value in DEFAULTS[self.method].items():
@@ -86,7 +89,7 @@ class StructuredRecipe:
         choices = {
             "importance": (self.importance, (*KINDS, None)),
             "reduction": (self.reduction, REDUCTIONS),
-            "allocation": (self.allocation, ALLOCATIONS),
+            "allocation": (self.allocation, STRUCTURED_ALLOCATIONS),
             "attention_unit": (self.attention_unit, ATTENTION_UNITS),
         }
         for name, (value, allowed) in choices.items():
@@ -142,3 +145,7 @@ class StructuredRecipe:
         if unknown:
             raise ValueError(f"unknown structured recipe fields {unknown}; known: {sorted(names)}")
         return cls(**d)
+
+
+# Old names, kept for a while: each warns and gives the new one.
+__getattr__ = renamed(__name__, {"METHODS": "STRUCTURED_METHODS"})

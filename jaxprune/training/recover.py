@@ -37,12 +37,13 @@ import numpy as np
 import optax
 
 from jaxprune.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
+from jaxprune.core.deprecation import renamed
 from jaxprune.core.paths import get_leaf, set_leaves
 from jaxprune.eval import perplexity
 from jaxprune.training.lora import LoraConfig, init_lora, lora_logits, merge
 from jaxprune.training.masked import keep_masks, mask_lookup
 
-METHODS = ("lora", "masked")
+RECOVERY_METHODS = ("lora", "masked")
 _DEFAULT_LR = {"lora": 2e-4, "masked": 2e-5}
 STATE_KIND = "jaxprune-recovery-state"
 
@@ -83,8 +84,10 @@ class RecoverConfig:
     lora: LoraConfig = LoraConfig()
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"recovery method must be one of {METHODS}, got {self.method!r}")
+        if self.method not in RECOVERY_METHODS:
+            raise ValueError(
+                f"recovery method must be one of {RECOVERY_METHODS}, got {self.method!r}"
+            )
         for name in ("steps", "batch_size", "grad_accum"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -366,7 +369,7 @@ def _report(model, params, trained, final, config, history, windows, eval_window
 
 
 __all__ = [
-    "METHODS",
+    "RECOVERY_METHODS",
     "RecoverConfig",
     "RecoverResult",
     "batch_at",
@@ -374,3 +377,6 @@ __all__ = [
     "make_step",
     "recover",
 ]
+
+# Old names, kept for a while: each warns and gives the new one.
+__getattr__ = renamed(__name__, {"METHODS": "RECOVERY_METHODS"})

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.models.base import Params
-from jaxprune.models.vit import VisionModel, ViTConfig
+from jaxprune.models.vit import ViTConfig, ViTModel
 
 VIT_MODEL_TYPES = ("vit", "deit", "dinov2")
 
@@ -31,7 +31,7 @@ VIT_MODEL_TYPES = ("vit", "deit", "dinov2")
 class PretrainedViT:
     """A loaded Vision Transformer: the model (no weights), its nested-dict params, the source."""
 
-    model: VisionModel
+    model: ViTModel
     params: Params
     source: str
 
@@ -67,7 +67,7 @@ def load_vit(
             "an .onnx file or a Hugging Face directory with config.json (model_type "
             f"{', '.join(VIT_MODEL_TYPES)})"
         )
-    return PretrainedViT(VisionModel(config, dtype), params, name)
+    return PretrainedViT(ViTModel(config, dtype), params, name)
 
 
 def config_from_hf(
