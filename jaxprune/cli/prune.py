@@ -17,6 +17,7 @@ from jaxprune.cli._args import (
     emit,
     mesh_from_arg,
     method_options_help,
+    recipe_file_method,
     recipe_from_args,
     structured_recipe_from_args,
 )
@@ -48,7 +49,11 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         "llm-pruner/flap the fraction of the non-embedding parameters removed, in (0, 1)",
     )
     pr.add_argument("--pattern", help="N:M pattern, e.g. 2:4 or 4:8 (same as --sparsity 2:4)")
-    pr.add_argument("--recipe", help="YAML/JSON recipe file; explicit options override it")
+    pr.add_argument(
+        "--recipe",
+        help="YAML/JSON recipe file (a structured recipe for llm-pruner/flap); explicit options "
+        "override it",
+    )
     pr.add_argument("--targets", nargs="+", help="regexes of parameter paths to prune")
     pr.add_argument("--ignore", nargs="+", help="regexes of parameter paths never pruned")
     pr.add_argument(
@@ -162,7 +167,7 @@ def run(args: argparse.Namespace) -> None:
     from jaxprune import pipeline
     from jaxprune.structured import STRUCTURED_METHODS
 
-    structured = args.method in STRUCTURED_METHODS
+    structured = (args.method or recipe_file_method(args.recipe)) in STRUCTURED_METHODS
     if not structured:
         given = [f"--{n.replace('_', '-')}" for n in _STRUCTURED_ONLY if getattr(args, n)]
         if given:

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune.core.config import ConfigIO
 from jaxprune.core.masks import apply_masks
 from jaxprune.core.paths import flat_leaves
 from jaxprune.core.patterns import keep_mask
@@ -53,7 +54,7 @@ Masks = dict[str, jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
-class FedTinyConfig:
+class FedTinyConfig(ConfigIO):
     """FedTiny's settings.
 
     Attributes:
@@ -72,7 +73,10 @@ class FedTinyConfig:
     end: int = 50
     grad_batches: int = 2
 
+    NAME = "FedTiny config"
+
     def __post_init__(self):
+        object.__setattr__(self, "distributions", tuple(self.distributions))
         unknown = set(self.distributions) - {"erk", "uniform"}
         if unknown or not self.distributions:
             raise ValueError(f"distributions must be 'erk'/'uniform', got {self.distributions}")

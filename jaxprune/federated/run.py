@@ -29,6 +29,7 @@ import optax
 
 import jaxprune.federated.accounting as accounting
 import jaxprune.federated.fedtiny as fedtiny
+from jaxprune.core.config import ConfigIO
 from jaxprune.core.deprecation import renamed
 from jaxprune.core.paths import flat_leaves, set_leaves
 from jaxprune.federated.fedavg import make_round, place_clients
@@ -42,11 +43,12 @@ FEDERATED_METHODS = ("dense", "magnitude", "random", "fedtiny")
 
 
 @dataclasses.dataclass(frozen=True)
-class FedConfig:
+class FedConfig(ConfigIO):
     """FedAvg's settings: ``rounds``, ``clients_per_round``, ``local_epochs``, ``batch_size``,
-    the client SGD's ``learning_rate`` and ``momentum``, ``seed`` (model, masks, sampling, batches),
-    ``eval_every`` rounds (the last round is always evaluated) and ``client_loop``: ``"vmap"``
-    (clients as a batched, shardable axis) or ``"map"`` (one after another; faster on a CPU)."""
+    the client SGD's ``learning_rate`` and ``momentum``, ``seed`` (model, masks, sampling,
+    batches), ``eval_every`` rounds (the last round is always evaluated) and ``client_loop``:
+    ``"vmap"`` (clients as a batched, shardable axis) or ``"map"`` (one after another; faster on
+    a CPU)."""
 
     rounds: int = 50
     clients_per_round: int = 10
@@ -57,6 +59,8 @@ class FedConfig:
     seed: int = 0
     eval_every: int = 5
     client_loop: str = "vmap"
+
+    NAME = "federated config"
 
     def __post_init__(self):
         if self.client_loop not in ("vmap", "map"):
@@ -89,13 +93,17 @@ FedConfig.lr = property(_old_lr)
 @dataclasses.dataclass(frozen=True)
 class FedResult:
     """``params``, ``stats``, ``masks`` (``{}`` if dense) at the end; ``history``: one dict per
-    round; ``selection``: FedTiny's candidates (name, loss) and the winner, else ``None``."""
+    round; ``selection``: FedTiny's candidates (name, loss) and the winner, else ``None``;
+    ``config``: what ran (``method``, ``density``, ``federated``: the :class:`FedConfig`'s
+    dict, ``fedtiny``: the :class:`~jaxprune.federated.FedTinyConfig`'s or ``None``), JSON-able
+    like a pruned checkpoint's ``recipe.json``."""
 
     params: Any
     stats: Any
     masks: dict[str, jax.Array]
     history: list[dict[str, Any]]
     selection: dict[str, Any] | None
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=16)
@@ -235,7 +243,13 @@ def federated_train(
         if eval_set is not None and (t % config.eval_every == 0 or t == config.rounds):
             record["test_accuracy"] = evaluate(model, params, stats, eval_set)
         history.append(record)
-    return FedResult(params, stats, masks, history, selection)
+    ran = {
+        "method": method,
+        "density": 1.0 if method == "dense" else density,
+        "federated": config.to_dict(),
+        "fedtiny": tiny.to_dict() if method == "fedtiny" else None,
+    }
+    return FedResult(params, stats, masks, history, selection, ran)
 
 
 # Old names, kept for a while: each warns and gives the new one.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from jaxprune.core.config import ConfigIO
 from jaxprune.core.deprecation import renamed
 from jaxprune.structured.allocate import STRUCTURED_ALLOCATIONS, default_block_range
 from jaxprune.structured.groups import ATTENTION_UNITS, REDUCTIONS
@@ -29,7 +30,7 @@ __all__ = ["DEFAULTS", "STRUCTURED_METHODS", "StructuredRecipe"]
 
 
 @dataclasses.dataclass(frozen=True)
-class StructuredRecipe:
+class StructuredRecipe(ConfigIO):
     """Everything that determines a structured prune.
 
     Attributes:
@@ -65,6 +66,8 @@ class StructuredRecipe:
     batch_size: int = 8
     chunk: int = 1
     remat: bool = False
+
+    NAME = "structured recipe"
 
     def __post_init__(self):
         if self.method not in STRUCTURED_METHODS:
@@ -132,19 +135,6 @@ class StructuredRecipe:
                 f"use an end of at most {layers}"
             )
         return tuple(range(start, end))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["block_range"] = None if self.block_range is None else list(self.block_range)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StructuredRecipe:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown structured recipe fields {unknown}; known: {sorted(names)}")
-        return cls(**d)
 
 
 # Old names, kept for a while: each warns and gives the new one.

@@ -29,7 +29,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +37,7 @@ import numpy as np
 import optax
 
 from jaxprune.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
+from jaxprune.core.config import ConfigIO
 from jaxprune.core.deprecation import renamed
 from jaxprune.core.paths import get_leaf, set_leaves
 from jaxprune.eval import perplexity
@@ -49,7 +50,7 @@ STATE_KIND = "jaxprune-recovery-state"
 
 
 @dataclasses.dataclass(frozen=True)
-class RecoverConfig:
+class RecoverConfig(ConfigIO):
     """A recovery run; invalid values raise ``ValueError`` when the config is made.
 
     Attributes:
@@ -83,6 +84,8 @@ class RecoverConfig:
     seed: int = 0
     lora: LoraConfig = LoraConfig()
 
+    NAME = "recovery config"
+
     def __post_init__(self):
         if self.method not in RECOVERY_METHODS:
             raise ValueError(
@@ -103,7 +106,7 @@ class RecoverConfig:
                 f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype!r}"
             )
         if isinstance(self.lora, dict):
-            object.__setattr__(self, "lora", LoraConfig(**self.lora))
+            object.__setattr__(self, "lora", LoraConfig.from_dict(self.lora))
 
     @property
     def peak_lr(self) -> float:
@@ -112,9 +115,6 @@ class RecoverConfig:
     @property
     def warmup(self) -> int:
         return self.warmup_steps if self.warmup_steps is not None else max(1, self.steps // 10)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "lora": self.lora.to_dict()}
 
     def optimizer(self) -> optax.GradientTransformation:
         """Clipping, then AdamW on the warmup + cosine schedule."""
@@ -127,7 +127,8 @@ class RecoverConfig:
         )
 
 
-class RecoverResult(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class RecoverResult:
     """``params``: the recovered params (LoRA merged, keeping ``masks``); ``lora``: the adapter
     tree (``None`` for masked); ``report``: history, tokens, seconds, config."""
 

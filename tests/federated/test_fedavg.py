@@ -78,6 +78,8 @@ def test_one_client_full_participation_equals_centralised_training(tiny_model, t
         strict=True,
     ):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert FedConfig.from_dict(result.config["federated"]) == config  # the run records its config
+    assert result.config["method"] == method
 
 
 def test_runs_are_deterministic_for_a_seed(tiny_model, tiny_data):
