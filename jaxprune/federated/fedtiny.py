@@ -29,7 +29,7 @@ import numpy as np
 
 from jaxprune.core.config import ConfigIO
 from jaxprune.core.masks import apply_masks
-from jaxprune.core.paths import flat_leaves
+from jaxprune.core.paths import named_leaves
 from jaxprune.core.patterns import keep_mask
 from jaxprune.core.select import smallest_mask
 from jaxprune.core.sparsity import Unstructured
@@ -38,7 +38,6 @@ from jaxprune.federated.bn import pooled_statistics
 from jaxprune.federated.fedavg import cross_entropy
 from jaxprune.models.vision import VisionModel
 from jaxprune.training import distributions
-from jaxprune.training.masked import leaf_name
 
 __all__ = [
     "Candidate",
@@ -115,7 +114,7 @@ def initial_masks(
     params: Any, density: float, distribution: str, how: str = "random", seed: int = 0
 ) -> Masks:
     """Keep-masks at ``density``: ``how="random"`` (uniform scores) or ``"magnitude"`` (``|w|``)."""
-    leaves = {leaf_name(p): x for p, x in flat_leaves(params).items()}
+    leaves = named_leaves(params)
     out = {}
     for i, (path, pattern) in enumerate(targets(params, density, distribution).items()):
         w = leaves[path]

@@ -26,6 +26,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 
 import jaxprune.models.base as base
+from jaxprune.core.paths import nest
 from jaxprune.models.attention import causal_attention
 from jaxprune.models.base import (
     Family,
@@ -303,16 +304,13 @@ def params_from_hf(
         lambda n: n in ignorable or n.endswith("inv_freq"),
         f"a {c.num_hidden_layers}-layer LLaMA model (tie_word_embeddings={c.tie_word_embeddings})",
     )
-    params: Params = {}
+    flat = {}
     for name, (path, shape, transpose) in plan.items():
         value = tensors[name]
         if tuple(value.shape) != shape:
             raise ValueError(f"tensor {name} has shape {tuple(value.shape)}, expected {shape}")
-        node = params
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = jnp.asarray(value.T if transpose else value, dtype=dtype)
-    return params
+        flat[path] = jnp.asarray(value.T if transpose else value, dtype=dtype)
+    return nest(flat)
 
 
 def _linear_shapes(c: LlamaConfig, index: int):

@@ -3,21 +3,13 @@
 Every name resolves to the new package's, with a ``DeprecationWarning``.
 """
 
+from jaxprune import token_pruning as _new
 from jaxprune.core.deprecation import renamed
 
-_MOVED = (
-    "TOKEN_METHODS",
-    "TokenMethod",
-    "TokenPrunedViT",
-    "TokenSchedule",
-    "block_flops",
-    "prune_tokens",
-    "schedule_for_flop_reduction",
-)
 _MODULES = ("baselines", "prune", "schedule", "select", "zero_tprune")
 
 __getattr__ = renamed(
     __name__,
-    {name: f"jaxprune.token_pruning:{name}" for name in _MOVED}
-    | {name: f"jaxprune.token_pruning.{name}" for name in _MODULES},
+    {name: f"{_new.__name__}:{name}" for name in _new.__all__}
+    | {name: f"{_new.__name__}.{name}" for name in _MODULES},
 )

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxprune.core.config import ConfigIO
-from jaxprune.core.paths import Tree, flat_leaves, get_leaf, select_paths, set_leaves
+from jaxprune.core.paths import Tree, flat_leaves, get_leaf, nest, select_paths, set_leaves
 from jaxprune.training.masked import mask_lookup
 
 
@@ -91,17 +91,6 @@ def target_paths(model: Any, params: Tree, config: LoraConfig) -> list[str]:
     return paths
 
 
-def _nest(flat: Mapping[str, Any]) -> dict:
-    out: dict = {}
-    for path, value in flat.items():
-        node = out
-        parts = [int(p) if p.isdigit() else p for p in path.split("/")]
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
-
-
 def adapters(lora: Tree) -> dict[str, tuple[jax.Array, jax.Array]]:
     """``{kernel path: (A, B)}`` of an adapter tree."""
     flat = flat_leaves(lora)
@@ -126,7 +115,7 @@ def init_lora(
         )
         flat[path + "/a"] = a
         flat[path + "/b"] = jnp.zeros((config.rank, d_out), dtype)
-    return _nest(flat)
+    return nest(flat)
 
 
 def delta(lora: Tree, config: LoraConfig) -> dict[str, jax.Array]:

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxprune.core.paths import Tree, flat_leaves
+from jaxprune.core.paths import Tree, flat_leaves, leaf_name, path_name
 
 
 class KeepMasksState(NamedTuple):
@@ -56,11 +56,6 @@ def mask_lookup(masks: Tree | Mapping[str, Any]) -> dict[str, jax.Array]:
     return out
 
 
-def leaf_name(path: str) -> str:
-    """``path`` without ``nnx.State``'s trailing ``/value`` (both name the same leaf)."""
-    return path[: -len("/value")] if path.endswith("/value") else path
-
-
 def map_masked(fn, tree: Tree, keep: Mapping[str, jax.Array], *rest: Tree) -> Tree:
     """``fn(leaf, keep_or_None, *rest_leaves)`` over ``tree``, leaves matched by path.
 
@@ -69,7 +64,7 @@ def map_masked(fn, tree: Tree, keep: Mapping[str, jax.Array], *rest: Tree) -> Tr
     """
 
     def apply(path, leaf, *others):
-        name = leaf_name("/".join(_key(k) for k in path))
+        name = leaf_name(path_name(path))
         mask = keep.get(name)
         if mask is not None and mask.shape != jnp.shape(leaf):
             raise ValueError(
@@ -78,13 +73,6 @@ def map_masked(fn, tree: Tree, keep: Mapping[str, jax.Array], *rest: Tree) -> Tr
         return fn(leaf, mask, *others)
 
     return jax.tree_util.tree_map_with_path(apply, tree, *rest)
-
-
-def _key(k: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
 
 
 def keep_masks(

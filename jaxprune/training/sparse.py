@@ -43,10 +43,10 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from jaxprune.core.paths import Tree, flat_leaves
+from jaxprune.core.paths import Tree, named_leaves
 from jaxprune.core.patterns import check_pattern
 from jaxprune.core.sparsity import NM, Pattern
-from jaxprune.training.masked import leaf_name, map_masked
+from jaxprune.training.masked import map_masked
 from jaxprune.training.schedules import OneShot, Polynomial, Schedule
 from jaxprune.training.updaters import Updater, magnitude
 
@@ -61,12 +61,8 @@ class SparseState(NamedTuple):
     count: jax.Array
 
 
-def _leaves(tree: Tree) -> dict[str, Any]:
-    return {leaf_name(p): x for p, x in flat_leaves(tree).items()}
-
-
 def _check(targets: Mapping[str, Pattern], params: Tree, updater: Updater, schedule) -> None:
-    leaves = _leaves(params)
+    leaves = named_leaves(params)
     unknown = sorted(set(targets) - set(leaves))
     if unknown:
         raise ValueError(
@@ -125,7 +121,7 @@ def sparse_training(
 
     def init_fn(params: Tree) -> SparseState:
         _check(resolved, params, updater, schedule)
-        leaves = _leaves(params)
+        leaves = named_leaves(params)
         scale = schedule.scale(jnp.int32(0))
         masks = {
             path: updater.init_mask(leaves[path], pattern, scale, _key(seed, 0, 0, i))
@@ -134,7 +130,7 @@ def sparse_training(
         return SparseState(masks, inner.init(params), jnp.zeros([], jnp.int32))
 
     def recompute(masks, params, grads, step):
-        leaves, grad_leaves = _leaves(params), _leaves(grads)
+        leaves, grad_leaves = named_leaves(params), named_leaves(grads)
         scale = schedule.scale(step)
         return {
             path: updater.update_mask(
