@@ -21,10 +21,14 @@ Names are resolved lazily so that ``import jaxprune`` stays cheap and optional p
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import warnings
 from typing import Any
 
-__version__ = "0.1.0"
+try:
+    __version__ = importlib.metadata.version("jaxprune")
+except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 _EXPORTS = {
     "prune": "jaxprune.engine",

@@ -209,7 +209,8 @@ def _fashion_mnist(split: Split) -> tuple[np.ndarray, np.ndarray]:
 
 def _digits(split: Split) -> tuple[np.ndarray, np.ndarray]:
     sklearn_datasets = require(
-        "sklearn.datasets", "the 'digits' dataset comes from scikit-learn: pip install scikit-learn"
+        "sklearn.datasets",
+        "the 'digits' dataset comes from scikit-learn: pip install 'jaxprune[digits]'",
     )
     data = sklearn_datasets.load_digits()
     # sklearn's pixels are 0..16; scale to bytes like the other datasets.

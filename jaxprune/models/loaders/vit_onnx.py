@@ -13,7 +13,7 @@ is not q, k, v, o, fc1, fc2 (in this file it is k, v, q, o, fc1, fc2: the order 
 them), so each one's role is read from the name of the ``MatMul`` node that consumes it
 (``/backbone/encoder/layer.3/attention/attention/query/MatMul``), never from its position.
 
-``onnx`` is imported lazily (``pip install onnx``).
+``onnx`` is imported lazily (``pip install 'jaxprune[onnx]'``).
 """
 
 from __future__ import annotations
