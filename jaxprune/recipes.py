@@ -41,6 +41,18 @@ class Recipe(ConfigIO):
       method_options: keyword options of the method (e.g. ``{"blocksize": 128, "percdamp": 0.01}``).
       calib, nsamples, seqlen, seed: calibration windows (a corpus name or a text path).
       batch_size: windows per forward pass during calibration.
+
+    Example:
+      >>> import jaxprune as jp
+      >>> recipe = jp.Recipe(method="sparsegpt", sparsity="2:4", ignore=["lm_head"])
+      >>> recipe.target, recipe.ignore
+      (NM(n=2, m=4), ('lm_head',))
+      >>> jp.Recipe.from_dict(recipe.to_dict()) == recipe      # also ``save``/``load`` as YAML
+      True
+      >>> jp.Recipe(method="wanda", sparsity=1.5)
+      Traceback (most recent call last):
+      ...
+      ValueError: sparsity must be in [0, 1), got 1.5
     """
 
     method: str = "magnitude"

@@ -91,6 +91,20 @@ def keep_masks(
     Raises:
       ValueError: (at ``init``/``update``) a mask path that names no leaf, a mask of the wrong
         shape or dtype, or ``update`` called without ``params``.
+
+    Example:
+      AdamW with weight decay, the second column pruned: it stays exactly zero.
+
+      >>> import jax.numpy as jnp, optax
+      >>> from jaxprune.training import keep_masks
+      >>> params = {"w": jnp.array([[1.0, 0.0], [3.0, 0.0]])}
+      >>> masks = {"w": jnp.array([[True, False], [True, False]])}
+      >>> tx = keep_masks(optax.adamw(0.1, weight_decay=0.1), masks)
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update({"w": jnp.ones((2, 2))}, state, params)
+      >>> new = optax.apply_updates(params, updates)["w"]
+      >>> new[:, 1], bool((new[:, 0] != params["w"][:, 0]).all())
+      (Array([0., 0.], dtype=float32), True)
     """
     keep = mask_lookup(masks)
     inner = optax.with_extra_args_support(inner)

@@ -113,6 +113,22 @@ def sparse_training(
     Raises:
       ValueError: (at ``init``) a target naming no leaf, a pattern the leaf's shape or the updater
         cannot take, or a schedule the updater cannot follow.
+
+    Example:
+      Plain SGD kept at 50% sparsity (one-shot magnitude masks at step 0, the defaults):
+
+      >>> import jax.numpy as jnp, optax
+      >>> from jaxprune.core.sparsity import Unstructured
+      >>> from jaxprune.training import sparse_training
+      >>> params = {"dense": {"kernel": jnp.arange(1.0, 17.0).reshape(4, 4)}}
+      >>> tx = sparse_training(optax.sgd(0.1), {"dense/kernel": Unstructured(0.5)})
+      >>> state = tx.init(params)
+      >>> state.masks["dense/kernel"].sum(axis=1)          # the 8 smallest weights are pruned
+      Array([0, 0, 4, 4], dtype=int32)
+      >>> grads = {"dense": {"kernel": jnp.ones((4, 4))}}
+      >>> updates, state = tx.update(grads, state, params)
+      >>> int((optax.apply_updates(params, updates)["dense"]["kernel"] == 0).sum())
+      8
     """
     updater = magnitude() if updater is None else updater
     schedule = OneShot(0) if schedule is None else schedule
