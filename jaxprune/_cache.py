@@ -10,7 +10,6 @@ extraction never leaves something that looks complete.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jaxprune._log import info, notice
+from jaxprune.core.files import sha256_file
 
 
 def cache_dir() -> Path:
@@ -162,14 +162,6 @@ ASSETS: dict[str, Asset] = {
 }
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def asset_path(name: str) -> Path:
     """The verified local file of asset ``name`` (a key of :data:`ASSETS`).
 
@@ -233,7 +225,7 @@ def fetch_debian_assets(package: str) -> list[Path]:
 
 
 def _verified(path: Path, asset: Asset) -> Path:
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != asset.sha256:
         raise RuntimeError(
             f"{path} has SHA-256 {actual}, not the pinned {asset.sha256} of {asset.package}'s "
