@@ -46,7 +46,7 @@ def run_one(model, data, args, dataset, alpha, seed, method, density) -> dict:
         clients_per_round=args.per_round,
         local_epochs=1,
         batch_size=args.batch_size,
-        lr=args.lr,
+        learning_rate=args.lr,
         seed=seed,
         eval_every=args.eval_every,
         client_loop=args.client_loop,

@@ -110,7 +110,7 @@ class Results:
 def prune_config(text: str, pre, calib, args) -> tuple[jp.Pretrained, Any, Any]:
     """The pruned model of one ``--configs`` entry: (pretrained-like, params, masks or None)."""
     method, _, rest = text.partition(":")
-    if method in jp.structured.METHODS:
+    if method in jp.structured.STRUCTURED_METHODS:
         importance, _, fraction = rest.rpartition(":")
         recipe = jp.StructuredRecipe(
             method=method, importance=importance or None, sparsity=float(fraction)

@@ -5,7 +5,7 @@
 
 Every cell is the mean ± standard deviation (``ddof=1``) over the seeds present, with their
 number; CPU seconds are process CPU time (all threads), compilation included. Needs matplotlib
-for ``--plots`` (``pip install jaxprune[bench]``).
+for ``--plots`` (``pip install jaxprune[plots]``).
 """
 
 from __future__ import annotations

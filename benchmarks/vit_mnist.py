@@ -25,8 +25,8 @@ from _common import write_json
 from tqdm import tqdm
 
 from jaxprune.data.images import load_images
-from jaxprune.models.vit import VisionModel, ViTConfig
-from jaxprune.tokens import TokenSchedule, prune_tokens, schedule_for_flop_reduction
+from jaxprune.models.vit import ViTConfig, ViTModel
+from jaxprune.token_pruning import TokenSchedule, prune_tokens, schedule_for_flop_reduction
 
 CONFIG = ViTConfig(
     image_size=28,
@@ -47,7 +47,7 @@ def _inputs(images: np.ndarray) -> jax.Array:
     return (jnp.asarray(images, jnp.float32)[..., None] / 255.0 - MEAN) / STD
 
 
-def train(model: VisionModel, epochs: int, batch: int, lr: float, seed: int):
+def train(model: ViTModel, epochs: int, batch: int, lr: float, seed: int):
     """AdamW with warmup and cosine decay; returns params and the final training loss."""
     data = load_images("mnist", "train")
     steps = epochs * (len(data) // batch)
@@ -96,7 +96,7 @@ def main(argv=None) -> None:
     p.add_argument("--test-images", type=int, default=10_000)
     p.add_argument("--random-seeds", type=int, default=3)
     args = p.parse_args(argv)
-    model = VisionModel(CONFIG)
+    model = ViTModel(CONFIG)
     start = time.perf_counter()
     params, train_loss = train(model, args.epochs, args.batch, args.lr, args.seed)
     train_s = time.perf_counter() - start

@@ -21,7 +21,7 @@ from _common import write_json
 from jaxprune.data.images import load_images
 from jaxprune.data.vision import imagenet_inputs
 from jaxprune.models.loaders.vit import load_vit
-from jaxprune.tokens import TOKEN_METHODS
+from jaxprune.token_pruning import TOKEN_METHODS
 
 VARIANTS = {
     "zero-tprune": ("zero-tprune", {}),

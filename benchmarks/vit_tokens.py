@@ -38,8 +38,8 @@ from _common import append_jsonl
 from jaxprune.data.images import load_images
 from jaxprune.data.vision import imagenet_inputs
 from jaxprune.eval.knn import knn_accuracy
-from jaxprune.models.vit import VisionModel, ViTConfig
-from jaxprune.tokens import TokenSchedule, prune_tokens, schedule_for_flop_reduction
+from jaxprune.models.vit import ViTConfig, ViTModel
+from jaxprune.token_pruning import TokenSchedule, prune_tokens, schedule_for_flop_reduction
 
 METHODS = ("zero-tprune", "random", "evit", "tome")
 
@@ -104,7 +104,7 @@ def _load(args):
         for name in args.datasets:
             with np.load(d / f"{name}.npz") as z:
                 data[name] = {k: z[k][: args.train if "train" in k else args.test] for k in z}
-        return VisionModel(config), params, f"{args.model} (bundle: float16 matrices)", data
+        return ViTModel(config), params, f"{args.model} (bundle: float16 matrices)", data
     from jaxprune.models.loaders.vit import load_vit
 
     vit = load_vit(args.model)

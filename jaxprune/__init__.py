@@ -21,9 +21,14 @@ Names are resolved lazily so that ``import jaxprune`` stays cheap and optional p
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import warnings
 from typing import Any
 
-__version__ = "0.1.0"
+try:
+    __version__ = importlib.metadata.version("jaxprune")
+except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 _EXPORTS = {
     "prune": "jaxprune.engine",
@@ -48,8 +53,8 @@ _EXPORTS = {
     "load_images": "jaxprune.data.images",
     "keep_masks": "jaxprune.training",
     "load_vit": "jaxprune.models.loaders.vit",
-    "prune_tokens": "jaxprune.tokens",
-    "TokenSchedule": "jaxprune.tokens",
+    "prune_tokens": "jaxprune.token_pruning",
+    "TokenSchedule": "jaxprune.token_pruning",
     "LoraConfig": "jaxprune.training",
     "RecoverConfig": "jaxprune.training",
     "recover": "jaxprune.training",
@@ -93,7 +98,7 @@ _SUBMODULES = {
         "recipes",
         "sharding",
         "structured",
-        "tokens",
+        "token_pruning",
         "training",
     )
 } | {"masks": "jaxprune.core.masks", "sparsity": "jaxprune.core.sparsity"}
@@ -106,6 +111,11 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     if name in _SUBMODULES:
         return importlib.import_module(_SUBMODULES[name])
+    if name == "tokens":  # renamed: ``jaxprune.data`` has token ids, this is ViT token pruning
+        warnings.warn(
+            "jaxprune.tokens is deprecated; use jaxprune.token_pruning", DeprecationWarning, 2
+        )
+        return importlib.import_module("jaxprune.token_pruning")
     raise AttributeError(f"module 'jaxprune' has no attribute {name!r}")
 
 

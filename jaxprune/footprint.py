@@ -33,7 +33,7 @@ import dataclasses
 import math
 from typing import Any
 
-METHODS = ("magnitude", "wanda", "ria", "sparsegpt", "sparsellm")
+PLANNED_METHODS = ("magnitude", "wanda", "ria", "sparsegpt", "sparsellm")
 F32 = 4
 
 
@@ -113,10 +113,10 @@ class Job:
     chunk_tokens: int = 16384
 
     def __post_init__(self):
-        if self.method not in METHODS:
+        if self.method not in PLANNED_METHODS:
             raise ValueError(
                 f"no memory formula for method {self.method!r}; formulas exist for "
-                f"{', '.join(METHODS)}"
+                f"{', '.join(PLANNED_METHODS)}"
             )
         if self.nsamples % self.mesh[0]:
             raise ValueError(
@@ -259,7 +259,7 @@ def parse_bytes(text: str) -> int:
 
 
 __all__ = [
-    "METHODS",
+    "PLANNED_METHODS",
     "Footprint",
     "Job",
     "Shapes",

@@ -1,6 +1,7 @@
 """Pruning recipes: what to prune, how much, with which method and calibration data.
 
-A :class:`Recipe` is a frozen dataclass that can be written to and read from YAML/JSON. It is
+A :class:`Recipe` is a frozen dataclass that can be written to and read from YAML/JSON
+(:class:`~jaxprune.core.config.ConfigIO`). It is
 validated when it is made, so a recipe that exists is a valid one and every mistake is reported
 before any expensive work starts.
 """
@@ -9,19 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import re
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
+from jaxprune.core.config import ConfigIO
+from jaxprune.core.deprecation import renamed
 from jaxprune.core.sparsity import Target, Unstructured, parse_target
 from jaxprune.methods import get_method
 
-ALLOCATIONS = ("uniform", "owl")
+RECIPE_ALLOCATIONS = ("uniform", "owl")
 
 
 @dataclasses.dataclass(frozen=True)
-class Recipe:
+class Recipe(ConfigIO):
     """Everything that determines a one-shot prune.
 
     Attributes:
@@ -39,6 +41,18 @@ class Recipe:
       method_options: keyword options of the method (e.g. ``{"blocksize": 128, "percdamp": 0.01}``).
       calib, nsamples, seqlen, seed: calibration windows (a corpus name or a text path).
       batch_size: windows per forward pass during calibration.
+
+    Example:
+      >>> import jaxprune as jp
+      >>> recipe = jp.Recipe(method="sparsegpt", sparsity="2:4", ignore=["lm_head"])
+      >>> recipe.target, recipe.ignore
+      (NM(n=2, m=4), ('lm_head',))
+      >>> jp.Recipe.from_dict(recipe.to_dict()) == recipe      # also ``save``/``load`` as YAML
+      True
+      >>> jp.Recipe(method="wanda", sparsity=1.5)
+      Traceback (most recent call last):
+      ...
+      ValueError: sparsity must be in [0, 1), got 1.5
     """
 
     method: str = "magnitude"
@@ -56,6 +70,8 @@ class Recipe:
     seqlen: int = 512
     seed: int = 0
     batch_size: int = 8
+
+    NAME = "recipe"
 
     def __post_init__(self):
         self._normalise()
@@ -103,8 +119,10 @@ class Recipe:
                 raise ValueError(f"invalid path regex {pattern!r} in the recipe: {err}") from None
         for _pattern, value in self.overrides:
             parse_target(value)
-        if self.allocation not in ALLOCATIONS:
-            raise ValueError(f"unknown allocation {self.allocation!r}; choose one of {ALLOCATIONS}")
+        if self.allocation not in RECIPE_ALLOCATIONS:
+            raise ValueError(
+                f"unknown allocation {self.allocation!r}; choose one of {RECIPE_ALLOCATIONS}"
+            )
         if self.allocation == "owl" and not isinstance(target, Unstructured):
             raise ValueError(
                 f"OWL allocation spreads an unstructured sparsity; {target} is an N:M pattern, "
@@ -120,62 +138,20 @@ class Recipe:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d["targets"] = list(self.targets) if self.targets is not None else None
-        d["ignore"] = list(self.ignore)
+        """The fields as YAML/JSON data; ``overrides`` and ``method_options`` as mappings."""
+        d = super().to_dict()
         d["overrides"] = dict(self.overrides)
         d["method_options"] = dict(self.method_options)
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Recipe:
+    def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
         """A recipe from its dict; a saved ``recipe.json``'s ``calibration`` record (what ran) is
         not a recipe field and is skipped, so a saved recipe can be run again."""
-        d = {k: v for k, v in d.items() if k != "calibration"}
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown recipe fields {unknown}; known: {sorted(names)}")
-        return cls(**d)
+        if isinstance(d, Mapping):
+            d = {k: v for k, v in d.items() if k != "calibration"}
+        return super().from_dict(d)
 
-    @classmethod
-    def load(cls, path: str | Path) -> Recipe:
-        """Reads a recipe from a ``.yaml``/``.yml`` or ``.json`` file.
 
-        Raises:
-          FileNotFoundError: no such file.
-          ValueError: the file does not parse (the message names the file, line and problem) or
-            holds an invalid recipe.
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"recipe file {path} does not exist")
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as err:
-                mark = getattr(err, "problem_mark", None)
-                where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-                problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-                raise ValueError(f"{path}{where}: not valid YAML ({problem})") from None
-        else:
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"{path}:{err.lineno}:{err.colno}: not valid JSON ({err.msg})"
-                ) from None
-        if not isinstance(data, dict):
-            raise ValueError(f"recipe file {path} must hold a mapping of recipe fields")
-        try:
-            return cls.from_dict(data)
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
-
-    def save(self, path: str | Path) -> None:
-        import yaml
-
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+# Old names, kept for a while: each warns and gives the new one.
+__getattr__ = renamed(__name__, {"ALLOCATIONS": "RECIPE_ALLOCATIONS"})

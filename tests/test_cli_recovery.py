@@ -139,7 +139,7 @@ def test_eval_tasks_prints_per_task_and_average_accuracy(capsys, pruned_dir):
         (
             "pyarrow",
             ["eval", "--model", "smollm2-135m", "--tasks", "piqa"],
-            "need the `pyarrow` package: pip install pyarrow",
+            "need the `pyarrow` package: pip install 'jaxprune[eval]'",
         ),
         ("matplotlib", ["plot", "no-such-report-is-read"], "need the `matplotlib` package"),
     ],

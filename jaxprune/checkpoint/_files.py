@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import os
 import shutil
 import signal
@@ -14,6 +13,8 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from jaxprune.core.files import sha256_file
 
 
 def write_file(path: Path, data: bytes) -> None:
@@ -49,18 +50,10 @@ def remove_tree(path: Path) -> None:
 
 def file_records(root: Path) -> dict[str, dict[str, Any]]:
     return {
-        f.relative_to(root).as_posix(): {"size": f.stat().st_size, "sha256": sha256(f)}
+        f.relative_to(root).as_posix(): {"size": f.stat().st_size, "sha256": sha256_file(f)}
         for f in sorted(root.rglob("*"))
         if f.is_file()
     }
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_extra_files(extra_files: Mapping[str, bytes]) -> dict[str, bytes]:

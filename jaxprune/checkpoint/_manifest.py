@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from jaxprune.checkpoint._files import sha256
+from jaxprune.core.files import sha256_file
 
 MANIFEST_NAME = "jaxprune_checkpoint.json"
 FORMAT_NAME = "jaxprune-checkpoint"
@@ -74,7 +74,7 @@ def check_file(root: Path, name: str, record: dict[str, Any], verify: bool) -> N
             f"{root} is corrupted: {name} has {size} bytes, the manifest says {record['size']}; "
             "save the checkpoint again"
         )
-    if verify and sha256(path) != record["sha256"]:
+    if verify and sha256_file(path) != record["sha256"]:
         raise ValueError(
             f"{root} is corrupted: {name} does not match its checksum in the manifest; save the "
             "checkpoint again (or load with verify=False at your own risk)"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from jaxprune.core import paths
+
 Key = str | int
 KeyPath = tuple[Key, ...]
 
@@ -64,17 +66,11 @@ def nest(flat: Mapping[KeyPath, Any], empty: list[tuple[int, KeyPath]] = ()) -> 
     items = list(flat.items())
     for position, path in reversed(empty):
         items.insert(position, (path, {}))
-    out: dict[Key, Any] = {}
-    for path, value in items:
-        node = out
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return out
+    return paths.nest(dict(items))
 
 
 def show(path: KeyPath) -> str:
-    return "/".join(str(k) for k in path) or "<root>"
+    return paths.path_name(path) or "<root>"
 
 
 def orbax_path(group: str, path: KeyPath) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jaxprune.core.config import read_mapping
 from jaxprune.recipes import Recipe
 from jaxprune.structured.recipe import StructuredRecipe
 
@@ -142,14 +143,28 @@ def mesh_from_arg(text: str | None):
         raise UsageError(f"--mesh {text!r}: {err}") from None
 
 
-def load_recipe_file(path: str) -> Recipe:
-    """``--recipe``: a YAML/JSON recipe, every problem a one-line usage error."""
+def load_recipe_file(path: str, recipe_type: type = Recipe) -> Any:
+    """``--recipe``: a YAML/JSON recipe (a :class:`Recipe`, or a :class:`StructuredRecipe` for
+    ``llm-pruner``/``flap``), every problem a one-line usage error."""
     try:
-        return Recipe.load(path)
+        return recipe_type.load(path)
     except FileNotFoundError:
         raise UsageError(f"--recipe {path}: no such file") from None
     except ValueError as err:
         raise UsageError(f"--recipe {err}") from None
+
+
+def recipe_file_method(path: str | None) -> str | None:
+    """The ``method`` a ``--recipe`` file names (``None`` without a file or a method)."""
+    if path is None:
+        return None
+    try:
+        method = read_mapping(path, "recipe").get("method")
+    except FileNotFoundError:
+        raise UsageError(f"--recipe {path}: no such file") from None
+    except ValueError as err:
+        raise UsageError(f"--recipe {err}") from None
+    return method if isinstance(method, str) else None
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
@@ -195,11 +210,11 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
 
 def method_options_help() -> str:
     """Each registered method's options with their defaults, for ``--help``."""
-    from jaxprune.methods import METHODS
+    from jaxprune.methods import PRUNING_METHODS
 
     parts = []
-    for name in sorted(METHODS):
-        options = METHODS[name].known_options
+    for name in sorted(PRUNING_METHODS):
+        options = PRUNING_METHODS[name].known_options
         listed = ", ".join(f"{k}={v}" for k, v in options.items()) or "none"
         parts.append(f"{name}: {listed}")
     return "; ".join(parts)
@@ -249,7 +264,8 @@ def _fraction(flag: str, text: str | None) -> float | None:
 
 
 def structured_recipe_from_args(args: argparse.Namespace) -> StructuredRecipe:
-    """The recipe of ``prune --method llm-pruner|flap``."""
+    """The recipe of ``prune --method llm-pruner|flap``: a ``--recipe`` file, then the explicit
+    options over it."""
     given = [f"--{n.replace('_', '-')}" for n in _ENGINE_ONLY if getattr(args, n, None)]
     if given:
         raise UsageError(
@@ -288,7 +304,13 @@ def structured_recipe_from_args(args: argparse.Namespace) -> StructuredRecipe:
         "seed": args.seed,
         "batch_size": args.batch_size,
     }
+    fields: dict[str, Any] = {}
+    if args.recipe:
+        load_recipe_file(args.recipe, StructuredRecipe)  # the file alone is valid (errors name it)
+        # Its fields as written: the per-method defaults follow the method finally chosen.
+        fields = read_mapping(args.recipe, "recipe")
+    fields.update({k: v for k, v in explicit.items() if v is not None})
     try:
-        return StructuredRecipe(**{k: v for k, v in explicit.items() if v is not None})
+        return StructuredRecipe.from_dict(fields)
     except ValueError as err:
         raise UsageError(str(err)) from None

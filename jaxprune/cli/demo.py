@@ -9,7 +9,7 @@ from jaxprune.cli._args import DEFAULT_MODEL, UsageError, emit
 
 
 def add_parser(sub: Any, model_help: str, sources: str) -> None:
-    from jaxprune.methods import METHODS
+    from jaxprune.methods import PRUNING_METHODS
 
     demo = sub.add_parser(
         "demo",
@@ -18,7 +18,9 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         "perplexity on Hamlet before and after.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    demo.add_argument("--method", default="sparsegpt", choices=sorted(METHODS), help="method")
+    demo.add_argument(
+        "--method", default="sparsegpt", choices=sorted(PRUNING_METHODS), help="method"
+    )
     demo.add_argument("--sparsity", default="0.5", help="fraction, or N:M such as 2:4")
     demo.add_argument("--nsamples", type=int, default=64, help="calibration windows")
     demo.add_argument("--seqlen", type=int, default=512, help="tokens per window")

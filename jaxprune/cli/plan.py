@@ -13,7 +13,7 @@ _BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 def add_parser(sub: Any, model_help: str, sources: str) -> None:
-    from jaxprune.footprint import METHODS
+    from jaxprune.footprint import PLANNED_METHODS
 
     pl = sub.add_parser(
         "plan",
@@ -23,7 +23,7 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         "the Hugging Face config.json, so a 70B or 405B run can be planned before downloading.",
     )
     pl.add_argument("--model", required=True, help="config.json, or a directory holding one")
-    pl.add_argument("--method", required=True, choices=METHODS, help="pruning method")
+    pl.add_argument("--method", required=True, choices=PLANNED_METHODS, help="pruning method")
     pl.add_argument("--mesh", default="1x1", metavar="DATAxMODEL", help="mesh shape (1x1)")
     pl.add_argument("--nsamples", type=int, default=128, help="calibration windows (128)")
     pl.add_argument("--seqlen", type=int, default=2048, help="tokens per window (2048)")

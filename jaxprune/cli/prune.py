@@ -18,6 +18,7 @@ from jaxprune.cli._args import (
     emit,
     mesh_from_arg,
     method_options_help,
+    recipe_file_method,
     recipe_from_args,
     start_processes,
     structured_recipe_from_args,
@@ -25,7 +26,7 @@ from jaxprune.cli._args import (
 
 
 def add_parser(sub: Any, model_help: str, sources: str) -> None:
-    from jaxprune.methods import METHODS, REFINEMENTS
+    from jaxprune.methods import PRUNING_METHODS, REFINEMENTS
 
     pr = sub.add_parser(
         "prune",
@@ -36,11 +37,11 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         "reported before any pruning, with exit status 2.",
     )
     pr.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
-    from jaxprune.structured import METHODS as STRUCTURED
+    from jaxprune.structured import STRUCTURED_METHODS
 
     pr.add_argument(
         "--method",
-        choices=sorted([*METHODS, *STRUCTURED]),
+        choices=sorted([*PRUNING_METHODS, *STRUCTURED_METHODS]),
         help="pruning method (default magnitude); llm-pruner and flap remove whole heads and MLP "
         "channels, giving a physically smaller model",
     )
@@ -56,7 +57,11 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         "llm-pruner/flap the fraction of the non-embedding parameters removed, in (0, 1)",
     )
     pr.add_argument("--pattern", help="N:M pattern, e.g. 2:4 or 4:8 (same as --sparsity 2:4)")
-    pr.add_argument("--recipe", help="YAML/JSON recipe file; explicit options override it")
+    pr.add_argument(
+        "--recipe",
+        help="YAML/JSON recipe file (a structured recipe for llm-pruner/flap); explicit options "
+        "override it",
+    )
     pr.add_argument("--targets", nargs="+", help="regexes of parameter paths to prune")
     pr.add_argument("--ignore", nargs="+", help="regexes of parameter paths never pruned")
     pr.add_argument(
@@ -184,9 +189,9 @@ def _add_structured_options(pr: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from jaxprune import distributed, pipeline
-    from jaxprune.structured import METHODS as STRUCTURED
+    from jaxprune.structured import STRUCTURED_METHODS
 
-    structured = args.method in STRUCTURED
+    structured = (args.method or recipe_file_method(args.recipe)) in STRUCTURED_METHODS
     if not structured:
         given = [f"--{n.replace('_', '-')}" for n in _STRUCTURED_ONLY if getattr(args, n)]
         if given:

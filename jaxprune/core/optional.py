@@ -6,13 +6,14 @@ import importlib
 from types import ModuleType
 
 
-def require(module: str, message: str) -> ModuleType:
-    """Import ``module``; if it is not installed, raise ``RuntimeError(message)``.
+def require(module: str, message: str, error: type[Exception] = RuntimeError) -> ModuleType:
+    """Import ``module``; if it is not installed, raise ``error(message)``.
 
     Raises:
-      RuntimeError: the package is missing (``message`` should name the ``pip install`` to run).
+      RuntimeError: (or ``error``) the package is missing; ``message`` should name the
+        ``pip install`` to run.
     """
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise RuntimeError(message) from None
+        raise error(message) from None

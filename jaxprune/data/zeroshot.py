@@ -179,7 +179,7 @@ def require_pyarrow() -> None:
     require(
         "pyarrow",
         "the offline zero-shot tasks are Arrow files and need the `pyarrow` package: "
-        "pip install pyarrow (or pip install 'jaxprune[recovery]')",
+        "pip install 'jaxprune[eval]'",
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +39,8 @@ class Solver:
     errors: bool | None = None
 
 
-class BlockResult(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class BlockResult:
     """A pruned block: its params, the next block's inputs and the kernels it solved."""
 
     params: Params

@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +27,8 @@ TIMINGS = (
 )
 
 
-class PruneResult(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class PruneResult:
     """Pruned params, keep-masks (params structure, ``None`` where unpruned) and a JSON report."""
 
     params: Params

@@ -7,15 +7,17 @@ log-softmax runs in float32 whatever the model's dtype.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 
-class PerplexityResult(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class PerplexityResult:
     """``ppl = exp(nll)``; ``nll`` is the mean over ``tokens`` predicted tokens."""
 
     ppl: float

@@ -69,7 +69,7 @@ def require_matplotlib() -> None:
     require(
         "matplotlib",
         "plots need the `matplotlib` package: pip install matplotlib "
-        "(or pip install 'jaxprune[recovery]')",
+        "(or pip install 'jaxprune[plots]')",
     )
 
 

@@ -17,8 +17,9 @@ Modules: :mod:`~jaxprune.federated.splits` (Dirichlet splits, client sampling, b
 :mod:`~jaxprune.federated.run` (whole runs of FedTiny and the baselines).
 """
 
+from jaxprune.core.deprecation import renamed
 from jaxprune.federated import accounting, bn, fedavg, fedtiny, splits
-from jaxprune.federated.bn import Moments, pool, pooled_statistics
+from jaxprune.federated.bn import BatchNormMoments, pool, pooled_statistics
 from jaxprune.federated.fedavg import local_train, make_round, weighted_mean
 from jaxprune.federated.fedtiny import (
     FedTinyConfig,
@@ -28,15 +29,15 @@ from jaxprune.federated.fedtiny import (
     select_candidate,
     swap_count,
 )
-from jaxprune.federated.run import METHODS, FedConfig, FedResult, federated_train
+from jaxprune.federated.run import FEDERATED_METHODS, FedConfig, FedResult, federated_train
 from jaxprune.federated.splits import batch_plan, dirichlet_split, sample_clients
 
 __all__ = [
-    "METHODS",
+    "FEDERATED_METHODS",
     "FedConfig",
     "FedResult",
     "FedTinyConfig",
-    "Moments",
+    "BatchNormMoments",
     "accounting",
     "batch_plan",
     "bn",
@@ -57,3 +58,6 @@ __all__ = [
     "swap_count",
     "weighted_mean",
 ]
+
+# Old names, kept for a while: each warns and gives the new one.
+__getattr__ = renamed(__name__, {"METHODS": "FEDERATED_METHODS", "Moments": "BatchNormMoments"})

@@ -22,20 +22,15 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxprune.core.paths import flat_leaves
-from jaxprune.training.masked import leaf_name
+from jaxprune.core.paths import named_leaves
 
 __all__ = ["client_peak_bytes", "model_bytes", "topk_bytes"]
-
-
-def _leaves(tree: Any) -> dict[str, Any]:
-    return {leaf_name(p): x for p, x in flat_leaves(tree).items()}
 
 
 def _param_bytes(params: Any, masks: Mapping[str, jax.Array] | None, with_masks: bool) -> int:
     masks = masks or {}
     total = 0
-    for path, x in _leaves(params).items():
+    for path, x in named_leaves(params).items():
         itemsize = np.dtype(x.dtype).itemsize
         if path in masks:
             total += int(np.count_nonzero(np.asarray(masks[path]))) * itemsize
@@ -47,7 +42,7 @@ def _param_bytes(params: Any, masks: Mapping[str, jax.Array] | None, with_masks:
 
 def model_bytes(params: Any, masks: Mapping[str, jax.Array] | None, stats: Any = None) -> int:
     """Bytes of one model message: params in the sparse format, plus ``stats`` in full."""
-    stat_bytes = sum(int(x.size) * np.dtype(x.dtype).itemsize for x in _leaves(stats).values())
+    stat_bytes = sum(int(x.size) * np.dtype(x.dtype).itemsize for x in named_leaves(stats).values())
     return _param_bytes(params, masks, with_masks=True) + (stat_bytes if stats is not None else 0)
 
 
@@ -74,6 +69,6 @@ def client_peak_bytes(
     values = _param_bytes(params, masks, with_masks=False)
     peak = weights + values * (1 + optimizer_slots)
     if dense_block and masks:
-        leaves = _leaves(params)
+        leaves = named_leaves(params)
         peak += max(int(leaves[p].size) * np.dtype(leaves[p].dtype).itemsize for p in masks)
     return peak

@@ -29,15 +29,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxprune.core.deprecation import renamed
 from jaxprune.core.paths import flat_leaves, set_leaves
 from jaxprune.models.vision import VisionModel
 
-__all__ = ["Moments", "bn_layers", "client_moments", "pool", "pooled_statistics"]
+__all__ = ["BatchNormMoments", "bn_layers", "client_moments", "pool", "pooled_statistics"]
 
 _RECORDING: list[dict[str, jax.Array]] = []
 
 
-class Moments(NamedTuple):
+class BatchNormMoments(NamedTuple):
     """Per-channel ``count``, ``mean`` and biased ``var`` (``count`` a scalar, float32)."""
 
     count: jax.Array
@@ -45,14 +46,14 @@ class Moments(NamedTuple):
     var: jax.Array
 
 
-def pool(moments: Moments) -> Moments:
+def pool(moments: BatchNormMoments) -> BatchNormMoments:
     """Pools stacked moments (leading axis = clients or batches) into those of the union."""
     count = jnp.sum(moments.count, axis=0)
     w = moments.count / jnp.maximum(count, 1.0)
     w = w.reshape(w.shape + (1,) * (moments.mean.ndim - 1))
     mean = jnp.sum(w * moments.mean, axis=0)
     var = jnp.sum(w * (moments.var + (moments.mean - mean) ** 2), axis=0)
-    return Moments(count, mean, var)
+    return BatchNormMoments(count, mean, var)
 
 
 class _RecordingBN(nnx.BatchNorm):
@@ -82,14 +83,14 @@ def bn_layers(model: VisionModel, params, stats, images: jax.Array) -> list[str]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _batch_moments(model, layer, params, stats, images, valid) -> Moments:
+def _batch_moments(model, layer, params, stats, images, valid) -> BatchNormMoments:
     x = _bn_inputs(model, params, stats, images)[layer].astype(jnp.float32)
     w = jnp.broadcast_to(valid.reshape((-1,) + (1,) * (x.ndim - 1)), x.shape[:-1] + (1,))
     axes = tuple(range(x.ndim - 1))
     count = jnp.sum(w)
     mean = jnp.sum(w * x, axis=axes) / jnp.maximum(count, 1.0)
     var = jnp.sum(w * (x - mean) ** 2, axis=axes) / jnp.maximum(count, 1.0)
-    return Moments(count, mean, var)
+    return BatchNormMoments(count, mean, var)
 
 
 def client_moments(
@@ -99,7 +100,7 @@ def client_moments(
     stats,
     images: np.ndarray | jax.Array,
     batch_size: int = 512,
-) -> Moments:
+) -> BatchNormMoments:
     """Moments of BatchNorm ``layer``'s input over ``images`` (one client's data), in inference
     mode (every other BatchNorm uses ``stats``); batches are merged with :func:`pool`."""
     parts = []
@@ -147,3 +148,7 @@ def pooled_statistics(
         stats = set_leaves(stats, {f"{layer}/mean": pooled.mean, f"{layer}/var": pooled.var})
         bytes_up += len(client_images) * (4 + 2 * 4 * int(pooled.mean.size))
     return stats, bytes_up
+
+
+# Old names, kept for a while: each warns and gives the new one.
+__getattr__ = renamed(__name__, {"Moments": "BatchNormMoments"})

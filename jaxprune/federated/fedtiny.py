@@ -27,8 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxprune.core.config import ConfigIO
 from jaxprune.core.masks import apply_masks
-from jaxprune.core.paths import flat_leaves
+from jaxprune.core.paths import named_leaves
 from jaxprune.core.patterns import keep_mask
 from jaxprune.core.select import smallest_mask
 from jaxprune.core.sparsity import Unstructured
@@ -37,7 +38,6 @@ from jaxprune.federated.bn import pooled_statistics
 from jaxprune.federated.fedavg import cross_entropy
 from jaxprune.models.vision import VisionModel
 from jaxprune.training import distributions
-from jaxprune.training.masked import leaf_name
 
 __all__ = [
     "Candidate",
@@ -53,7 +53,7 @@ Masks = dict[str, jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
-class FedTinyConfig:
+class FedTinyConfig(ConfigIO):
     """FedTiny's settings.
 
     Attributes:
@@ -72,7 +72,10 @@ class FedTinyConfig:
     end: int = 50
     grad_batches: int = 2
 
+    NAME = "FedTiny config"
+
     def __post_init__(self):
+        object.__setattr__(self, "distributions", tuple(self.distributions))
         unknown = set(self.distributions) - {"erk", "uniform"}
         if unknown or not self.distributions:
             raise ValueError(f"distributions must be 'erk'/'uniform', got {self.distributions}")
@@ -111,7 +114,7 @@ def initial_masks(
     params: Any, density: float, distribution: str, how: str = "random", seed: int = 0
 ) -> Masks:
     """Keep-masks at ``density``: ``how="random"`` (uniform scores) or ``"magnitude"`` (``|w|``)."""
-    leaves = {leaf_name(p): x for p, x in flat_leaves(params).items()}
+    leaves = named_leaves(params)
     out = {}
     for i, (path, pattern) in enumerate(targets(params, density, distribution).items()):
         w = leaves[path]

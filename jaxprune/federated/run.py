@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,33 +29,38 @@ import optax
 
 import jaxprune.federated.accounting as accounting
 import jaxprune.federated.fedtiny as fedtiny
+from jaxprune.core.config import ConfigIO
+from jaxprune.core.deprecation import renamed
 from jaxprune.core.paths import flat_leaves, set_leaves
 from jaxprune.federated.fedavg import make_round, place_clients
 from jaxprune.federated.splits import batch_plan, max_steps, sample_clients
 from jaxprune.models.vision import VisionModel
 from jaxprune.training.loop import Split, evaluate
 
-__all__ = ["METHODS", "FedConfig", "FedResult", "federated_train"]
+__all__ = ["FEDERATED_METHODS", "FedConfig", "FedResult", "federated_train"]
 
-METHODS = ("dense", "magnitude", "random", "fedtiny")
+FEDERATED_METHODS = ("dense", "magnitude", "random", "fedtiny")
 
 
 @dataclasses.dataclass(frozen=True)
-class FedConfig:
+class FedConfig(ConfigIO):
     """FedAvg's settings: ``rounds``, ``clients_per_round``, ``local_epochs``, ``batch_size``,
-    the client SGD's ``lr`` and ``momentum``, ``seed`` (model, masks, sampling, batches),
-    ``eval_every`` rounds (the last round is always evaluated) and ``client_loop``: ``"vmap"``
-    (clients as a batched, shardable axis) or ``"map"`` (one after another; faster on a CPU)."""
+    the client SGD's ``learning_rate`` and ``momentum``, ``seed`` (model, masks, sampling,
+    batches), ``eval_every`` rounds (the last round is always evaluated) and ``client_loop``:
+    ``"vmap"`` (clients as a batched, shardable axis) or ``"map"`` (one after another; faster on
+    a CPU)."""
 
     rounds: int = 50
     clients_per_round: int = 10
     local_epochs: int = 1
     batch_size: int = 32
-    lr: float = 0.05
+    learning_rate: float = 0.05
     momentum: float = 0.0
     seed: int = 0
     eval_every: int = 5
     client_loop: str = "vmap"
+
+    NAME = "federated config"
 
     def __post_init__(self):
         if self.client_loop not in ("vmap", "map"):
@@ -63,16 +69,41 @@ class FedConfig:
             raise ValueError(f"rounds, clients, epochs and batch size must be >= 1: {self}")
 
 
+def _accept_old_lr(init):
+    # ``lr`` was the old name of ``learning_rate``: accepted (and read) with a warning for a while.
+    @functools.wraps(init)
+    def __init__(self, *args, lr: float | None = None, **kwargs):
+        if lr is not None:
+            warnings.warn("FedConfig(lr=) is deprecated; use learning_rate=", DeprecationWarning, 2)
+            kwargs["learning_rate"] = lr
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+def _old_lr(config: FedConfig) -> float:
+    warnings.warn("FedConfig.lr is deprecated; use learning_rate", DeprecationWarning, 2)
+    return config.learning_rate
+
+
+FedConfig.__init__ = _accept_old_lr(FedConfig.__init__)
+FedConfig.lr = property(_old_lr)
+
+
 @dataclasses.dataclass(frozen=True)
 class FedResult:
     """``params``, ``stats``, ``masks`` (``{}`` if dense) at the end; ``history``: one dict per
-    round; ``selection``: FedTiny's candidates (name, loss) and the winner, else ``None``."""
+    round; ``selection``: FedTiny's candidates (name, loss) and the winner, else ``None``;
+    ``config``: what ran (``method``, ``density``, ``federated``: the :class:`FedConfig`'s
+    dict, ``fedtiny``: the :class:`~jaxprune.federated.FedTinyConfig`'s or ``None``), JSON-able
+    like a pruned checkpoint's ``recipe.json``."""
 
     params: Any
     stats: Any
     masks: dict[str, jax.Array]
     history: list[dict[str, Any]]
     selection: dict[str, Any] | None
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @functools.lru_cache(maxsize=16)
@@ -142,7 +173,7 @@ def federated_train(
       train_set: the training split; ``clients`` index into it.
       clients: each client's example indices (:func:`~jaxprune.federated.dirichlet_split`).
       config: rounds, sampling, local training.
-      method: one of :data:`METHODS`.
+      method: one of :data:`FEDERATED_METHODS`.
       density: kept fraction of the kernels (ignored for ``"dense"``).
       fedtiny_config: FedTiny's settings (default :class:`~jaxprune.federated.FedTinyConfig`).
       eval_set: test split for ``test_accuracy`` every ``config.eval_every`` rounds.
@@ -151,8 +182,8 @@ def federated_train(
     Returns:
       A :class:`FedResult`.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if method not in FEDERATED_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {FEDERATED_METHODS}")
     if method != "dense" and not 0.0 < density < 1.0:
         raise ValueError(f"a sparse method needs a density in (0, 1), got {density}")
     tiny = fedtiny_config or fedtiny.FedTinyConfig()
@@ -164,7 +195,7 @@ def federated_train(
     images, labels = jnp.asarray(train_set.images), jnp.asarray(train_set.labels)
     counts = np.asarray([len(c) for c in clients], np.float32)
     length = max_steps(clients, config.local_epochs, config.batch_size)
-    round_fn = _round_fn(model, config.lr, config.momentum, config.client_loop)
+    round_fn = _round_fn(model, config.learning_rate, config.momentum, config.client_loop)
     slots = 1 if config.momentum else 0
     history = []
     for t in range(1, config.rounds + 1):
@@ -212,4 +243,14 @@ def federated_train(
         if eval_set is not None and (t % config.eval_every == 0 or t == config.rounds):
             record["test_accuracy"] = evaluate(model, params, stats, eval_set)
         history.append(record)
-    return FedResult(params, stats, masks, history, selection)
+    ran = {
+        "method": method,
+        "density": 1.0 if method == "dense" else density,
+        "federated": config.to_dict(),
+        "fedtiny": tiny.to_dict() if method == "fedtiny" else None,
+    }
+    return FedResult(params, stats, masks, history, selection, ran)
+
+
+# Old names, kept for a while: each warns and gives the new one.
+__getattr__ = renamed(__name__, {"METHODS": "FEDERATED_METHODS"})

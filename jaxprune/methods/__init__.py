@@ -10,13 +10,16 @@ Every method prunes one kernel (Flax layout ``(in, out)``) given the statistics 
         state = method.statistics.update(state, x)
     kernel, keep = method.solve(kernel, state, NM(2, 4), **method.options)
 
-Each built-in module registers itself when it is imported below (``sorted(METHODS)`` lists them).
+Each built-in module registers itself when it is imported below (``sorted(PRUNING_METHODS)``
+lists them).
 A new method is one module that ends with ``register_method(Method(...))`` plus its import line
 here; nothing else changes (see ``docs/design.md``, "Adding a method"). Refinement steps
 (DSnoT) register in :data:`REFINEMENTS` and compose with any method by name: ``"wanda+dsnot"``.
 """
 
 from __future__ import annotations
+
+from jaxprune.core.deprecation import renamed
 
 # Importing a built-in registers it.
 from jaxprune.methods import (  # noqa: F401
@@ -30,7 +33,7 @@ from jaxprune.methods import (  # noqa: F401
     wanda,
 )
 from jaxprune.methods.base import (
-    METHODS,
+    PRUNING_METHODS,
     REFINEMENTS,
     JointSolution,
     JointUnit,
@@ -44,7 +47,7 @@ from jaxprune.methods.base import (
 from jaxprune.methods.statistics import LinearStats, Statistic
 
 __all__ = [
-    "METHODS",
+    "PRUNING_METHODS",
     "REFINEMENTS",
     "JointSolution",
     "JointUnit",
@@ -64,3 +67,6 @@ __all__ = [
     "statistics",
     "wanda",
 ]
+
+# Old names, kept for a while: each warns and gives the new one.
+__getattr__ = renamed(__name__, {"METHODS": "PRUNING_METHODS"})

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxprune.core.deprecation import renamed
 from jaxprune.core.sparsity import NM, Target, Unstructured
 from jaxprune.methods.statistics import Statistic, combine
 
@@ -257,21 +258,21 @@ def refined(
     )
 
 
-METHODS: dict[str, Method] = {}
+PRUNING_METHODS: dict[str, Method] = {}
 
 
 def register_method(method: Method, *, overwrite: bool = False) -> Method:
-    """Adds ``method`` to :data:`METHODS` under ``method.name`` and returns it.
+    """Adds ``method`` to :data:`PRUNING_METHODS` under ``method.name`` and returns it.
 
     Raises:
       ValueError: the name is taken and ``overwrite`` is false.
     """
-    if method.name in METHODS and not overwrite:
+    if method.name in PRUNING_METHODS and not overwrite:
         raise ValueError(
             f"a method named {method.name!r} is already registered; "
             "pass overwrite=True to replace it"
         )
-    METHODS[method.name] = method
+    PRUNING_METHODS[method.name] = method
     return method
 
 
@@ -281,14 +282,14 @@ def get_method(name: str) -> Method:
     ``"BASE+REFINE"`` (a registered method and a registered refinement, ``"wanda+dsnot"``) is
     composed with :func:`refined` and registered on first use.
     """
-    if name in METHODS:
-        return METHODS[name]
+    if name in PRUNING_METHODS:
+        return PRUNING_METHODS[name]
     base, plus, step = name.rpartition("+")
-    if plus and base in METHODS and step in REFINEMENTS:
+    if plus and base in PRUNING_METHODS and step in REFINEMENTS:
         return register_method(refined(base, step))
     raise ValueError(
-        f"unknown pruning method {name!r}; known methods: {sorted(METHODS)}, each optionally "
-        f"followed by +REFINEMENT ({', '.join(sorted(REFINEMENTS)) or 'none registered'})"
+        f"unknown pruning method {name!r}; known methods: {sorted(PRUNING_METHODS)}, each "
+        f"optionally followed by +REFINEMENT ({', '.join(sorted(REFINEMENTS)) or 'none registered'})"
     )
 
 
@@ -325,7 +326,7 @@ def check_sq_norms(kernel: jax.Array, stats: Any, method: str) -> None:
 
 
 __all__ = [
-    "METHODS",
+    "PRUNING_METHODS",
     "REFINEMENTS",
     "JointSolution",
     "JointUnit",
@@ -339,3 +340,6 @@ __all__ = [
     "register_method",
     "register_refinement",
 ]
+
+# Old names, kept for a while: each warns and gives the new one.
+__getattr__ = renamed(__name__, {"METHODS": "PRUNING_METHODS"})

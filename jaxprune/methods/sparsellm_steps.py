@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxprune.core.deprecation import renamed
+
 # The roles of each MLP kind, its output projection last.
 ROLES = {"gated": ("gate", "up", "down"), "relu": ("in", "out")}
 
@@ -57,13 +59,14 @@ ACTIVATIONS = {
 _HI = lax.Precision.HIGHEST
 
 
-def mm(a: jax.Array, b: jax.Array) -> jax.Array:
+def matmul_highest(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a @ b`` at full float32 precision (no TF32/bf16 passes on accelerators)."""
     return jnp.matmul(a, b, precision=_HI)
 
 
 @jax.jit
 def gram(a: jax.Array, b: jax.Array) -> jax.Array:
-    return mm(a.T, b)
+    return matmul_highest(a.T, b)
 
 
 @jax.jit
@@ -77,8 +80,8 @@ def damped_solve(gram: jax.Array, rhs: jax.Array, percdamp: jax.Array) -> jax.Ar
 def pre_activations(kind: str, x: jax.Array, kernels, biases):
     """``(s, z)``: gate and up (gated) or ``(None, in)`` (relu) pre-activations of ``x``."""
     if kind == "gated":
-        return mm(x, kernels["gate"]), mm(x, kernels["up"])
-    return None, mm(x, kernels["in"]) + biases["in"]
+        return matmul_highest(x, kernels["gate"]), matmul_highest(x, kernels["up"])
+    return None, matmul_highest(x, kernels["in"]) + biases["in"]
 
 
 def activation(kind: str, act: str, s, z):
@@ -93,9 +96,10 @@ def dense_variables(kind: str, act: str, x: jax.Array, kernels, biases):
     return s, z, activation(kind, act, s, z)
 
 
-def out(kind: str, p: jax.Array, kernels, biases) -> jax.Array:
+def output_projection(kind: str, p: jax.Array, kernels, biases) -> jax.Array:
+    """The MLP's output: ``p`` through its last linear (``down`` or ``out``), with its bias."""
     last = ROLES[kind][-1]
-    return mm(p, kernels[last]) + biases.get(last, 0.0)
+    return matmul_highest(p, kernels[last]) + biases.get(last, 0.0)
 
 
 def terms(kind, act, y, s, z, p, u_s, u_z, y_hat, alpha, beta, gamma) -> jax.Array:
@@ -111,7 +115,7 @@ def terms(kind, act, y, s, z, p, u_s, u_z, y_hat, alpha, beta, gamma) -> jax.Arr
 @jax.jit
 def p_system(w_down: jax.Array, beta: jax.Array, gamma: jax.Array):
     """``WᵀW`` and the lower Cholesky factor of ``WᵀW + (γ/β)I`` (``d × d``, positive definite)."""
-    wtw = mm(w_down.T, w_down)
+    wtw = matmul_highest(w_down.T, w_down)
     eye = jnp.eye(wtw.shape[0], dtype=wtw.dtype)
     return wtw, jnp.linalg.cholesky(wtw + (gamma / beta) * eye)
 
@@ -125,9 +129,11 @@ def chunk_pass(kind, act, x, y, s, z, p, kernels, biases, system, coef, *, s_ste
     """
     alpha, beta, gamma = coef["alpha"], coef["beta"], coef["gamma"]
     u_s, u_z = pre_activations(kind, x, kernels, biases)
-    error = jnp.sum((y - out(kind, activation(kind, act, u_s, u_z), kernels, biases)) ** 2)
+    error = jnp.sum(
+        (y - output_projection(kind, activation(kind, act, u_s, u_z), kernels, biases)) ** 2
+    )
     if not update:
-        y_hat = out(kind, p, kernels, biases)
+        y_hat = output_projection(kind, p, kernels, biases)
         return s, z, p, error, terms(kind, act, y, s, z, p, u_s, u_z, y_hat, alpha, beta, gamma)
 
     # p = argmin β‖Y − pW − b‖² + γ‖p − a‖², a = act(s, z). Writing p = a + δ with the residual
@@ -136,10 +142,10 @@ def chunk_pass(kind, act, x, y, s, z, p, kernels, biases, system, coef, *, s_ste
     wtw, factor = system
     last = ROLES[kind][-1]
     a = activation(kind, act, s, z)
-    a_out = out(kind, a, kernels, biases)
+    a_out = output_projection(kind, a, kernels, biases)
     c = jax.scipy.linalg.cho_solve((factor, True), (y - a_out).T).T
-    p = a + mm(c, kernels[last].T)
-    y_hat = a_out + mm(c, wtw)  # = p W + b, without another (T, f) × (f, d) product
+    p = a + matmul_highest(c, kernels[last].T)
+    y_hat = a_out + matmul_highest(c, wtw)  # = p W + b, without another (T, f) × (f, d) product
     if kind == "relu":
         # argmin_z α(z − u)² + γ(p − ReLU(z))²: each branch's minimiser, then the better one.
         z_neg = jnp.minimum(u_z, 0.0)
@@ -208,3 +214,7 @@ def refit(kind, x, y, spans, state, gram_x, gram_p, percdamp):
     w_in = damped_solve(augment(gram_x, sums("x"), count), x_cross, percdamp)
     w_out = damped_solve(augment(gram_p, sums("p"), count), p_cross, percdamp)
     return {"in": w_in[:-1], "out": w_out[:-1]}, {"in": w_in[-1], "out": w_out[-1]}
+
+
+# Old names, kept for a while: each warns and gives the new one.
+__getattr__ = renamed(__name__, {"mm": "matmul_highest", "out": "output_projection"})

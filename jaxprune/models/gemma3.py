@@ -271,3 +271,6 @@ FAMILY = register_family(
         structure=STRUCTURE,
     )
 )
+
+# The family's API; the NNX building blocks (Attention, MLP, ...) are its implementation.
+__all__ = ["FAMILY", "Gemma3Config", "Gemma3ForCausalLM", "config_from_hf", "params_from_hf"]

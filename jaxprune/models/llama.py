@@ -355,3 +355,17 @@ FAMILY = register_family(
         structure=STRUCTURE,
     )
 )
+
+# The family's API; the NNX building blocks (Attention, MLP, ...) are its implementation.
+__all__ = [
+    "DEFAULT_TARGETS",
+    "FAMILY",
+    "PARTITION_RULES",
+    "SEQUENTIAL_GROUPS",
+    "LlamaConfig",
+    "LlamaForCausalLM",
+    "apply_rope",
+    "config_from_hf",
+    "params_from_hf",
+    "rope_inverse_frequencies",
+]

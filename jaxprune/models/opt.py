@@ -296,3 +296,6 @@ FAMILY = register_family(
         ),
     )
 )
+
+# The family's API; the NNX building blocks (Attention, DecoderBlock) are its implementation.
+__all__ = ["FAMILY", "OPTConfig", "OPTForCausalLM", "params_from_hf", "params_from_hf_tensors"]

@@ -15,6 +15,8 @@ from typing import Any
 
 import tokenizers
 
+from jaxprune.core.optional import require
+
 TOKENIZER_FILE = "tokenizer.json"
 SPECIAL_IDS_FILE = "jaxprune_tokenizer.json"
 # Files that make a directory a Hugging Face tokenizer even without ``tokenizer.json``.
@@ -132,14 +134,13 @@ def _special_ids(path: Path, backend: tokenizers.Tokenizer) -> tuple[int | None,
 
 
 def _from_transformers(path: Path) -> Tokenizer:
-    try:
-        from transformers import AutoTokenizer
-    except ImportError as e:
-        raise ValueError(
-            f"{path} has no {TOKENIZER_FILE}; converting its tokenizer needs transformers "
-            "(pip install transformers)"
-        ) from e
-    hf = AutoTokenizer.from_pretrained(str(path))
+    transformers = require(
+        "transformers",
+        f"{path} has no {TOKENIZER_FILE}; converting its tokenizer needs transformers "
+        "(pip install 'jaxprune[hf]')",
+        ValueError,
+    )
+    hf = transformers.AutoTokenizer.from_pretrained(str(path))
     backend = getattr(hf, "backend_tokenizer", None)
     if not isinstance(backend, tokenizers.Tokenizer):
         raise ValueError(

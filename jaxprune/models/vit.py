@@ -11,10 +11,10 @@ height, width, channels)`` float arrays, already normalised.
 
 A block called with ``capture=True`` also returns its **taps**: the attention probabilities
 ``attn`` ``(batch, heads, tokens, tokens)`` (float32, rows sum to one) and the keys ``keys``
-``(batch, tokens, hidden)``; token-pruning methods (:mod:`jaxprune.tokens`) read them. A block
-takes any number of tokens, so a forward pass may shrink the sequence between blocks; ``key_bias``
-``(batch, tokens)`` is added to the attention logits of every query (ToMe's proportional attention,
-``log`` of the number of patches a merged token stands for).
+``(batch, tokens, hidden)``; token-pruning methods (:mod:`jaxprune.token_pruning`) read them.
+A block takes any number of tokens, so a forward pass may shrink the sequence between blocks;
+``key_bias`` ``(batch, tokens)`` is added to the attention logits of every query (ToMe's
+proportional attention, ``log`` of the number of patches a merged token stands for).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxprune.core.deprecation import renamed
 from jaxprune.models.base import Params
 
 HEADS = ("cls", "cls+mean")
@@ -302,7 +303,7 @@ class VisionTransformer(nnx.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class VisionModel:
+class ViTModel:
     """A ViT applied to nested-dict params (``params["layers"][i]``). Holds no weights."""
 
     config: ViTConfig
@@ -341,4 +342,7 @@ class VisionModel:
         return module.classify(module(images))
 
 
-__all__ = ["HEADS", "ViTConfig", "VisionModel", "VisionTransformer", "bicubic_matrix"]
+__all__ = ["HEADS", "ViTConfig", "ViTModel", "VisionTransformer", "bicubic_matrix"]
+
+# Old names, kept for a while: each warns and gives the new one.
+__getattr__ = renamed(__name__, {"VisionModel": "ViTModel"})

@@ -349,6 +349,19 @@ def prune_pretrained(
 
     Raises:
       ValueError: bad input, before any pruning (see :func:`prepare`).
+
+    Example:
+      A model already in memory (no tokenizer needed: magnitude reads no data, and nothing is
+      evaluated); usually ``model`` is a name or path such as ``"smollm2-135m"``:
+
+      >>> import jaxprune as jp
+      >>> model = jp.LanguageModel(jp.LlamaConfig(vocab_size=64, hidden_size=32,
+      ...     intermediate_size=64, num_hidden_layers=2, num_attention_heads=4))
+      >>> tiny = jp.Pretrained(model, model.init_params(seed=0), None, "tiny")
+      >>> pruned = jp.prune_pretrained(tiny, jp.Recipe(method="magnitude", sparsity=0.5),
+      ...                              progress=False)
+      >>> pruned.report["overall_sparsity"] > 0.45, pruned.calibration is None
+      (True, True)
     """
     job = prepare(
         model,

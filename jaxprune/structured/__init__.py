@@ -22,18 +22,19 @@ CNN filter pruning works on the vision models of :mod:`jaxprune.models.vision`:
   one call; :mod:`~.lm_gates`: the same gates on decoder heads and MLP channels.
 """
 
+from jaxprune.core.deprecation import renamed
 from jaxprune.structured import beta_rank, filters, gates, lm_gates
 from jaxprune.structured.allocate import count_params, default_block_range, make_plan
 from jaxprune.structured.groups import ATTENTION_UNITS, REDUCTIONS, BlockKeep
 from jaxprune.structured.importance import KINDS
 from jaxprune.structured.prune import StructuredResult, prune_structured
-from jaxprune.structured.recipe import METHODS, StructuredRecipe
+from jaxprune.structured.recipe import STRUCTURED_METHODS, StructuredRecipe
 from jaxprune.structured.shrink import shrink, zero_groups
 
 __all__ = [
     "ATTENTION_UNITS",
     "KINDS",
-    "METHODS",
+    "STRUCTURED_METHODS",
     "REDUCTIONS",
     "BlockKeep",
     "StructuredRecipe",
@@ -49,3 +50,6 @@ __all__ = [
     "shrink",
     "zero_groups",
 ]
+
+# Old names, kept for a while: each warns and gives the new one.
+__getattr__ = renamed(__name__, {"METHODS": "STRUCTURED_METHODS"})

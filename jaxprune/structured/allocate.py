@@ -33,14 +33,15 @@ from collections.abc import Mapping, Sequence
 import jax
 import numpy as np
 
+from jaxprune.core.deprecation import renamed
 from jaxprune.core.paths import leaf_paths
 from jaxprune.models.base import LanguageModel, LayerWidths
 from jaxprune.structured.groups import BlockKeep, Member, Steps, member_channel_cost
 
-ALLOCATIONS = ("per-block", "global")
+STRUCTURED_ALLOCATIONS = ("per-block", "global")
 
 __all__ = [
-    "ALLOCATIONS",
+    "STRUCTURED_ALLOCATIONS",
     "BlockCosts",
     "Plan",
     "count_params",
@@ -145,8 +146,10 @@ def make_plan(
         raise ValueError(f"the {model.family.name} family declares no structure for pruning")
     if not 0.0 < sparsity < 1.0:
         raise ValueError(f"structured sparsity must be in (0, 1), got {sparsity}")
-    if allocation not in ALLOCATIONS:
-        raise ValueError(f"unknown allocation {allocation!r}; choose one of {ALLOCATIONS}")
+    if allocation not in STRUCTURED_ALLOCATIONS:
+        raise ValueError(
+            f"unknown allocation {allocation!r}; choose one of {STRUCTURED_ALLOCATIONS}"
+        )
     if not blocks:
         raise ValueError("no block is pruned: the block range is empty")
     abstract = jax.eval_shape(lambda: model.init_params(0))
@@ -278,3 +281,7 @@ def _rank_globally(plan_, steps, mlp_scores, per_parameter):
             counter[i] += 1
             removed += cost
     return taken, channels
+
+
+# Old names, kept for a while: each warns and gives the new one.
+__getattr__ = renamed(__name__, {"ALLOCATIONS": "STRUCTURED_ALLOCATIONS"})

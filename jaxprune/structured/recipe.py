@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from jaxprune.structured.allocate import ALLOCATIONS, default_block_range
+from jaxprune.core.config import ConfigIO
+from jaxprune.core.deprecation import renamed
+from jaxprune.structured.allocate import STRUCTURED_ALLOCATIONS, default_block_range
 from jaxprune.structured.groups import ATTENTION_UNITS, REDUCTIONS
 from jaxprune.structured.importance import GRADIENT_KINDS, KINDS
 
-METHODS = ("llm-pruner", "flap")
+STRUCTURED_METHODS = ("llm-pruner", "flap")
 # Each method's defaults: LLM-Pruner's paper computes gradients on 10 windows of 64 tokens and
 # prunes block by block; FLAP ranks all blocks together and reads the public protocol's
 # calibration windows.
@@ -24,11 +26,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "flap": {"allocation": "global", "nsamples": 64, "seqlen": 512},
 }
 
-__all__ = ["DEFAULTS", "METHODS", "StructuredRecipe"]
+__all__ = ["DEFAULTS", "STRUCTURED_METHODS", "StructuredRecipe"]
 
 
 @dataclasses.dataclass(frozen=True)
-class StructuredRecipe:
+class StructuredRecipe(ConfigIO):
     """Everything that determines a structured prune.
 
     Attributes:
@@ -72,9 +74,13 @@ class StructuredRecipe:
     chunk: int = 1
     remat: bool = False
 
+    NAME = "structured recipe"
+
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown structured method {self.method!r}; choose one of {METHODS}")
+        if self.method not in STRUCTURED_METHODS:
+            raise ValueError(
+                f"unknown structured method {self.method!r}; choose one of {STRUCTURED_METHODS}"
+            )
         if self.method == "flap" and self.importance is not None:
             raise ValueError("importance applies to llm-pruner; FLAP scores by fluctuation")
         if self.uniform:
@@ -102,7 +108,7 @@ class StructuredRecipe:
         choices = {
             "importance": (self.importance, (*KINDS, None)),
             "reduction": (self.reduction, REDUCTIONS),
-            "allocation": (self.allocation, ALLOCATIONS),
+            "allocation": (self.allocation, STRUCTURED_ALLOCATIONS),
             "attention_unit": (self.attention_unit, ATTENTION_UNITS),
         }
         for name, (value, allowed) in choices.items():
@@ -154,15 +160,6 @@ class StructuredRecipe:
             )
         return tuple(range(start, end))
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["block_range"] = None if self.block_range is None else list(self.block_range)
-        return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StructuredRecipe:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown structured recipe fields {unknown}; known: {sorted(names)}")
-        return cls(**d)
+# Old names, kept for a while: each warns and gives the new one.
+__getattr__ = renamed(__name__, {"METHODS": "STRUCTURED_METHODS"})

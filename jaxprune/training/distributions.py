@@ -26,9 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.allocation import apply_overrides
-from jaxprune.core.paths import Tree, flat_leaves
+from jaxprune.core.paths import Tree, named_leaves
 from jaxprune.core.sparsity import NM, Channel, Pattern, Unstructured, parse_target
-from jaxprune.training.masked import leaf_name
 
 __all__ = ["by_regex", "erk", "erk_densities", "prunable_shapes", "uniform"]
 
@@ -46,7 +45,7 @@ def prunable_shapes(
     Raises:
       ValueError: a regex does not compile, or nothing is selected.
     """
-    shapes = {leaf_name(p): tuple(jnp.shape(x)) for p, x in flat_leaves(params).items()}
+    shapes = {p: tuple(jnp.shape(x)) for p, x in named_leaves(params).items()}
     try:
         inc = None if include is None else re.compile(include)
         exc = None if exclude is None else re.compile(exclude)

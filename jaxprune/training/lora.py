@@ -32,12 +32,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxprune.core.paths import Tree, flat_leaves, get_leaf, select_paths, set_leaves
+from jaxprune.core.config import ConfigIO
+from jaxprune.core.paths import Tree, flat_leaves, get_leaf, nest, select_paths, set_leaves
 from jaxprune.training.masked import mask_lookup
 
 
 @dataclasses.dataclass(frozen=True)
-class LoraConfig:
+class LoraConfig(ConfigIO):
     """What gets adapters, and how large they are.
 
     Attributes:
@@ -55,7 +56,12 @@ class LoraConfig:
     targets: str | tuple[str, ...] | None = None
     ignore: str | tuple[str, ...] = ()
 
+    NAME = "LoRA config"
+
     def __post_init__(self):
+        for name in ("targets", "ignore"):  # lists (YAML) become tuples: the config is hashable
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         if not isinstance(self.rank, int) or self.rank <= 0:
             raise ValueError(f"LoRA rank must be a positive integer, got {self.rank!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -66,9 +72,6 @@ class LoraConfig:
     @property
     def scale(self) -> float:
         return self.alpha / self.rank
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def target_paths(model: Any, params: Tree, config: LoraConfig) -> list[str]:
@@ -86,17 +89,6 @@ def target_paths(model: Any, params: Tree, config: LoraConfig) -> list[str]:
     if not paths:
         raise ValueError(f"LoRA targets {targets!r} leave nothing after ignore={config.ignore!r}")
     return paths
-
-
-def _nest(flat: Mapping[str, Any]) -> dict:
-    out: dict = {}
-    for path, value in flat.items():
-        node = out
-        parts = [int(p) if p.isdigit() else p for p in path.split("/")]
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
 
 
 def adapters(lora: Tree) -> dict[str, tuple[jax.Array, jax.Array]]:
@@ -123,7 +115,7 @@ def init_lora(
         )
         flat[path + "/a"] = a
         flat[path + "/b"] = jnp.zeros((config.rank, d_out), dtype)
-    return _nest(flat)
+    return nest(flat)
 
 
 def delta(lora: Tree, config: LoraConfig) -> dict[str, jax.Array]:

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxprune.core.paths import Tree, flat_leaves
+from jaxprune.core.paths import Tree, flat_leaves, leaf_name, path_name
 
 
 class KeepMasksState(NamedTuple):
@@ -56,11 +56,6 @@ def mask_lookup(masks: Tree | Mapping[str, Any]) -> dict[str, jax.Array]:
     return out
 
 
-def leaf_name(path: str) -> str:
-    """``path`` without ``nnx.State``'s trailing ``/value`` (both name the same leaf)."""
-    return path[: -len("/value")] if path.endswith("/value") else path
-
-
 def map_masked(fn, tree: Tree, keep: Mapping[str, jax.Array], *rest: Tree) -> Tree:
     """``fn(leaf, keep_or_None, *rest_leaves)`` over ``tree``, leaves matched by path.
 
@@ -69,7 +64,7 @@ def map_masked(fn, tree: Tree, keep: Mapping[str, jax.Array], *rest: Tree) -> Tr
     """
 
     def apply(path, leaf, *others):
-        name = leaf_name("/".join(_key(k) for k in path))
+        name = leaf_name(path_name(path))
         mask = keep.get(name)
         if mask is not None and mask.shape != jnp.shape(leaf):
             raise ValueError(
@@ -78,13 +73,6 @@ def map_masked(fn, tree: Tree, keep: Mapping[str, jax.Array], *rest: Tree) -> Tr
         return fn(leaf, mask, *others)
 
     return jax.tree_util.tree_map_with_path(apply, tree, *rest)
-
-
-def _key(k: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
 
 
 def keep_masks(
@@ -103,6 +91,20 @@ def keep_masks(
     Raises:
       ValueError: (at ``init``/``update``) a mask path that names no leaf, a mask of the wrong
         shape or dtype, or ``update`` called without ``params``.
+
+    Example:
+      AdamW with weight decay, the second column pruned: it stays exactly zero.
+
+      >>> import jax.numpy as jnp, optax
+      >>> from jaxprune.training import keep_masks
+      >>> params = {"w": jnp.array([[1.0, 0.0], [3.0, 0.0]])}
+      >>> masks = {"w": jnp.array([[True, False], [True, False]])}
+      >>> tx = keep_masks(optax.adamw(0.1, weight_decay=0.1), masks)
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update({"w": jnp.ones((2, 2))}, state, params)
+      >>> new = optax.apply_updates(params, updates)["w"]
+      >>> new[:, 1], bool((new[:, 0] != params["w"][:, 0]).all())
+      (Array([0., 0.], dtype=float32), True)
     """
     keep = mask_lookup(masks)
     inner = optax.with_extra_args_support(inner)

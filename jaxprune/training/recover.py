@@ -29,7 +29,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,18 +37,20 @@ import numpy as np
 import optax
 
 from jaxprune.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
+from jaxprune.core.config import ConfigIO
+from jaxprune.core.deprecation import renamed
 from jaxprune.core.paths import get_leaf, set_leaves
 from jaxprune.eval import perplexity
 from jaxprune.training.lora import LoraConfig, init_lora, lora_logits, merge
 from jaxprune.training.masked import keep_masks, mask_lookup
 
-METHODS = ("lora", "masked")
+RECOVERY_METHODS = ("lora", "masked")
 _DEFAULT_LR = {"lora": 2e-4, "masked": 2e-5}
 STATE_KIND = "jaxprune-recovery-state"
 
 
 @dataclasses.dataclass(frozen=True)
-class RecoverConfig:
+class RecoverConfig(ConfigIO):
     """A recovery run; invalid values raise ``ValueError`` when the config is made.
 
     Attributes:
@@ -82,9 +84,13 @@ class RecoverConfig:
     seed: int = 0
     lora: LoraConfig = LoraConfig()
 
+    NAME = "recovery config"
+
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"recovery method must be one of {METHODS}, got {self.method!r}")
+        if self.method not in RECOVERY_METHODS:
+            raise ValueError(
+                f"recovery method must be one of {RECOVERY_METHODS}, got {self.method!r}"
+            )
         for name in ("steps", "batch_size", "grad_accum"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -100,7 +106,7 @@ class RecoverConfig:
                 f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype!r}"
             )
         if isinstance(self.lora, dict):
-            object.__setattr__(self, "lora", LoraConfig(**self.lora))
+            object.__setattr__(self, "lora", LoraConfig.from_dict(self.lora))
 
     @property
     def peak_lr(self) -> float:
@@ -109,9 +115,6 @@ class RecoverConfig:
     @property
     def warmup(self) -> int:
         return self.warmup_steps if self.warmup_steps is not None else max(1, self.steps // 10)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "lora": self.lora.to_dict()}
 
     def optimizer(self) -> optax.GradientTransformation:
         """Clipping, then AdamW on the warmup + cosine schedule."""
@@ -124,7 +127,8 @@ class RecoverConfig:
         )
 
 
-class RecoverResult(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class RecoverResult:
     """``params``: the recovered params (LoRA merged, keeping ``masks``); ``lora``: the adapter
     tree (``None`` for masked); ``report``: history, tokens, seconds, config."""
 
@@ -366,7 +370,7 @@ def _report(model, params, trained, final, config, history, windows, eval_window
 
 
 __all__ = [
-    "METHODS",
+    "RECOVERY_METHODS",
     "RecoverConfig",
     "RecoverResult",
     "batch_at",
@@ -374,3 +378,6 @@ __all__ = [
     "make_step",
     "recover",
 ]
+
+# Old names, kept for a while: each warns and gives the new one.
+__getattr__ = renamed(__name__, {"METHODS": "RECOVERY_METHODS"})

@@ -219,3 +219,23 @@ def test_mesh_and_offload_options_give_the_same_pruned_model(capsys):
         plain["eval"]["pruned"]["ppl"], rel=1e-5
     )
     assert placed["overall_sparsity"] == plain["overall_sparsity"]
+
+
+def test_a_structured_recipe_file_is_accepted_and_explicit_options_override_it(tmp_path):
+    from jaxprune.structured import StructuredRecipe
+
+    recipe_file = tmp_path / "flap.yaml"
+    StructuredRecipe(method="flap", sparsity=0.3, block_range=(1, 3)).save(recipe_file)
+    argv = ["prune", "--recipe", str(recipe_file), "--sparsity", "0.25"]
+    args = cli.build_parser().parse_args(argv)
+    assert cli._args.recipe_file_method(args.recipe) == "flap"
+    recipe = cli._args.structured_recipe_from_args(args)
+    assert recipe == StructuredRecipe(method="flap", sparsity=0.25, block_range=(1, 3))
+
+
+def test_a_structured_recipe_file_with_an_unstructured_field_is_refused(tmp_path, capsys):
+    recipe_file = tmp_path / "bad.yaml"
+    recipe_file.write_text("method: llm-pruner\nsparsity: 0.2\nowl_m: 3\n")
+    rc, stdout, stderr = run(["prune", "--recipe", recipe_file], capsys)
+    assert rc == 2 and stdout == ""
+    assert "unknown structured recipe fields ['owl_m']; known: [" in stderr

@@ -128,7 +128,7 @@ def test_missing_datasets_package_is_a_clear_error_naming_the_offline_sources():
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    assert "needs the `datasets` package (pip install datasets)" in out
+    assert "needs the `datasets` package (pip install 'jaxprune[hub]')" in out
     assert "shakespeare-hamlet" in out
 
 

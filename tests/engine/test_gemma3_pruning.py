@@ -11,7 +11,7 @@ import pytest
 
 from jaxprune.core import paths
 from jaxprune.engine import prune
-from jaxprune.methods import METHODS, sparsellm_steps
+from jaxprune.methods import PRUNING_METHODS, sparsellm_steps
 from jaxprune.models import FAMILIES, Gemma3Config, LanguageModel
 from jaxprune.recipes import Recipe
 
@@ -78,7 +78,7 @@ def test_wanda_engine_matches_a_hand_run_with_per_block_attention(params, window
 
 @pytest.mark.parametrize(
     ("method", "target", "allocation"),
-    [(m, t, "uniform") for m in sorted(METHODS) for t in ("0.6", "2:4")]
+    [(m, t, "uniform") for m in sorted(PRUNING_METHODS) for t in ("0.6", "2:4")]
     + [("sparsegpt", "0.7", "owl"), ("wanda", "0.7", "owl")],
 )
 def test_every_method_prunes_gemma3(params, windows, method, target, allocation):

@@ -6,13 +6,13 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.federated.bn import Moments, bn_layers, pool, pooled_statistics
+from jaxprune.federated.bn import BatchNormMoments, bn_layers, pool, pooled_statistics
 
 
 def test_pool_matches_numpy_on_the_union():
     rng = np.random.default_rng(0)
     parts = [rng.normal(loc=m, size=(n, 3)) for m, n in [(0.0, 7), (3.0, 20), (-2.0, 4)]]
-    moments = Moments(
+    moments = BatchNormMoments(
         jnp.array([len(p) for p in parts], jnp.float32),
         jnp.array([p.mean(0) for p in parts], jnp.float32),
         jnp.array([p.var(0) for p in parts], jnp.float32),

@@ -60,7 +60,9 @@ def _centralised(model, params, stats, data, tx, rounds, epochs, batch_size, see
 
 @pytest.mark.parametrize("method", ["dense", "random"])
 def test_one_client_full_participation_equals_centralised_training(tiny_model, tiny_data, method):
-    config = FedConfig(rounds=2, clients_per_round=1, local_epochs=2, batch_size=16, lr=0.1, seed=5)
+    config = FedConfig(
+        rounds=2, clients_per_round=1, local_epochs=2, batch_size=16, learning_rate=0.1, seed=5
+    )
     params, stats = tiny_model.init(5)
     result = federated_train(
         tiny_model, tiny_data, [np.arange(len(tiny_data))], config, method, density=0.3
@@ -76,6 +78,8 @@ def test_one_client_full_participation_equals_centralised_training(tiny_model, t
         strict=True,
     ):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert FedConfig.from_dict(result.config["federated"]) == config  # the run records its config
+    assert result.config["method"] == method
 
 
 def test_runs_are_deterministic_for_a_seed(tiny_model, tiny_data):

@@ -6,7 +6,7 @@ import pytest
 
 import jaxprune as jp
 from jaxprune.core.sparsity import NM, Unstructured
-from jaxprune.methods import METHODS, dsnot, get_method
+from jaxprune.methods import PRUNING_METHODS, dsnot, get_method
 
 D_IN, D_OUT, TOKENS = 32, 12, 128
 BASES = ("magnitude", "wanda", "ria", "sparsegpt")
@@ -117,7 +117,7 @@ def test_refined_by_name_and_by_function_and_through_the_registry():
     composed = jp.refined("wanda", "dsnot")
     assert composed.name == "wanda+dsnot" and set(composed.options) == set(dsnot.OPTIONS)
     assert get_method("ria+dsnot").options["alpha"] == 0.5
-    assert "ria+dsnot" in METHODS
+    assert "ria+dsnot" in PRUNING_METHODS
     with pytest.raises(ValueError, match="unknown refinement"):
         jp.refined("wanda", "nope")
     with pytest.raises(ValueError, match=r"\+REFINEMENT \(dsnot\)"):

@@ -4,11 +4,18 @@ import numpy as np
 import pytest
 
 from jaxprune.core.sparsity import Unstructured
-from jaxprune.methods import METHODS, Method, get_method, magnitude, register_method, statistics
+from jaxprune.methods import (
+    PRUNING_METHODS,
+    Method,
+    get_method,
+    magnitude,
+    register_method,
+    statistics,
+)
 
 
 def test_builtin_methods_declare_their_statistics():
-    assert {"magnitude", "wanda", "sparsegpt", "sparsellm"} <= set(METHODS)
+    assert {"magnitude", "wanda", "sparsegpt", "sparsellm"} <= set(PRUNING_METHODS)
     assert not get_method("magnitude").needs_inputs
     assert get_method("wanda").statistics is statistics.SQ_NORMS
     assert get_method("sparsegpt").statistics is statistics.HESSIAN
@@ -35,7 +42,7 @@ def test_register_refuses_to_replace_silently():
         _, keep = get_method("test-magnitude").solve(kernel, None, Unstructured(0.5))
         assert np.asarray(keep).sum() == 4
     finally:
-        METHODS.pop("test-magnitude", None)
+        PRUNING_METHODS.pop("test-magnitude", None)
 
 
 def test_options_resolve_against_the_defaults():
@@ -102,4 +109,4 @@ def test_a_refinement_composes_with_a_base_method_and_runs_in_the_engine():
         dense = np.asarray(params["layers"][0]["mlp"]["down_proj"]["kernel"])
         np.testing.assert_array_equal(kernel, np.where(keep, dense, 0.0))
     finally:
-        METHODS.pop("test-wanda+spread", None)
+        PRUNING_METHODS.pop("test-wanda+spread", None)

@@ -6,7 +6,7 @@ import torch
 import transformers
 
 from jaxprune.models.loaders.vit import load_vit
-from jaxprune.models.vit import VisionModel, ViTConfig, bicubic_matrix
+from jaxprune.models.vit import ViTConfig, ViTModel, bicubic_matrix
 
 TINY = dict(
     hidden_size=32,
@@ -97,7 +97,7 @@ def test_bicubic_matrix_matches_torch_interpolate(n_in, n_out):
 
 
 def test_wrong_image_size_is_a_clear_error():
-    model = VisionModel(ViTConfig(image_size=16, **TINY))
+    model = ViTModel(ViTConfig(image_size=16, **TINY))
     with pytest.raises(ValueError, match="image_size=8"):
         model.tokens(model.init_params(), np.zeros((1, 8, 8, 3), np.float32))
 

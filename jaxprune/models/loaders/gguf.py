@@ -80,7 +80,8 @@ def load_gguf(path: str | os.PathLike, dtype: Any = jnp.float32) -> Pretrained:
       ValueError: not a GGUF file, an architecture no family reads, or a feature the family's
         model does not implement (per-frequency RoPE factors, partial rotary, a RoPE scaling type).
     """
-    gguf = _import_gguf()
+    import gguf  # a core dependency, imported only when a GGUF file is read
+
     path = Path(path)
     try:
         reader = gguf.GGUFReader(path)
@@ -249,11 +250,3 @@ def alias_architecture(meta: dict[str, Any]) -> dict[str, Any]:
         return meta
     renamed = {(f"llama.{k[5:]}" if k.startswith("deci.") else k): v for k, v in meta.items()}
     return {**renamed, "general.architecture": "llama"}
-
-
-def _import_gguf():
-    try:
-        import gguf
-    except ImportError as e:
-        raise ImportError("loading GGUF files needs the gguf package: pip install gguf") from e
-    return gguf

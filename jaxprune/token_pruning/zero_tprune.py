@@ -28,7 +28,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxprune.tokens.select import keep_patches, keep_top, submatrix
+from jaxprune.token_pruning.select import keep_patches, keep_top, submatrix
 
 # The variance-based head filter's range (paper: [0.01, 0.7]). The paper's score scale is not
 # stated; we measure the variance of each head's patch scores divided by their mean (ours), which

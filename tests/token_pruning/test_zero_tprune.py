@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxprune.tokens import zero_tprune as zt
+from jaxprune.token_pruning import zero_tprune as zt
 
 
 def _attention(rng, shape):

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxprune.models.vit import VisionModel, ViTConfig
-from jaxprune.tokens import (
+from jaxprune.models.vit import ViTConfig, ViTModel
+from jaxprune.token_pruning import (
     TOKEN_METHODS,
     TokenSchedule,
     block_flops,
@@ -31,7 +31,7 @@ CONFIG = ViTConfig(
 
 @pytest.fixture(scope="module")
 def vit():
-    model = VisionModel(CONFIG)
+    model = ViTModel(CONFIG)
     return model, model.init_params(seed=0)
 
 

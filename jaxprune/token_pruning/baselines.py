@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxprune.tokens.select import keep_patches, keep_top, take_tokens
+from jaxprune.token_pruning.select import keep_patches, keep_top, take_tokens
 
 
 def random_reduce(x, taps, keep, *, prefix, rng, **_):
