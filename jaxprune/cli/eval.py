@@ -10,6 +10,7 @@ from jaxprune.cli._args import (
     DEFAULT_MODEL,
     DTYPES,
     UsageError,
+    add_bos_flag,
     check_data,
     check_model,
     check_positive,
@@ -50,6 +51,7 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         "lm-evaluation-harness splits through `datasets` (needs a hub)",
     )
     ev.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    add_bos_flag(ev)
     ev.set_defaults(func=run)
 
 
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace) -> None:
             nsamples=args.nsamples,
             seqlen=args.seqlen,
             split="eval",
+            bos=pretrained.bos_token(args.bos),
         )
     except ValueError as err:
         raise UsageError(str(err)) from None
@@ -100,7 +103,7 @@ def run_tasks(args: argparse.Namespace) -> None:
     pretrained = load_with_tokenizer(args.model, args.dtype)
     start = time.perf_counter()
     out = evaluate_zero_shot(
-        pretrained, pretrained.params, tasks, limit=args.limit, source=args.source
+        pretrained, pretrained.params, tasks, limit=args.limit, source=args.source, bos=args.bos
     )
     result = {"model": args.model, **out, "seconds": time.perf_counter() - start}
     lines = [

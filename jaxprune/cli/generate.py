@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from jaxprune.cli._args import DEFAULT_MODEL, DTYPES, UsageError, check_model, emit
+from jaxprune.cli._args import DEFAULT_MODEL, DTYPES, UsageError, add_bos_flag, check_model, emit
 
 
 def add_parser(sub: Any, model_help: str, sources: str) -> None:
@@ -25,6 +25,7 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     gen.add_argument("--seed", type=int, default=0, help="seed of the sampling")
     gen.add_argument("--dtype", choices=DTYPES, help="compute in this dtype (default: the model's)")
     gen.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    add_bos_flag(gen)
     gen.set_defaults(func=run)
 
 
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> None:
     except ValueError as err:
         raise UsageError(str(err)) from None
     tokenizer = pretrained.tokenizer
-    prompt = tokenizer.encode(args.prompt)
+    bos = pretrained.bos_token(args.bos)
+    prompt = ([] if bos is None else [bos]) + tokenizer.encode(args.prompt)
     eos = tokenizer.eos_token_id
     if args.temperature == 0:
         tokens = greedy_generate(
@@ -65,6 +67,12 @@ def run(args: argparse.Namespace) -> None:
     text = tokenizer.decode(tokens)
     emit(
         args,
-        {"model": args.model, "prompt": args.prompt, "text": text, "tokens": tokens},
+        {
+            "model": args.model,
+            "prompt": args.prompt,
+            "prompt_tokens": prompt,
+            "text": text,
+            "tokens": tokens,
+        },
         args.prompt + text,
     )

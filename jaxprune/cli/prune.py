@@ -10,6 +10,7 @@ from jaxprune.cli._args import (
     DEFAULT_MODEL,
     DTYPES,
     UsageError,
+    add_bos_flag,
     check_data,
     check_model,
     check_output,
@@ -112,6 +113,7 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         "--overwrite", action="store_true", help="replace an existing jaxprune checkpoint at --out"
     )
     pr.add_argument("--json", action="store_true", help="print the full report as one JSON line")
+    add_bos_flag(pr)
     pr.set_defaults(func=run)
 
 
@@ -184,6 +186,7 @@ def run(args: argparse.Namespace) -> None:
             eval_nsamples=args.eval_nsamples,
             eval_seqlen=args.eval_seqlen,
             dtype=args.dtype,
+            bos=args.bos,
         )
     except ValueError as err:
         raise UsageError(str(err)) from None

@@ -7,6 +7,7 @@ from typing import Any
 
 from jaxprune.cli._args import (
     UsageError,
+    add_bos_flag,
     check_data,
     check_model,
     check_output,
@@ -52,6 +53,7 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     rc.add_argument("--out", required=True, help="directory for the recovered checkpoint")
     rc.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     rc.add_argument("--json", action="store_true", help="print the full report as one JSON line")
+    add_bos_flag(rc)
     rc.set_defaults(func=run)
 
 
@@ -107,6 +109,7 @@ def run(args: argparse.Namespace) -> None:
         eval_nsamples=args.eval_nsamples,
         checkpoint_dir=args.checkpoint_dir,
         mesh=mesh,
+        bos=args.bos,
     )
     saved = result.save(args.out, overwrite=args.overwrite)
     recovery = dict(result.report["recovery"])

@@ -4,8 +4,10 @@ Each choice is a request ``(context, continuation)``; its score is the sum of th
 tokens' log-likelihoods given everything before them. ``acc`` picks the choice with the highest
 sum, ``acc_norm`` the highest sum divided by the choice's length in UTF-8 bytes. Tokenisation
 follows the harness: trailing whitespace of the context moves to the continuation, the pair is
-encoded as one string, and the continuation is what follows the context's own tokens; no BOS is
-added; a request longer than the model's window keeps its last ``max_length + 1`` tokens.
+encoded as one string, and the continuation is what follows the context's own tokens; a BOS
+starts the context only when given (the pipeline gives it for families that expect one, Gemma,
+as the harness does); a request longer than the model's window keeps its last ``max_length + 1``
+tokens.
 
 Requests are sorted by length, padded on the right to one of a few lengths (the causal mask
 keeps padding from touching real positions) and scored in fixed-size batches under ``jit``, so a
@@ -44,15 +46,22 @@ class TaskScore(NamedTuple):
     loglikelihoods: list[list[float]]
 
 
-def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Context and continuation token ids, split as the harness splits them."""
+def encode_pair(
+    tokenizer: Any, context: str, continuation: str, bos: int | None = None
+) -> tuple[list[int], list[int]]:
+    """Context and continuation token ids, split as the harness splits them.
+
+    With ``bos`` the context starts with it, as the harness's ``add_bos_token`` (its default for
+    Gemma) does.
+    """
     stripped = context.rstrip()
     if len(stripped) < len(context):
         continuation = context[len(stripped) :] + continuation
         context = stripped
     whole = tokenizer.encode(context + continuation)
     head = tokenizer.encode(context)
-    return head, whole[len(head) :]
+    prefix = [] if bos is None else [bos]
+    return prefix + head, whole[len(head) :]
 
 
 @functools.partial(jax.jit, static_argnames="model")
@@ -133,15 +142,20 @@ def score_examples(
     params: Any,
     tokenizer: Any,
     examples: Sequence[MultipleChoice],
+    *,
+    bos: int | None = None,
     **options: Any,
 ) -> TaskScore:
-    """``acc`` and ``acc_norm`` of ``examples`` (options as in :func:`loglikelihoods`)."""
+    """``acc`` and ``acc_norm`` of ``examples`` (options as in :func:`loglikelihoods`).
+
+    ``bos``: a BOS id every context starts with (see :func:`encode_pair`).
+    """
     if not examples:
         raise ValueError("no examples to score")
     requests, owners = [], []
     for i, ex in enumerate(examples):
         for context, continuation in zip(ex.contexts, ex.continuations, strict=True):
-            requests.append(encode_pair(tokenizer, context, continuation))
+            requests.append(encode_pair(tokenizer, context, continuation, bos))
             owners.append(i)
     lls = loglikelihoods(model, params, requests, **options)
     per_example: list[list[float]] = [[] for _ in examples]

@@ -385,5 +385,6 @@ FAMILY = register_family(
             ),
             norm_offset=1.0,
         ),
+        bos=True,
     )
 )

@@ -100,6 +100,7 @@ class Prepared:
     calibration: np.ndarray | None
     eval_source: str | None
     eval_windows: np.ndarray | None
+    bos: int | None = None  # the BOS id every window starts with, if any
 
 
 def load_with_tokenizer(model: str | os.PathLike, dtype: Any = None) -> Pretrained:
@@ -147,14 +148,19 @@ def prepare(
     eval_nsamples: int | None = 32,
     eval_seqlen: int | None = None,
     dtype: Any = None,
+    bos: bool = True,
 ) -> Prepared:
     """Loads the model and every window of the job, checking all of it against the recipe.
+
+    Every window starts with BOS when the model's family expects one and ``bos`` is true (see
+    :func:`jaxprune.data.load_windows`).
 
     Raises:
       ValueError: anything wrong with the inputs (see :func:`check_recipe`, the loaders and
         :func:`jaxprune.data.load_windows`), before any pruning work.
     """
     pretrained = model if isinstance(model, Pretrained) else load_with_tokenizer(model, dtype)
+    bos_id = pretrained.bos_token(bos)
     eval_seqlen = eval_seqlen or recipe.seqlen
     check_recipe(pretrained, recipe, (eval_seqlen,) if eval_source else ())
     eval_windows = None
@@ -165,6 +171,7 @@ def prepare(
             nsamples=eval_nsamples,
             seqlen=eval_seqlen,
             split="eval",
+            bos=bos_id,
         )
     calibration = None
     if needs_calibration(recipe):
@@ -175,9 +182,10 @@ def prepare(
             seqlen=recipe.seqlen,
             seed=recipe.seed,
             split="calib",
+            bos=bos_id,
         )
     source = None if eval_source is None else os.fspath(eval_source)
-    return Prepared(pretrained, recipe, calibration, source, eval_windows)
+    return Prepared(pretrained, recipe, calibration, source, eval_windows, bos_id)
 
 
 def evaluate(
@@ -189,14 +197,22 @@ def evaluate(
     seqlen: int = 512,
     batch_size: int = 8,
     progress: bool = True,
+    bos: bool = True,
 ) -> dict[str, Any]:
     """Perplexity of ``params`` on evaluation windows of ``source``.
+
+    Windows start with BOS when the family expects one and ``bos`` is true.
 
     Returns:
       ``{"ppl", "nll", "tokens"}``.
     """
     windows = load_windows(
-        source, pretrained.tokenizer, nsamples=nsamples, seqlen=seqlen, split="eval"
+        source,
+        pretrained.tokenizer,
+        nsamples=nsamples,
+        seqlen=seqlen,
+        split="eval",
+        bos=pretrained.bos_token(bos),
     )
     return _perplexity(pretrained, params, windows, batch_size, progress)
 
@@ -255,6 +271,7 @@ def run(
             "windows": int(job.calibration.shape[0]),
             "seqlen": int(job.calibration.shape[1]),
             "seed": recipe.seed,
+            "bos": job.bos is not None,
         }
     return PrunedModel(pretrained, params, masks, recipe, report, calibration, model)
 
@@ -270,6 +287,7 @@ def prune_pretrained(
     mesh: jax.sharding.Mesh | None = None,
     offload: bool = False,
     dtype: Any = None,
+    bos: bool = True,
 ) -> PrunedModel:
     """Loads ``model``, prunes it with ``recipe`` and optionally measures perplexity before/after.
 
@@ -284,6 +302,7 @@ def prune_pretrained(
       progress: show progress bars.
       mesh, offload: as in :func:`jaxprune.prune` (unstructured recipes only).
       dtype: dtype to load the model in (default: float32, or a checkpoint's saved dtype).
+      bos: start every window with BOS when the family expects one (Gemma); ``False`` never.
 
     Returns:
       The :class:`PrunedModel`.
@@ -298,6 +317,7 @@ def prune_pretrained(
         eval_nsamples=eval_nsamples,
         eval_seqlen=eval_seqlen,
         dtype=dtype,
+        bos=bos,
     )
     name = None if isinstance(model, Pretrained) else os.fspath(model)
     return run(job, progress=progress, mesh=mesh, offload=offload, name=name)

