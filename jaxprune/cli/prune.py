@@ -88,7 +88,9 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     pr.add_argument("--eval", help="also report perplexity before/after on this corpus")
     pr.add_argument("--eval-nsamples", type=int, default=32, help="evaluation windows (32)")
     pr.add_argument(
-        "--eval-seqlen", type=int, help="tokens per evaluation window (default: --seqlen)"
+        "--eval-seqlen",
+        type=int,
+        help="tokens per evaluation window (default 512, whatever the calibration length)",
     )
     pr.add_argument(
         "--dtype",

@@ -38,6 +38,10 @@ from jaxprune.models.loaders import Pretrained, load_pretrained, save_pruned
 from jaxprune.recipes import Recipe
 from jaxprune.structured import StructuredRecipe, make_plan, prune_structured
 
+EVAL_SEQLEN = 512
+"""Tokens per evaluation window unless asked otherwise: never the calibration length, so a method
+calibrating on short windows (LLM-Pruner: 64) is scored on the same windows as every other."""
+
 
 @dataclasses.dataclass(frozen=True)
 class PrunedModel:
@@ -161,7 +165,7 @@ def prepare(
     """
     pretrained = model if isinstance(model, Pretrained) else load_with_tokenizer(model, dtype)
     bos_id = pretrained.bos_token(bos)
-    eval_seqlen = eval_seqlen or recipe.seqlen
+    eval_seqlen = eval_seqlen or EVAL_SEQLEN
     check_recipe(pretrained, recipe, (eval_seqlen,) if eval_source else ())
     eval_windows = None
     if eval_source:
@@ -298,7 +302,8 @@ def prune_pretrained(
         :class:`~jaxprune.structured.StructuredRecipe` prunes whole heads and channels.
       eval_source: a corpus to measure perplexity on before and after (``None``: skip).
       eval_nsamples: evaluation windows (``None``: every complete window).
-      eval_seqlen: tokens per evaluation window (default: ``recipe.seqlen``).
+      eval_seqlen: tokens per evaluation window (default :data:`EVAL_SEQLEN`, 512, whatever the
+        calibration length).
       progress: show progress bars.
       mesh, offload: as in :func:`jaxprune.prune` (unstructured recipes only).
       dtype: dtype to load the model in (default: float32, or a checkpoint's saved dtype).
@@ -324,6 +329,7 @@ def prune_pretrained(
 
 
 __all__ = [
+    "EVAL_SEQLEN",
     "Prepared",
     "PrunedModel",
     "check_recipe",
