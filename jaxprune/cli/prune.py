@@ -136,8 +136,8 @@ def _add_structured_options(pr: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--importance",
         choices=KINDS,
-        help="llm-pruner group importance: vector (default), element1, element2 (with the "
-        "Fisher), or the baselines l1, l2, random",
+        help="llm-pruner group importance: element1 (default, as the reference's documented "
+        "commands), vector, element2 (with the Fisher), or the baselines l1, l2, random",
     )
     group.add_argument(
         "--reduction", choices=REDUCTIONS, help="how a group's linears combine (default sum)"
