@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 
+from jaxprune._log import info
 from jaxprune.checkpoint import load_checkpoint
 from jaxprune.data import load_windows
 from jaxprune.data import zeroshot as zeroshot_data
@@ -25,6 +26,7 @@ from jaxprune.models.base import Params
 from jaxprune.models.loaders import Pretrained, check_source, save_pruned
 from jaxprune.pipeline.prune import load_with_tokenizer
 from jaxprune.training.recover import RecoverConfig, recover
+from jaxprune.training.zero_masks import ZERO_MASK_FRACTION, zero_masks
 
 
 def evaluate_zero_shot(
@@ -112,6 +114,7 @@ def recover_pretrained(
     mesh: jax.sharding.Mesh | None = None,
     progress: bool = True,
     bos: bool = True,
+    keep_zeros: bool = True,
 ) -> RecoveredModel:
     """Loads ``model`` (with its masks, if a pruned checkpoint) and fine-tunes it to recover.
 
@@ -125,6 +128,9 @@ def recover_pretrained(
       eval_nsamples: held-out windows of ``seqlen`` tokens.
       checkpoint_dir, mesh, progress: as in :func:`jaxprune.training.recover.recover`.
       bos: start every window with BOS when the family expects one (``Pretrained.bos_token``).
+      keep_zeros: a model without saved masks (a sparse Hugging Face export, a GGUF) keeps the
+        exact zeros of its sparse kernels as masks (:func:`jaxprune.training.zero_masks`);
+        ``False`` trains every weight.
 
     Returns:
       The :class:`RecoveredModel`.
@@ -134,6 +140,16 @@ def recover_pretrained(
     if check_source(model) == "checkpoint":
         saved = load_checkpoint(model)
         masks, recipe, report = saved.masks, saved.recipe or {}, saved.report or {}
+    if masks is None and keep_zeros:
+        masks = zero_masks(pretrained.model, pretrained.params)
+        if masks is not None:
+            info(
+                "%s carries no masks but %d kernels have at least %.0f%% exact zeros: keeping "
+                "those zeros as masks (keep_zeros=False / --train-zeros trains them)",
+                os.fspath(model),
+                len(masks),
+                100 * ZERO_MASK_FRACTION,
+            )
     windows = load_windows(
         data,
         pretrained.tokenizer,
