@@ -47,6 +47,19 @@ def run(args: argparse.Namespace) -> None:
     tokenizer = pretrained.tokenizer
     bos = pretrained.bos_token(args.bos)
     prompt = ([] if bos is None else [bos]) + tokenizer.encode(args.prompt)
+    config = pretrained.model.config
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and len(prompt) + args.max_new_tokens > limit:
+        raise UsageError(
+            f"{len(prompt)} prompt tokens + {args.max_new_tokens} new tokens = "
+            f"{len(prompt) + args.max_new_tokens} > max_position_embeddings={limit}; use a "
+            "shorter prompt or fewer --max-new-tokens"
+        )
+    if args.top_k > config.vocab_size:
+        raise UsageError(
+            f"--top-k {args.top_k} is larger than the vocabulary ({config.vocab_size} tokens); "
+            f"use at most {config.vocab_size}, or 0 for all"
+        )
     eos = tokenizer.eos_token_id
     if args.temperature == 0:
         tokens = greedy_generate(

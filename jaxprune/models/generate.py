@@ -132,6 +132,9 @@ def sample_generate(
         raise ValueError(f"temperature must be > 0 (use greedy_generate for 0), got {temperature}")
     if not 0 < top_p <= 1 or top_k < 0:
         raise ValueError(f"need 0 < top_p <= 1 and top_k >= 0, got top_p={top_p}, top_k={top_k}")
+    vocab = getattr(model.config, "vocab_size", None)
+    if vocab is not None and top_k > vocab:
+        raise ValueError(f"top_k={top_k} is larger than the vocabulary ({vocab} tokens)")
     total = len(prompt_tokens) + max_new_tokens
     padded = -(-total // _BUCKET) * _BUCKET
     buffer = np.zeros(padded, dtype=np.int32)
