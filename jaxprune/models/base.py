@@ -368,16 +368,19 @@ class LanguageModel:
         hidden: jax.Array,
         capture: bool = False,
         index: int | jax.Array | None = None,
+        positions: jax.Array | None = None,
     ):
         """Runs one decoder block; with ``capture`` returns ``(hidden, {tap: input})``.
 
         ``index`` is the block's position in the stack, a Python int or a traced int32 scalar (so
         one compiled step serves every block). Families whose blocks differ by position (Gemma 3:
         sliding-window or global attention, each with its own RoPE base) need it; the others
-        ignore it.
+        ignore it. ``positions`` are the tokens' positions (default ``0..seq-1``; decoding with a
+        cache passes the later ones).
         """
         block = nnx.merge(self._graphdefs[1], block_params)
-        positions = jnp.arange(hidden.shape[-2])
+        if positions is None:
+            positions = jnp.arange(hidden.shape[-2])
         return block(hidden, positions, capture=capture, layer=index)
 
     def block_params(self, params: Params, index: int) -> Params:
