@@ -6,7 +6,7 @@ The public API, one import away::
 
     pre = jp.load_pretrained("smollm2-135m")                     # model, params, tokenizer
     calib = jp.load_windows("shakespeare-calib", pre.tokenizer, nsamples=64, seqlen=512,
-                            split="calib")
+                            split="calib", bos=pre.bos_token())  # BOS where the family wants it
     result = jp.prune(pre.model, pre.params, calib, jp.Recipe(method="sparsegpt", sparsity=0.5))
     result.params, result.masks, result.report                   # pruned params, keep-masks, report
 

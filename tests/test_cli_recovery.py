@@ -43,6 +43,8 @@ def pruned_dir(tmp_path_factory, trained_tokenizer):
     [
         (["eval", "--model", "smollm2-135m", "--tasks", "piqa,nope"], "unknown zero-shot task"),
         (["eval", "--model", "smollm2-135m", "--tasks", "piqa", "--limit", "0"], "--limit"),
+        (["eval", "--tasks", "piqa", "--seqlen", "128"], "--seqlen applies to perplexity"),
+        (["eval", "--tasks", "piqa", "--data", "wikitext2"], "--data applies to perplexity"),
         (["recover", "--model", "/no/such/dir", "--out", "x"], "--model"),
         (["recover", "--model", "smollm2-135m", "--rank", "0", "--out", "x"], "rank"),
         (["recover", "--model", "smollm2-135m", "--data", "/no/such.txt", "--out", "x"], "--data"),
@@ -131,6 +133,21 @@ def test_eval_tasks_prints_per_task_and_average_accuracy(capsys, pruned_dir):
         assert task["n"] == 3 and 0.0 <= task["acc"] <= 1.0
     scores = [t["score"] for t in out["tasks"].values()]
     assert out["average"] == sum(scores) / 2
+
+
+def test_eval_tasks_summary_says_one_task_in_the_singular(capsys, pruned_dir):
+    assert main(["eval", "--model", str(pruned_dir), "--tasks", "piqa", "--limit", "2"]) == 0
+    out = capsys.readouterr().out
+    assert " over 1 task (" in out
+
+
+def test_eval_help_states_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default all) (default" not in text
+    for default in ("(default 32)", "(default 512)", "(default 8)", "(default shakespeare-hamlet)"):
+        assert default in text
 
 
 @pytest.mark.parametrize(

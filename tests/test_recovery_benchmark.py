@@ -52,3 +52,10 @@ def test_a_structured_entry_returns_a_smaller_model_without_masks():
     before, after = count_params(pre.model), count_params(model.model, params)
     assert after < before
     assert abs(1 - after / before - 0.25) < 0.1
+
+
+def test_the_dense_control_is_the_dense_model_without_masks():
+    bench = load_benchmark()
+    pre, calib = tiny()
+    model, params, masks = bench.prune_config("dense", pre, calib, argparse.Namespace())
+    assert model is pre and params is pre.params and masks is None

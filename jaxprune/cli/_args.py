@@ -20,6 +20,17 @@ class UsageError(Exception):
     """A bad argument, reported before any heavy work (exit status 2)."""
 
 
+def add_bos_flag(parser: argparse.ArgumentParser) -> None:
+    """``--no-bos``: sequences start with BOS by default only for families that expect it."""
+    parser.add_argument(
+        "--no-bos",
+        dest="bos",
+        action="store_false",
+        help="do not start windows, prompts and contexts with the BOS token (added by default "
+        "for model families that expect it on every sequence, e.g. Gemma)",
+    )
+
+
 def check_model(spec: str) -> None:
     """``--model``: an embedded name, a .gguf file, a HF or jaxprune checkpoint directory."""
     from jaxprune.models.loaders import check_source

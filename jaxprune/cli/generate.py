@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from jaxprune.cli._args import DEFAULT_MODEL, DTYPES, UsageError, check_model, emit
+from jaxprune.cli._args import DEFAULT_MODEL, DTYPES, UsageError, add_bos_flag, check_model, emit
 
 
 def add_parser(sub: Any, model_help: str, sources: str) -> None:
@@ -25,6 +25,7 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     gen.add_argument("--seed", type=int, default=0, help="seed of the sampling")
     gen.add_argument("--dtype", choices=DTYPES, help="compute in this dtype (default: the model's)")
     gen.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    add_bos_flag(gen)
     gen.set_defaults(func=run)
 
 
@@ -44,7 +45,21 @@ def run(args: argparse.Namespace) -> None:
     except ValueError as err:
         raise UsageError(str(err)) from None
     tokenizer = pretrained.tokenizer
-    prompt = tokenizer.encode(args.prompt)
+    bos = pretrained.bos_token(args.bos)
+    prompt = ([] if bos is None else [bos]) + tokenizer.encode(args.prompt)
+    config = pretrained.model.config
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and len(prompt) + args.max_new_tokens > limit:
+        raise UsageError(
+            f"{len(prompt)} prompt tokens + {args.max_new_tokens} new tokens = "
+            f"{len(prompt) + args.max_new_tokens} > max_position_embeddings={limit}; use a "
+            "shorter prompt or fewer --max-new-tokens"
+        )
+    if args.top_k > config.vocab_size:
+        raise UsageError(
+            f"--top-k {args.top_k} is larger than the vocabulary ({config.vocab_size} tokens); "
+            f"use at most {config.vocab_size}, or 0 for all"
+        )
     eos = tokenizer.eos_token_id
     if args.temperature == 0:
         tokens = greedy_generate(
@@ -65,6 +80,12 @@ def run(args: argparse.Namespace) -> None:
     text = tokenizer.decode(tokens)
     emit(
         args,
-        {"model": args.model, "prompt": args.prompt, "text": text, "tokens": tokens},
+        {
+            "model": args.model,
+            "prompt": args.prompt,
+            "prompt_tokens": prompt,
+            "text": text,
+            "tokens": tokens,
+        },
         args.prompt + text,
     )

@@ -10,6 +10,7 @@ from jaxprune.cli._args import (
     DEFAULT_MODEL,
     DTYPES,
     UsageError,
+    add_bos_flag,
     add_process_args,
     check_data,
     check_model,
@@ -100,7 +101,9 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     pr.add_argument("--eval", help="also report perplexity before/after on this corpus")
     pr.add_argument("--eval-nsamples", type=int, default=32, help="evaluation windows (32)")
     pr.add_argument(
-        "--eval-seqlen", type=int, help="tokens per evaluation window (default: --seqlen)"
+        "--eval-seqlen",
+        type=int,
+        help="tokens per evaluation window (default 512, whatever the calibration length)",
     )
     pr.add_argument(
         "--dtype",
@@ -108,6 +111,14 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         help="load, prune and save the model in this dtype "
         "(statistics stay float32; default float32, or a checkpoint's own dtype)",
     )
+    _add_placement_and_output(pr)
+    add_process_args(pr)
+    add_bos_flag(pr)
+    pr.set_defaults(func=run)
+
+
+def _add_placement_and_output(pr: argparse.ArgumentParser) -> None:
+    """Where the prune runs (mesh, offload) and what it writes (--out, --json)."""
     pr.add_argument(
         "--mesh",
         metavar="DATAxMODEL",
@@ -125,8 +136,6 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         "--overwrite", action="store_true", help="replace an existing jaxprune checkpoint at --out"
     )
     pr.add_argument("--json", action="store_true", help="print the full report as one JSON line")
-    add_process_args(pr)
-    pr.set_defaults(func=run)
 
 
 _STRUCTURED_ONLY = (
@@ -148,8 +157,8 @@ def _add_structured_options(pr: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--importance",
         choices=KINDS,
-        help="llm-pruner group importance: vector (default), element1, element2 (with the "
-        "Fisher), or the baselines l1, l2, random",
+        help="llm-pruner group importance: element1 (default, as the reference's documented "
+        "commands), vector, element2 (with the Fisher), or the baselines l1, l2, random",
     )
     group.add_argument(
         "--reduction", choices=REDUCTIONS, help="how a group's linears combine (default sum)"
@@ -215,6 +224,7 @@ def run(args: argparse.Namespace) -> None:
             eval_seqlen=args.eval_seqlen,
             dtype=args.dtype,
             mesh=mesh,
+            bos=args.bos,
         )
     except ValueError as err:
         raise UsageError(str(err)) from None

@@ -1,7 +1,7 @@
 """Exact-count selection: the ``k`` smallest entries, without sorting.
 
 Every pruning decision in jaxprune ends in "remove exactly these ``k``": per output channel
-(Wanda, RIA), per layer (magnitude), per block of inputs (SparseGPT), per group of ``m`` (N:M), or
+(Wanda), per layer (magnitude, RIA), per block of inputs (SparseGPT), per group of ``m`` (N:M), or
 across the devices a kernel is split over. The functions here make that choice exactly — ties
 broken by position like a stable argsort — by bisection over the 32-bit keys of the float32
 scores, so ``k`` may be a traced value (one compiled program for every sparsity) and no sort is

@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxprune.data import hub, shakespeare
 from jaxprune.data.tokens import token_stream
-from jaxprune.data.windows import consecutive_windows, random_windows
+from jaxprune.data.windows import consecutive_windows, prepend_bos, random_windows
 
 # Calibration windows of uniformly random token ids (no text, no tokenizer): what a model without
 # a tokenizer can be pruned with, as the accelerator benchmark does.
@@ -76,6 +76,7 @@ def load_windows(
     seed: int = 0,
     split: Split = "calib",
     vocab_size: int | None = None,
+    bos: int | None = None,
 ) -> np.ndarray:
     """Token windows of ``source`` for calibration or evaluation.
 
@@ -90,6 +91,8 @@ def load_windows(
         (consecutive windows, test split). The two Shakespeare names fix their own split.
       vocab_size: the model's vocabulary, for ``source="random"`` (random token ids, no text:
         ``tokenizer`` may be ``None``; calibration only).
+      bos: a BOS id to start every window with (then its first ``seqlen - 1`` text tokens, see
+        :func:`jaxprune.data.windows.prepend_bos`); ``Pretrained.bos_token()`` gives the model's.
 
     Returns:
       int32 array ``(nsamples, seqlen)``.
@@ -122,13 +125,16 @@ def load_windows(
     if split == "calib" and nsamples is None:
         raise ValueError("calibration needs a number of windows: pass nsamples")
     if name == "c4" and split == "calib":
-        return hub.c4_calibration_windows(tokenizer, nsamples, seqlen, seed)
-    tokens = token_stream(name, tokenizer, lambda: load_text(name, split), split)
-    if name == "c4":  # the protocol evaluates the first 256 windows of the validation text
-        tokens = tokens[: 256 * seqlen]
-    if split == "calib":
-        return random_windows(tokens, nsamples, seqlen, np.random.default_rng(seed), name)
-    return consecutive_windows(tokens, nsamples, seqlen, name)
+        windows = hub.c4_calibration_windows(tokenizer, nsamples, seqlen, seed)
+    else:
+        tokens = token_stream(name, tokenizer, lambda: load_text(name, split), split)
+        if name == "c4":  # the protocol evaluates the first 256 windows of the validation text
+            tokens = tokens[: 256 * seqlen]
+        if split == "calib":
+            windows = random_windows(tokens, nsamples, seqlen, np.random.default_rng(seed), name)
+        else:
+            windows = consecutive_windows(tokens, nsamples, seqlen, name)
+    return windows if bos is None else prepend_bos(windows, bos)
 
 
 def check_source(source: str | os.PathLike) -> None:

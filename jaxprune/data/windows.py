@@ -29,6 +29,17 @@ def random_windows(
     return np.stack([tokens[s : s + seqlen] for s in starts]).astype(np.int32)
 
 
+def prepend_bos(windows: np.ndarray, bos: int) -> np.ndarray:
+    """Each window as ``bos`` followed by its first ``seqlen - 1`` tokens.
+
+    The shape stays ``(n, seqlen)`` and every window still scores ``seqlen - 1`` predicted tokens,
+    so perplexities with and without BOS average over the same number of tokens (the first text
+    token becomes a prediction from BOS, the last one is dropped).
+    """
+    column = np.full((windows.shape[0], 1), bos, windows.dtype)
+    return np.concatenate([column, windows[:, :-1]], axis=1)
+
+
 def consecutive_windows(
     tokens: np.ndarray, nsamples: int | None, seqlen: int, name: str = "text"
 ) -> np.ndarray:

@@ -2,15 +2,20 @@
 
 Each choice is a request ``(context, continuation)``; its score is the sum of the continuation
 tokens' log-likelihoods given everything before them. ``acc`` picks the choice with the highest
-sum, ``acc_norm`` the highest sum divided by the choice's length in UTF-8 bytes. Tokenisation
+sum, ``acc_norm`` the highest sum divided by the choice's length in characters (the harness's
+``len(choice)``). Tokenisation
 follows the harness: trailing whitespace of the context moves to the continuation, the pair is
-encoded as one string, and the continuation is what follows the context's own tokens; no BOS is
-added; a request longer than the model's window keeps its last ``max_length + 1`` tokens.
+encoded as one string, and the continuation is what follows the context's own tokens; a BOS
+starts the context only when given (the pipeline gives it for families that expect one, Gemma,
+as the harness does); a request longer than the model's window keeps its last ``max_length + 1``
+tokens.
 
 Requests are sorted by length, padded on the right to one of a few lengths (the causal mask
-keeps padding from touching real positions) and scored in fixed-size batches under ``jit``, so a
-task compiles a handful of programs. Examples are any objects with ``contexts``,
-``continuations``, ``choices`` and ``gold`` (:class:`jaxprune.data.zeroshot.Example`).
+keeps padding from touching real positions) and scored ``batch_size`` requests per forward pass
+under ``jit``, so a task compiles a handful of programs. A pass holds ``batch_size × length ×
+vocabulary`` float32 logits (Gemma's 262k vocabulary: 1 GB for 8 requests of 128 tokens).
+Examples are any objects with ``contexts``, ``continuations``, ``choices`` and ``gold``
+(:class:`jaxprune.data.zeroshot.Example`).
 """
 
 from __future__ import annotations
@@ -44,15 +49,22 @@ class TaskScore(NamedTuple):
     loglikelihoods: list[list[float]]
 
 
-def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Context and continuation token ids, split as the harness splits them."""
+def encode_pair(
+    tokenizer: Any, context: str, continuation: str, bos: int | None = None
+) -> tuple[list[int], list[int]]:
+    """Context and continuation token ids, split as the harness splits them.
+
+    With ``bos`` the context starts with it, as the harness's ``add_bos_token`` (its default for
+    Gemma) does.
+    """
     stripped = context.rstrip()
     if len(stripped) < len(context):
         continuation = context[len(stripped) :] + continuation
         context = stripped
     whole = tokenizer.encode(context + continuation)
     head = tokenizer.encode(context)
-    return head, whole[len(head) :]
+    prefix = [] if bos is None else [bos]
+    return prefix + head, whole[len(head) :]
 
 
 @functools.partial(jax.jit, static_argnames="model")
@@ -69,7 +81,7 @@ def loglikelihoods(
     params: Any,
     requests: Sequence[tuple[Sequence[int], Sequence[int]]],
     *,
-    batch_tokens: int = 4096,
+    batch_size: int = 8,
     max_length: int | None = None,
     progress: bool = False,
 ) -> np.ndarray:
@@ -79,13 +91,15 @@ def loglikelihoods(
       model: anything with ``logits(params, tokens)`` (a :class:`jaxprune.models.LanguageModel`).
       params: its params.
       requests: token ids; every continuation must be non-empty.
-      batch_tokens: padded tokens per forward pass (rows = ``batch_tokens // length``).
+      batch_size: requests per forward pass (the last batch is padded with empty rows).
       max_length: the model's window (default ``model.config.max_position_embeddings``).
       progress: show a progress bar.
 
     Returns:
       float64 array, one entry per request, in the given order.
     """
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if max_length is None:
         max_length = getattr(getattr(model, "config", None), "max_position_embeddings", 2048)
     rows = []
@@ -96,7 +110,7 @@ def loglikelihoods(
         rows.append((np.asarray(full, np.int32), min(len(continuation), len(full) - 1)))
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
     out = np.zeros(len(rows), np.float64)
-    batches = list(_batches(order, rows, batch_tokens))
+    batches = list(_batches(order, rows, batch_size))
     if progress:
         from tqdm.auto import tqdm
 
@@ -111,12 +125,14 @@ def _padded_length(n: int) -> int:
     return next((b for b in _BUCKETS if b >= n), -(-n // 1024) * 1024)
 
 
-def _batches(order: list[int], rows: list[tuple[np.ndarray, int]], batch_tokens: int):
-    """``(request indices, padded tokens, weights)`` batches of one padded length each."""
+def _batches(order: list[int], rows: list[tuple[np.ndarray, int]], size: int):
+    """``(request indices, padded tokens, weights)`` batches of ``size`` rows and one length each.
+
+    Requests come longest first, so a batch's first request sets its padded length.
+    """
     start = 0
     while start < len(order):
         length = _padded_length(len(rows[order[start]][0]))
-        size = max(1, batch_tokens // length)
         idx = order[start : start + size]
         tokens = np.zeros((size, length), np.int32)
         weights = np.zeros((size, length - 1), np.float32)
@@ -128,20 +144,30 @@ def _batches(order: list[int], rows: list[tuple[np.ndarray, int]], batch_tokens:
         start += size
 
 
+def choice_lengths(choices: Sequence[str]) -> np.ndarray:
+    """What ``acc_norm`` divides by: each choice's length in characters (at least 1)."""
+    return np.asarray([max(1, len(c)) for c in choices], np.float64)
+
+
 def score_examples(
     model: Any,
     params: Any,
     tokenizer: Any,
     examples: Sequence[MultipleChoice],
+    *,
+    bos: int | None = None,
     **options: Any,
 ) -> TaskScore:
-    """``acc`` and ``acc_norm`` of ``examples`` (options as in :func:`loglikelihoods`)."""
+    """``acc`` and ``acc_norm`` of ``examples`` (options as in :func:`loglikelihoods`).
+
+    ``bos``: a BOS id every context starts with (see :func:`encode_pair`).
+    """
     if not examples:
         raise ValueError("no examples to score")
     requests, owners = [], []
     for i, ex in enumerate(examples):
         for context, continuation in zip(ex.contexts, ex.continuations, strict=True):
-            requests.append(encode_pair(tokenizer, context, continuation))
+            requests.append(encode_pair(tokenizer, context, continuation, bos))
             owners.append(i)
     lls = loglikelihoods(model, params, requests, **options)
     per_example: list[list[float]] = [[] for _ in examples]
@@ -149,7 +175,7 @@ def score_examples(
         per_example[owner].append(float(value))
     right = right_norm = 0
     for ex, scores in zip(examples, per_example, strict=True):
-        lengths = np.asarray([max(1, len(c.encode("utf-8"))) for c in ex.choices], np.float64)
+        lengths = choice_lengths(ex.choices)
         right += int(np.argmax(scores)) == ex.gold
         right_norm += int(np.argmax(np.asarray(scores) / lengths)) == ex.gold
     n = len(examples)
@@ -187,4 +213,11 @@ def score_tasks(
     }
 
 
-__all__ = ["TaskScore", "encode_pair", "loglikelihoods", "score_examples", "score_tasks"]
+__all__ = [
+    "TaskScore",
+    "choice_lengths",
+    "encode_pair",
+    "loglikelihoods",
+    "score_examples",
+    "score_tasks",
+]

@@ -289,7 +289,8 @@ def get_method(name: str) -> Method:
         return register_method(refined(base, step))
     raise ValueError(
         f"unknown pruning method {name!r}; known methods: {sorted(PRUNING_METHODS)}, each "
-        f"optionally followed by +REFINEMENT ({', '.join(sorted(REFINEMENTS)) or 'none registered'})"
+        "optionally followed by +REFINEMENT "
+        f"({', '.join(sorted(REFINEMENTS)) or 'none registered'})"
     )
 
 

@@ -19,6 +19,8 @@ import os
 import jax
 import jax.numpy as jnp
 
+from jaxprune.models import kv_cache
+
 
 def _use_cudnn(q: jax.Array) -> bool:
     return (
@@ -40,6 +42,9 @@ def causal_attention(
       k, v: keys and values ``(b, t, kv_heads, d)``; ``heads`` must be a multiple of ``kv_heads``.
       scale: the logit scale (default ``1/sqrt(d)``).
     """
+    cache = kv_cache.active()
+    if cache is not None:  # decoding: the new queries over the cached keys and values
+        return kv_cache.cached_attention(q, k, v, scale, cache)
     if q.dtype == jnp.float64:
         return _float64_attention(q, k, v, scale)
     if _use_cudnn(q):

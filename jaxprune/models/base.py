@@ -181,6 +181,7 @@ class Family:
       hf: how to read Hugging Face checkpoints, or ``None``.
       gguf: how to read GGUF files (through ``hf``), or ``None``.
       structure: the coupled groups for structured pruning, or ``None`` (not supported).
+      bos: whether every sequence should start with BOS (Gemma); then every path adds it.
     """
 
     name: str
@@ -193,6 +194,7 @@ class Family:
     hf: HfSpec | None = None
     gguf: GgufSpec | None = None
     structure: StructureSpec | None = None
+    bos: bool = False
 
     @property
     def tap_of(self) -> dict[str, str]:
@@ -337,16 +339,16 @@ class LanguageModel:
         hidden: jax.Array,
         capture: bool = False,
         index: int | jax.Array | None = None,
+        positions: jax.Array | None = None,
     ):
         """Runs one decoder block; with ``capture`` returns ``(hidden, {tap: input})``.
 
-        ``index`` is the block's position in the stack, a Python int or a traced int32 scalar (so
-        one compiled step serves every block). Families whose blocks differ by position (Gemma 3:
-        sliding-window or global attention, each with its own RoPE base) need it; the others
-        ignore it.
+        ``index``: the block's place in the stack, an int or a traced int32 (one compiled step
+        serves every block); blocks that differ by place (Gemma 3's sliding/global attention) need
+        it. ``positions`` default to ``0..seq-1`` (a cached decoding step passes later ones).
         """
         block = nnx.merge(self._graphdefs[1], block_params)
-        positions = jnp.arange(hidden.shape[-2])
+        positions = jnp.arange(hidden.shape[-2]) if positions is None else positions
         return block(hidden, positions, capture=capture, layer=index)
 
     def block_params(self, params: Params, index: int) -> Params:

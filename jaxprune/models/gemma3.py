@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxprune.models import kv_cache
 from jaxprune.models.base import (
     Family,
     GgufSpec,
@@ -105,12 +106,16 @@ class Attention(nnx.Module):
             _inverse_frequencies(c, c.rope_theta, c.rope_scaling_factor),
         )
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+        key_positions = positions
+        cache = kv_cache.active()
+        if cache is not None:  # decoding: attend over the cached keys and values too
+            k, v, key_positions = cache.extend(k, v)
         q = q.reshape(b, t, kv_heads, heads // kv_heads, c.head_dim)
         scores = jnp.einsum("bqhgd,bkhd->bhgqk", q, k).astype(jnp.float32)
         scores = scores * c.query_pre_attn_scalar**-0.5
         # Causal, and within the window on sliding layers: key j is seen from query i if
         # i - window < j <= i.
-        distance = positions[:, None] - positions[None, :]
+        distance = positions[:, None] - key_positions[None, :]
         visible = (distance >= 0) & (~sliding | (distance < c.sliding_window))
         scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
@@ -269,6 +274,7 @@ FAMILY = register_family(
         ),
         # q_norm/k_norm are one head_dim vector shared by every head: nothing of theirs to slice.
         structure=STRUCTURE,
+        bos=True,
     )
 )
 

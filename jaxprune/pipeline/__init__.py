@@ -2,16 +2,17 @@
 
 - :mod:`~.prune`: :func:`prepare` (everything that can fail on bad input, before any work),
   :func:`run`, :func:`prune_pretrained` and :class:`PrunedModel`;
+- :mod:`~.load`: :func:`load_model` (by slices onto a mesh) and :func:`load_with_tokenizer`;
 - :mod:`~.recover`: :func:`recover_pretrained`, :class:`RecoveredModel` and
   :func:`evaluate_zero_shot`.
 """
 
+from jaxprune.pipeline.load import load_model, load_with_tokenizer
 from jaxprune.pipeline.prune import (
     Prepared,
     PrunedModel,
     check_recipe,
     evaluate,
-    load_with_tokenizer,
     needs_calibration,
     prepare,
     prune_pretrained,
@@ -26,6 +27,7 @@ __all__ = [
     "check_recipe",
     "evaluate",
     "evaluate_zero_shot",
+    "load_model",
     "load_with_tokenizer",
     "needs_calibration",
     "prepare",

@@ -25,7 +25,6 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxprune import allocation, distributed, sharding
@@ -35,10 +34,14 @@ from jaxprune.engine import PrunePlan, prune
 from jaxprune.eval import perplexity
 from jaxprune.methods import get_method
 from jaxprune.models.base import LanguageModel, Params
-from jaxprune.models.loaders import Pretrained, check_source, load_pretrained, save_pruned
-from jaxprune.models.loaders.sliced import load_sliced
+from jaxprune.models.loaders import Pretrained, save_pruned
+from jaxprune.pipeline.load import load_model, load_with_tokenizer
 from jaxprune.recipes import Recipe
 from jaxprune.structured import StructuredRecipe, make_plan, prune_structured
+
+EVAL_SEQLEN = 512
+"""Tokens per evaluation window unless asked otherwise: never the calibration length, so a method
+calibrating on short windows (LLM-Pruner: 64) is scored on the same windows as every other."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,27 +105,7 @@ class Prepared:
     calibration: np.ndarray | None
     eval_source: str | None
     eval_windows: np.ndarray | None
-
-
-def load_model(
-    model: str | os.PathLike, dtype: Any = None, mesh: jax.sharding.Mesh | None = None
-) -> Pretrained:
-    """:func:`load_pretrained`; with ``mesh``, a Hugging Face directory is read by slices straight
-    onto the mesh (each process reads only what its devices hold,
-    :func:`~jaxprune.models.loaders.sliced.load_sliced`)."""
-    if mesh is not None and check_source(model) == "hf":
-        return load_sliced(model, mesh, jnp.float32 if dtype is None else dtype)
-    return load_pretrained(model, dtype)
-
-
-def load_with_tokenizer(
-    model: str | os.PathLike, dtype: Any = None, mesh: jax.sharding.Mesh | None = None
-) -> Pretrained:
-    """:func:`load_model`, refusing a model without a tokenizer (text cannot be encoded)."""
-    pretrained = load_model(model, dtype, mesh)
-    if pretrained.tokenizer is None:
-        raise ValueError(f"{model!r} carries no tokenizer, so text data cannot be encoded")
-    return pretrained
+    bos: int | None = None  # the BOS id every window starts with, if any
 
 
 def needs_calibration(recipe: Recipe | StructuredRecipe) -> bool:
@@ -170,10 +153,13 @@ def prepare(
     eval_seqlen: int | None = None,
     dtype: Any = None,
     mesh: jax.sharding.Mesh | None = None,
+    bos: bool = True,
 ) -> Prepared:
     """Loads the model and every window of the job, checking all of it against the recipe.
 
     ``mesh``: the mesh the job will run on; a Hugging Face directory is then read by slices.
+    Every window starts with BOS when the model's family expects one and ``bos`` is true (see
+    :func:`jaxprune.data.load_windows`).
 
     Raises:
       ValueError: anything wrong with the inputs (see :func:`check_recipe`, the loaders and
@@ -185,7 +171,8 @@ def prepare(
     else:  # random calibration windows need no tokenizer
         load = load_with_tokenizer if text else load_model
         pretrained = load(model, dtype, mesh)
-    eval_seqlen = eval_seqlen or recipe.seqlen
+    bos_id = pretrained.bos_token(bos)
+    eval_seqlen = eval_seqlen or EVAL_SEQLEN
     check_recipe(pretrained, recipe, (eval_seqlen,) if eval_source else ())
     eval_windows = None
     if eval_source:
@@ -195,6 +182,7 @@ def prepare(
             nsamples=eval_nsamples,
             seqlen=eval_seqlen,
             split="eval",
+            bos=bos_id,
         )
     calibration = None
     if needs_calibration(recipe):
@@ -209,11 +197,12 @@ def prepare(
             seed=recipe.seed,
             split="calib",
             vocab_size=pretrained.model.config.vocab_size,
+            bos=bos_id,
         )
         if distributed.is_primary():
             distributed.sync("calibration tokenised")
     source = None if eval_source is None else os.fspath(eval_source)
-    return Prepared(pretrained, recipe, calibration, source, eval_windows)
+    return Prepared(pretrained, recipe, calibration, source, eval_windows, bos_id)
 
 
 def evaluate(
@@ -225,14 +214,22 @@ def evaluate(
     seqlen: int = 512,
     batch_size: int = 8,
     progress: bool = True,
+    bos: bool = True,
 ) -> dict[str, Any]:
     """Perplexity of ``params`` on evaluation windows of ``source``.
+
+    Windows start with BOS when the family expects one and ``bos`` is true.
 
     Returns:
       ``{"ppl", "nll", "tokens"}``.
     """
     windows = load_windows(
-        source, pretrained.tokenizer, nsamples=nsamples, seqlen=seqlen, split="eval"
+        source,
+        pretrained.tokenizer,
+        nsamples=nsamples,
+        seqlen=seqlen,
+        split="eval",
+        bos=pretrained.bos_token(bos),
     )
     return _perplexity(pretrained, params, windows, batch_size, progress)
 
@@ -306,6 +303,7 @@ def run(
             "windows": int(job.calibration.shape[0]),
             "seqlen": int(job.calibration.shape[1]),
             "seed": recipe.seed,
+            "bos": job.bos is not None,
         }
     return PrunedModel(pretrained, params, masks, recipe, report, calibration, model)
 
@@ -329,6 +327,7 @@ def prune_pretrained(
     mesh: jax.sharding.Mesh | None = None,
     offload: bool = False,
     dtype: Any = None,
+    bos: bool = True,
 ) -> PrunedModel:
     """Loads ``model``, prunes it with ``recipe`` and optionally measures perplexity before/after.
 
@@ -339,10 +338,12 @@ def prune_pretrained(
         :class:`~jaxprune.structured.StructuredRecipe` prunes whole heads and channels.
       eval_source: a corpus to measure perplexity on before and after (``None``: skip).
       eval_nsamples: evaluation windows (``None``: every complete window).
-      eval_seqlen: tokens per evaluation window (default: ``recipe.seqlen``).
+      eval_seqlen: tokens per evaluation window (default :data:`EVAL_SEQLEN`, 512, whatever the
+        calibration length).
       progress: show progress bars.
       mesh, offload: as in :func:`jaxprune.prune` (unstructured recipes only).
       dtype: dtype to load the model in (default: float32, or a checkpoint's saved dtype).
+      bos: start every window with BOS when the family expects one (Gemma); ``False`` never.
 
     Returns:
       The :class:`PrunedModel`.
@@ -371,17 +372,18 @@ def prune_pretrained(
         eval_seqlen=eval_seqlen,
         dtype=dtype,
         mesh=mesh,
+        bos=bos,
     )
     name = None if isinstance(model, Pretrained) else os.fspath(model)
     return run(job, progress=progress, mesh=mesh, offload=offload, name=name)
 
 
 __all__ = [
+    "EVAL_SEQLEN",
     "Prepared",
     "PrunedModel",
     "check_recipe",
     "evaluate",
-    "load_with_tokenizer",
     "needs_calibration",
     "prepare",
     "prune_pretrained",

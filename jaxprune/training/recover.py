@@ -12,8 +12,13 @@ split="calib")``) and returns params that keep the pruned model's sparsity::
   accumulation (``grad_accum`` micro-batches summed in a ``lax.scan`` inside the one compiled
   step). Masked fine-tuning wraps it in :func:`jaxprune.training.keep_masks`, so no pruned entry
   ever becomes non-zero; LoRA trains only the adapter tree (:mod:`jaxprune.training.lora`).
-- **Precision**: the trained values are float32 master weights; ``compute_dtype="bfloat16"``
-  casts them (and the frozen base) for the forward and backward passes only.
+- **Precision**: the trained values are float32 master weights, also for a bfloat16 checkpoint
+  (the returned params have the input's dtypes again); ``compute_dtype="bfloat16"`` casts them
+  (and the frozen base) for the forward and backward passes only.
+- **Held-out perplexity** is measured on the model that would be returned at that step (LoRA
+  merged keeping the masks), so every point of the curve is the same kind of model.
+- **Masks from zeros**: :func:`zero_masks` reads the masks of a sparse model saved without them
+  (a Hugging Face export, a GGUF) from its exact zeros.
 - **Devices**: with ``mesh`` the micro-batches are split over the mesh's ``data`` axis and the
   params replicated, so XLA computes per-device gradients and all-reduces them.
 - **Exact resume**: with ``checkpoint_dir`` and ``save_every``, the trained values, the optimizer
@@ -25,7 +30,7 @@ split="calib")``) and returns params that keep the pruned model's sparsity::
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,17 +41,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxprune.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
+from jaxprune._log import info
+from jaxprune.checkpoint import is_checkpoint
 from jaxprune.core.config import ConfigIO
 from jaxprune.core.deprecation import renamed
 from jaxprune.core.paths import get_leaf, set_leaves
 from jaxprune.eval import perplexity
 from jaxprune.training.lora import LoraConfig, init_lora, lora_logits, merge
 from jaxprune.training.masked import keep_masks, mask_lookup
+from jaxprune.training.recover_state import restore_state, save_state
+from jaxprune.training.zero_masks import ZERO_MASK_FRACTION, zero_masks
 
 RECOVERY_METHODS = ("lora", "masked")
 _DEFAULT_LR = {"lora": 2e-4, "masked": 2e-5}
-STATE_KIND = "jaxprune-recovery-state"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,50 +219,36 @@ def _check_inputs(windows: np.ndarray, config: RecoverConfig, mesh: Any, masks: 
         )
 
 
-def _restore(directory: Path, config: RecoverConfig, trained: Any, opt_state: Any):
-    """``(trained, opt_state, step, history)`` from a saved state, checked against ``config``."""
-    saved = load_checkpoint(directory)
-    same = json.loads(json.dumps(config.to_dict()))  # as stored: tuples become lists
-    if saved.config.get("kind") != STATE_KIND or saved.config.get("recover") != same:
-        raise ValueError(
-            f"{directory} holds a recovery state of a different run; resume with the same "
-            "arguments, or give a new checkpoint directory"
-        )
-    treedef = jax.tree.structure(opt_state)
-    leaves = [saved.params["opt"][str(i)] for i in range(treedef.num_leaves)]
-    restored = jax.tree.map(
-        lambda ref, x: jnp.asarray(x, ref.dtype), trained, saved.params["trained"]
-    )
-    return restored, jax.tree.unflatten(treedef, leaves), saved.config["step"], saved.report
-
-
-def _save(directory: Path, config: RecoverConfig, trained, opt_state, step: int, history) -> None:
-    leaves = {str(i): leaf for i, leaf in enumerate(jax.tree.leaves(opt_state))}
-    save_checkpoint(
-        directory,
-        {"trained": trained, "opt": leaves},
-        config={"kind": STATE_KIND, "step": step, "recover": config.to_dict()},
-        report=history,
-        overwrite=True,
-    )
-
-
 def _effective(params, trained, config: RecoverConfig, masks) -> Any:
     if config.method == "masked":
         return trained
     return merge(params, trained, config.lora, masks=masks)
 
 
-def _held_out(model, params, trained, config: RecoverConfig, eval_windows) -> float | None:
-    """Held-out perplexity of the unmerged model (LoRA's plain merge is the same function)."""
-    effective = _effective(params, trained, config, None)
-    return _evaluate(model, effective, eval_windows, config.batch_size)
-
-
-def _evaluate(model, params, eval_windows, batch_size: int) -> float | None:
+def _held_out(model, params, trained, config: RecoverConfig, eval_windows, masks) -> float | None:
+    """Held-out perplexity of the model as it would be returned now (LoRA merged with masks)."""
     if eval_windows is None:
         return None
-    return perplexity(model, params, eval_windows, batch_size=batch_size).ppl
+    return _evaluate(model, _effective(params, trained, config, masks), eval_windows, config)
+
+
+def _evaluate(model, params, eval_windows, config: RecoverConfig) -> float | None:
+    if eval_windows is None:
+        return None
+    return perplexity(model, params, eval_windows, batch_size=config.batch_size).ppl
+
+
+def _as_float32(tree: Any) -> Any:
+    """float32 master copies of the floating leaves (a fresh buffer each: the step donates)."""
+    return jax.tree.map(
+        lambda x: jnp.array(x, jnp.float32 if jnp.issubdtype(x.dtype, jnp.floating) else None),
+        tree,
+    )
+
+
+def _like(tree: Any, reference: Any) -> Any:
+    """``tree`` with ``reference``'s dtypes, leaf by leaf."""
+    return jax.tree.map(lambda x, ref: jnp.asarray(x, jnp.asarray(ref).dtype), tree, reference)
 
 
 def recover(
@@ -300,20 +293,20 @@ def recover(
     if config.method == "lora":
         trained, frozen = init_lora(model, params, config.lora, jax.random.key(config.seed)), params
         tx = config.optimizer()
-    else:  # a copy: the compiled step donates the trained buffers
-        trained, frozen = jax.tree.map(jnp.copy, params), None
+    else:
+        trained, frozen = _as_float32(params), None
         tx = keep_masks(config.optimizer(), {} if masks is None else masks)
     opt_state = tx.init(trained)
     start, history = 0, {"loss": [], "eval": []}
     directory = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if directory is not None and is_checkpoint(directory):
-        trained, opt_state, start, history = _restore(directory, config, trained, opt_state)
+        trained, opt_state, start, history = restore_state(directory, config, trained, opt_state)
     step_fn = make_step(model, config, tx)
     place = _placer(mesh)
     trained, opt_state, frozen = place(trained), place(opt_state), place(frozen)
     if start == 0:
-        history["eval"].append([0, _held_out(model, params, trained, config, eval_windows)])
-    began = time.perf_counter()
+        history["eval"].append([0, _held_out(model, params, trained, config, eval_windows, masks)])
+    began = last_step = time.perf_counter()
     steps = range(start, config.steps)
     if progress:
         from tqdm.auto import tqdm
@@ -326,18 +319,39 @@ def recover(
         history["loss"].append([t + 1, loss])
         if progress:
             steps.set_postfix(loss=f"{loss:.3f}")
+        if t == start + 1:
+            _log_estimate(began, last_step, t + 1, config.steps)
+        last_step = time.perf_counter()
         if config.eval_every and (t + 1) % config.eval_every == 0 and t + 1 < config.steps:
-            history["eval"].append([t + 1, _held_out(model, params, trained, config, eval_windows)])
+            point = _held_out(model, params, trained, config, eval_windows, masks)
+            history["eval"].append([t + 1, point])
         if directory is not None and config.save_every and (t + 1) % config.save_every == 0:
-            _save(directory, config, trained, opt_state, t + 1, history)
+            save_state(directory, config, trained, opt_state, t + 1, history)
         if on_step is not None:
             on_step(t + 1, loss)
     seconds = time.perf_counter() - began
-    final = _effective(params, trained, config, masks)
-    report = _report(
-        model, params, trained, final, config, history, windows, eval_windows, masks, seconds
-    )
+    final = _like(_effective(params, trained, config, masks), params)
+    report = _report(model, final, config, history, windows, eval_windows, seconds)
     return RecoverResult(final, trained if config.method == "lora" else None, report)
+
+
+def _log_estimate(began: float, step_began: float, done: int, steps: int) -> None:
+    """After the second step (the first one compiles): the time the whole run will take."""
+    per_step = time.perf_counter() - step_began
+    total = (time.perf_counter() - began) + per_step * (steps - done)
+    info(
+        "recover: %.1f s per step after compiling; estimated total %s for %d steps",
+        per_step,
+        _duration(total),
+        steps,
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
 def _placer(mesh: Any) -> Callable:
@@ -350,8 +364,8 @@ def _placer(mesh: Any) -> Callable:
     return lambda tree, batch=False: jax.device_put(tree, split if batch else replicated)
 
 
-def _report(model, params, trained, final, config, history, windows, eval_windows, masks, seconds):
-    history["eval"].append([config.steps, _evaluate(model, final, eval_windows, config.batch_size)])
+def _report(model, final, config, history, windows, eval_windows, seconds):
+    history["eval"].append([config.steps, _evaluate(model, final, eval_windows, config)])
     report = {
         "method": config.method,
         "steps": config.steps,
@@ -362,21 +376,19 @@ def _report(model, params, trained, final, config, history, windows, eval_window
         "eval": history["eval"],
         "config": config.to_dict(),
     }
-    if config.method == "lora" and masks is not None and eval_windows is not None:
-        # What keeping the masks in the merge costs: the unmerged adapters (≡ a plain merge).
-        unmerged = merge(params, trained, config.lora)
-        report["eval_unmerged"] = _evaluate(model, unmerged, eval_windows, config.batch_size)
     return report
 
 
 __all__ = [
     "RECOVERY_METHODS",
+    "ZERO_MASK_FRACTION",
     "RecoverConfig",
     "RecoverResult",
     "batch_at",
     "make_loss",
     "make_step",
     "recover",
+    "zero_masks",
 ]
 
 # Old names, kept for a while: each warns and gives the new one.

@@ -152,6 +152,8 @@ def test_magnitude_prune_then_eval_of_the_saved_model_round_trips(tmp_path, caps
             "shakespeare-hamlet",
             "--eval-nsamples",
             2,
+            "--eval-seqlen",
+            128,
             "--out",
             out,
             "--compact",

@@ -44,7 +44,7 @@ def prune_args(tiny, *extra):
             ["--method", "wanda", "--seqlen", 128],
             "longer than this model's max_position_embeddings",
         ),
-        (["--eval", "CORPUS", "--eval-nsamples", 1000], "windows of 16 fit"),
+        (["--eval", "CORPUS", "--eval-nsamples", 1000, "--eval-seqlen", 16], "windows of 16 fit"),
         (["--method", "wanda", "--calib", "EMPTY"], "holds no text"),
         (["--recipe", "MISSING"], "no such file"),
         (["--method", "wanda", "--targets", "lm_head/kernel"], "not linears of a decoder block"),
@@ -114,6 +114,7 @@ def test_prune_prints_a_summary_and_records_what_ran(tiny, tmp_path, capsys):
         "windows": 4,
         "seqlen": 16,
         "seed": 0,
+        "bos": False,  # a LLaMA expects no BOS
     }
     assert saved.report["eval"]["dense"]["tokens"] == 2 * 7  # 2 windows of 8, next-token targets
 

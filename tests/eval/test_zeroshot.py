@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from tiny_models import TINY_LLAMA
 
 from jaxprune.data.zeroshot import Example
-from jaxprune.eval.zeroshot import encode_pair, loglikelihoods, score_examples, score_tasks
+from jaxprune.eval.zeroshot import (
+    choice_lengths,
+    encode_pair,
+    loglikelihoods,
+    score_examples,
+    score_tasks,
+)
 from jaxprune.models import LanguageModel, LlamaConfig
 from jaxprune.models.tokenizer import Tokenizer
 
@@ -58,7 +66,7 @@ def by_hand(model, params, tokenizer, context, continuation):
 
 def test_scores_equal_hand_computed_loglikelihoods_and_choices(setup):
     model, params, tokenizer = setup
-    score = score_examples(model, params, tokenizer, EXAMPLES, batch_tokens=256)
+    score = score_examples(model, params, tokenizer, EXAMPLES, batch_size=4)
     right = right_norm = 0
     for ex, got in zip(EXAMPLES, score.loglikelihoods, strict=True):
         expected = [
@@ -66,7 +74,7 @@ def test_scores_equal_hand_computed_loglikelihoods_and_choices(setup):
             for c, k in zip(ex.contexts, ex.continuations, strict=True)
         ]
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
-        lengths = [len(c.encode()) for c in ex.choices]
+        lengths = [len(c) for c in ex.choices]
         right += int(np.argmax(expected)) == ex.gold
         right_norm += int(np.argmax(np.asarray(expected) / lengths)) == ex.gold
     assert score.acc == right / 3 and score.acc_norm == right_norm / 3
@@ -75,8 +83,8 @@ def test_scores_equal_hand_computed_loglikelihoods_and_choices(setup):
 
 def test_batching_and_padding_do_not_change_scores(setup):
     model, params, tokenizer = setup
-    one = score_examples(model, params, tokenizer, EXAMPLES, batch_tokens=64)
-    many = score_examples(model, params, tokenizer, EXAMPLES, batch_tokens=4096)
+    one = score_examples(model, params, tokenizer, EXAMPLES, batch_size=1)
+    many = score_examples(model, params, tokenizer, EXAMPLES, batch_size=16)
     np.testing.assert_allclose(sum(one.loglikelihoods, []), sum(many.loglikelihoods, []), atol=1e-4)
 
 
@@ -111,3 +119,34 @@ def test_empty_inputs_are_errors(setup):
         score_examples(model, params, tokenizer, [])
     with pytest.raises(ValueError, match="empty continuation"):
         loglikelihoods(model, params, [([1, 2], [])])
+
+
+def test_acc_norm_divides_by_characters_as_the_harness():
+    # lm-evaluation-harness normalises by len(choice) in characters, not UTF-8 bytes.
+    assert choice_lengths(["café", "ab", ""]).tolist() == [4, 2, 1]
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeRecorder:
+    """A model that records the shapes of the token batches it is called with."""
+
+    model: LanguageModel
+
+    def logits(self, params, tokens):
+        SEEN.append(tokens.shape)
+        return self.model.logits(params, tokens)
+
+
+SEEN: list[tuple[int, ...]] = []
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_batch_size_is_the_number_of_requests_per_forward_pass(setup, batch_size):
+    model, params, tokenizer = setup
+    SEEN.clear()
+    score = score_examples(ShapeRecorder(model), params, tokenizer, EXAMPLES, batch_size=batch_size)
+    assert SEEN and all(shape[0] == batch_size for shape in SEEN)
+    reference = score_examples(model, params, tokenizer, EXAMPLES, batch_size=8)
+    np.testing.assert_allclose(
+        sum(score.loglikelihoods, []), sum(reference.loglikelihoods, []), atol=1e-4
+    )

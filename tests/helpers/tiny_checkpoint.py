@@ -7,7 +7,7 @@ from pathlib import Path
 
 import tokenizers
 
-from jaxprune.models import LanguageModel, LlamaConfig
+from jaxprune.models import Gemma3Config, LanguageModel, LlamaConfig
 from jaxprune.models.loaders import Pretrained, save_pruned
 from jaxprune.models.tokenizer import Tokenizer
 
@@ -46,3 +46,27 @@ def write_corpus(path: Path, words: int = 4000) -> Path:
     text = " ".join(WORDS[(i * 7 + i // 5) % len(WORDS)] for i in range(words))
     path.write_text(text)
     return path
+
+
+GEMMA_CONFIG = Gemma3Config(
+    vocab_size=32,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=1,
+    head_dim=16,
+    sliding_window=8,
+    layer_types=("sliding_attention", "full_attention"),
+    max_position_embeddings=64,
+    bos_token_id=0,
+    eos_token_id=1,
+)
+
+
+def save_tiny_gemma(directory: Path) -> Path:
+    """A tiny Gemma 3 (a family that expects BOS) with the word-level tokenizer."""
+    model = LanguageModel(GEMMA_CONFIG)
+    pretrained = Pretrained(model, model.init_params(0), tiny_tokenizer(), "tiny-gemma")
+    save_pruned(directory, pretrained, pretrained.params)
+    return directory

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxprune.models import LanguageModel, LlamaConfig
-from jaxprune.models.generate import greedy_generate, next_token
+from jaxprune.models.generate import _decode, _uses_cache, greedy_generate
 
 CONFIG = LlamaConfig(
     vocab_size=50,
@@ -47,6 +47,7 @@ def test_greedy_matches_unpadded_reference(model_and_params, prompt):
     model, params = model_and_params
     expected = reference_greedy(model, params, prompt, 10)
     assert len(set(expected)) > 1  # not a degenerate repeat of one token
+    assert _uses_cache(model, params)  # one token per step through the blocks, keys cached
     assert greedy_generate(model, params, prompt, 10) == expected
 
 
@@ -60,10 +61,10 @@ def test_generation_stops_after_eos(model_and_params):
 
 def test_one_compilation_serves_every_step_and_prompt_length(model_and_params):
     model, params = model_and_params
-    before = next_token._cache_size()
+    before = _decode._cache_size()
     greedy_generate(model, params, [1, 2, 3], 5)
     greedy_generate(model, params, [1, 2, 3, 4, 5, 6], 7)  # same padded length (32)
-    assert next_token._cache_size() - before <= 1
+    assert _decode._cache_size() - before <= 1
 
 
 def test_zero_new_tokens_and_bad_arguments(model_and_params):
@@ -73,3 +74,46 @@ def test_zero_new_tokens_and_bad_arguments(model_and_params):
         greedy_generate(model, params, [], 3)
     with pytest.raises(ValueError, match="max_new_tokens"):
         greedy_generate(model, params, [1], -1)
+
+
+@pytest.mark.parametrize("family", ["gemma3", "opt"])
+def test_cached_generation_equals_uncached_greedy_on_other_families(family):
+    """Gemma 3 reads the cache in its own (sliding-window) attention; OPT, whose embedding adds
+    learned positions, decodes without it. Both equal the unpadded, uncached loop."""
+    from jaxprune.models import Gemma3Config, OPTConfig
+
+    configs = {
+        "gemma3": Gemma3Config(
+            vocab_size=50,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=16,
+            sliding_window=4,
+            layer_types=("sliding_attention", "full_attention"),
+        ),
+        "opt": OPTConfig(
+            vocab_size=50,
+            hidden_size=32,
+            ffn_dim=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            word_embed_proj_dim=32,
+        ),
+    }
+    model = LanguageModel(configs[family])
+    rng = np.random.default_rng(1)
+
+    def rescale(x):
+        scale = 1.0 if x.ndim == 1 else 1.0 / np.sqrt(x.shape[0])
+        return jnp.asarray(rng.normal(size=x.shape) * scale, x.dtype)
+
+    params = jax.tree.map(rescale, model.init_params(seed=0))
+    prompt = [7, 1, 4, 1, 5, 9]
+    expected = reference_greedy(model, params, prompt, 12)
+    assert len(set(expected)) > 1
+    assert _uses_cache(model, params) == (family == "gemma3")
+    assert greedy_generate(model, params, prompt, 12) == expected

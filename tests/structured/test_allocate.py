@@ -131,3 +131,9 @@ def test_recipes_round_trip_through_dicts():
     assert again == recipe and again.nsamples == 64 and again.allocation == "global"
     with pytest.raises(ValueError, match="unknown structured recipe fields"):
         StructuredRecipe.from_dict({"sparsity": 0.2, "targets": ".*"})
+
+
+def test_llm_pruner_defaults_to_element1_as_the_reference_commands():
+    """Upstream's documented commands use ``--taylor param_first`` (element1); ours too."""
+    assert StructuredRecipe(method="llm-pruner").importance == "element1"
+    assert StructuredRecipe(method="flap").importance is None

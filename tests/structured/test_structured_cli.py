@@ -81,7 +81,8 @@ def test_structured_prune_saves_a_smaller_model_that_evaluates(extra, tiny_dir, 
     out = tmp_path / "pruned"
     text = tiny_dir / "text.txt"
     argv = ["prune", "--model", tiny_dir / "model", *extra, "--sparsity", 0.3, "--calib", text]
-    argv += ["--nsamples", 4, "--seqlen", 16, "--eval", text, "--eval-nsamples", 3, "--out", out]
+    argv += ["--nsamples", 4, "--seqlen", 16, "--eval", text, "--eval-nsamples", 3]
+    argv += ["--eval-seqlen", 16, "--out", out]
     rc, stdout, stderr = run([*argv, "--json"], capsys)
     assert rc == 0, stderr
     report = json.loads(stdout)

@@ -24,5 +24,15 @@ class Pretrained:
     tokenizer: Tokenizer | None
     source: str
 
+    def bos_token(self, enabled: bool = True) -> int | None:
+        """The BOS id every sequence starts with, or ``None``.
+
+        Only for a family that expects one (``Family.bos``, e.g. Gemma) and a tokenizer that
+        names it; ``enabled=False`` (``--no-bos``) always gives ``None``.
+        """
+        if not enabled or not self.model.family.bos or self.tokenizer is None:
+            return None
+        return self.tokenizer.bos_token_id
+
 
 __all__ = ["Pretrained"]
