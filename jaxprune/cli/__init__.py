@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import types
 import warnings
+from collections.abc import Callable
 
 from jaxprune.cli import demo, eval, export, generate, plot, prune, recover
 from jaxprune.cli._args import DEFAULT_MODEL, UsageError
@@ -59,15 +61,38 @@ def _show_progress_messages() -> None:
         logger.propagate = False
 
 
+def _issuer(frame: types.FrameType | None) -> str:
+    """The module that called ``warnings.warn``: the first frame outside :mod:`warnings`.
+
+    Not the module a warning is attributed to, which ``stacklevel`` moves to the caller (a
+    dependency's deprecation warning is attributed to our line that called it).
+    """
+    while frame is not None and frame.f_globals.get("__name__") == "warnings":
+        frame = frame.f_back
+    return "" if frame is None else frame.f_globals.get("__name__", "")
+
+
+def show_warning(command: str, original: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints jaxprune's own warnings as ``jaxprune CMD: warning:
+    ...`` and hands every other warning to ``original`` (Python's format, naming its file)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        issuer = _issuer(sys._getframe(1))
+        if issuer == "jaxprune" or issuer.startswith("jaxprune."):
+            print(f"jaxprune {command}: warning: {message}", file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _show_progress_messages()
     with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        warnings.showwarning = lambda message, *_: print(
-            f"jaxprune {args.command}: warning: {message}", file=sys.stderr
-        )
+        warnings.filterwarnings("default", module=r"jaxprune(\.|$)")
+        warnings.showwarning = show_warning(args.command, warnings.showwarning)
         return _run(args)
 
 

@@ -229,7 +229,9 @@ def run(
         quality["dense"] = _perplexity(pretrained, pretrained.params, job.eval_windows, 8, progress)
     info("pruning with %s at %s", recipe.method, getattr(recipe, "target", recipe.sparsity))
     if structured:
-        shrunk = prune_structured(pretrained.model, pretrained.params, job.calibration, recipe)
+        shrunk = prune_structured(
+            pretrained.model, pretrained.params, job.calibration, recipe, progress=progress
+        )
         params, masks, raw, model = shrunk.params, None, shrunk.report, shrunk.model
     else:
         result = prune(
