@@ -54,9 +54,9 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     pr.add_argument(
         "--allocation",
         choices=["uniform", "owl", "per-block", "global"],
-        help="per-layer sparsity: the same everywhere (uniform, default) or outlier-weighted "
-        "(owl); llm-pruner/flap: the same share per pruned block (per-block) or one ranking "
-        "(global)",
+        help="per-layer sparsity: the same everywhere (uniform) or outlier-weighted (owl); "
+        "llm-pruner/flap: the same share per pruned block (per-block) or one ranking (global) "
+        f"({method_defaults('allocation')})",
     )
     pr.add_argument(
         "--override",
@@ -79,11 +79,17 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         help="re-capture inputs after each group of linears inside a block",
     )
     _add_structured_options(pr)
-    pr.add_argument("--calib", help=f"calibration corpus ({sources}) or text path")
-    pr.add_argument("--nsamples", type=int, help="calibration windows (default 64)")
-    pr.add_argument("--seqlen", type=int, help="tokens per calibration window (default 512)")
-    pr.add_argument("--seed", type=int, help="seed of the calibration windows (default 0)")
-    pr.add_argument("--batch-size", type=int, help="windows per forward pass (default 8)")
+    calibration = {
+        "calib": f"calibration corpus ({sources}) or text path",
+        "nsamples": "calibration windows",
+        "seqlen": "tokens per calibration window",
+        "seed": "seed of the calibration windows",
+        "batch_size": "windows per forward pass",
+    }
+    for field, text in calibration.items():
+        kind = {} if field == "calib" else {"type": int}
+        flag = f"--{field.replace('_', '-')}"
+        pr.add_argument(flag, **kind, help=f"{text} ({method_defaults(field)})")
     pr.add_argument("--eval", help="also report perplexity before/after on this corpus")
     pr.add_argument("--eval-nsamples", type=int, default=32, help="evaluation windows (32)")
     pr.add_argument(
@@ -115,6 +121,19 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     pr.set_defaults(func=run)
 
 
+def method_defaults(field: str) -> str:
+    """``default 64; llm-pruner: 10``: a recipe field's default, and each method's own where it
+    differs (read from the recipes that run, so ``--help`` cannot drift from them)."""
+    from jaxprune.recipes import Recipe
+    from jaxprune.structured import METHODS as STRUCTURED
+    from jaxprune.structured import StructuredRecipe
+
+    default = getattr(Recipe(), field)
+    own = {m: getattr(StructuredRecipe(method=m), field) for m in STRUCTURED}
+    differ = "".join(f"; {m}: {v}" for m, v in own.items() if v != default)
+    return f"default {default}{differ}"
+
+
 _STRUCTURED_ONLY = (
     "importance",
     "reduction",
@@ -126,14 +145,14 @@ _STRUCTURED_ONLY = (
 
 
 def _add_structured_options(pr: argparse.ArgumentParser) -> None:
-    from jaxprune.structured import ATTENTION_UNITS, KINDS, REDUCTIONS
+    from jaxprune.structured import ATTENTION_UNITS, KINDS, REDUCTIONS, StructuredRecipe
 
     group = pr.add_argument_group("structured pruning (--method llm-pruner or flap)")
     group.add_argument(
         "--importance",
         choices=KINDS,
-        help="llm-pruner group importance: vector (default), element1, element2 (with the "
-        "Fisher), or the baselines l1, l2, random",
+        help="llm-pruner group importance: vector, element1, element2 (with the Fisher), or the "
+        f"baselines l1, l2, random (default {StructuredRecipe(method='llm-pruner').importance})",
     )
     group.add_argument(
         "--reduction", choices=REDUCTIONS, help="how a group's linears combine (default sum)"
