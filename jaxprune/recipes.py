@@ -129,9 +129,10 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Recipe:
-        """A recipe from its dict; a saved ``recipe.json``'s ``calibration`` record (what ran) is
-        not a recipe field and is skipped, so a saved recipe can be run again."""
-        d = {k: v for k, v in d.items() if k != "calibration"}
+        """A recipe from its dict; a saved ``recipe.json``'s ``calibration`` and ``versions``
+        records (what ran, with which packages) are not recipe fields and are skipped, so a saved
+        recipe can be run again."""
+        d = {k: v for k, v in d.items() if k not in ("calibration", "versions")}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -3,7 +3,8 @@
 - :mod:`~.prune`: :func:`prepare` (everything that can fail on bad input, before any work),
   :func:`run`, :func:`prune_pretrained` and :class:`PrunedModel`;
 - :mod:`~.recover`: :func:`recover_pretrained`, :class:`RecoveredModel` and
-  :func:`evaluate_zero_shot`.
+  :func:`evaluate_zero_shot`;
+- :mod:`~.versions`: :func:`package_versions`, recorded in every saved ``recipe.json``.
 """
 
 from jaxprune.pipeline.prune import (
@@ -18,6 +19,7 @@ from jaxprune.pipeline.prune import (
     run,
 )
 from jaxprune.pipeline.recover import RecoveredModel, evaluate_zero_shot, recover_pretrained
+from jaxprune.pipeline.versions import package_versions
 
 __all__ = [
     "Prepared",
@@ -28,6 +30,7 @@ __all__ = [
     "evaluate_zero_shot",
     "load_with_tokenizer",
     "needs_calibration",
+    "package_versions",
     "prepare",
     "prune_pretrained",
     "recover_pretrained",

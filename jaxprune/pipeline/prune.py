@@ -35,6 +35,7 @@ from jaxprune.eval import perplexity
 from jaxprune.methods import get_method
 from jaxprune.models.base import LanguageModel, Params
 from jaxprune.models.loaders import Pretrained, load_pretrained, save_pruned
+from jaxprune.pipeline.versions import package_versions
 from jaxprune.recipes import Recipe
 from jaxprune.structured import StructuredRecipe, make_plan, prune_structured
 
@@ -76,7 +77,8 @@ class PrunedModel:
         """Writes the pruned model as a jaxprune checkpoint (see :func:`save_pruned`).
 
         Its ``recipe.json`` records the calibration that actually ran (``"calibration"``), which
-        is ``null`` for a method that read no data.
+        is ``null`` for a method that read no data, and the versions of the packages that decide
+        the numbers (``"versions"``, see :func:`~.versions.package_versions`).
         """
         info("saving to %s", directory)
         return save_pruned(
@@ -84,7 +86,11 @@ class PrunedModel:
             self.pruned,
             self.params,
             masks=self.masks,
-            recipe={**self.recipe.to_dict(), "calibration": self.calibration},
+            recipe={
+                **self.recipe.to_dict(),
+                "calibration": self.calibration,
+                "versions": package_versions(),
+            },
             report=self.report,
             compact=compact,
             overwrite=overwrite,
