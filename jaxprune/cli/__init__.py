@@ -24,6 +24,7 @@ import types
 import warnings
 from collections.abc import Callable
 
+from jaxprune.checkpoint import Terminated
 from jaxprune.cli import demo, eval, export, generate, plot, prune, recover
 from jaxprune.cli._args import DEFAULT_MODEL, UsageError
 
@@ -105,11 +106,13 @@ def _run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"jaxprune {args.command}: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(
-            f"jaxprune {args.command}: interrupted; nothing was left half-written", file=sys.stderr
-        )
+    except KeyboardInterrupt as err:  # a save says whether it finished (see checkpoint)
+        what = str(err) or "nothing was left half-written"
+        print(f"jaxprune {args.command}: interrupted; {what}", file=sys.stderr)
         return 130
+    except Terminated as err:
+        print(f"jaxprune {args.command}: {err}", file=sys.stderr)
+        return 143
     return 0
 
 
