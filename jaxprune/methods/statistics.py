@@ -19,6 +19,7 @@ several into one whose state is the tuple of theirs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -30,7 +31,17 @@ import jax.numpy as jnp
 _PRECISION = jax.lax.Precision.HIGHEST
 
 TOKEN_CHUNK = 256
-"""Tokens per partial product of every sum over tokens (see :func:`token_sum`)."""
+"""Tokens per partial product of every sum over tokens in fixed order (see :func:`token_sum`)."""
+
+FIXED_ORDER = "JAXPRUNE_FIXED_ORDER_SUMS"
+"""Environment variable: ``1`` sums over tokens in a fixed order (:func:`token_sum`), so a prune
+gives the same bits whatever number of threads XLA's CPU backend uses. Read when a statistic is
+traced, so set it before the first prune."""
+
+
+def fixed_order() -> bool:
+    """Whether sums over tokens run in a fixed order (:data:`FIXED_ORDER` is ``1``)."""
+    return os.environ.get(FIXED_ORDER) == "1"
 
 
 class Statistic(NamedTuple):
@@ -143,14 +154,22 @@ def token_sum(x: jax.Array, product: Callable[[jax.Array], jax.Array]) -> jax.Ar
 
 
 def column_sum(x: jax.Array) -> jax.Array:
-    """``Σ_t x_t`` of float32 ``(tokens, d)`` inputs, as a product with ones per chunk of tokens
-    (a thread-count-independent sum, see :func:`token_sum`)."""
+    """``Σ_t x_t`` of float32 ``(tokens, d)`` inputs; with :data:`FIXED_ORDER` a product with
+    ones per chunk of tokens (a thread-count-independent sum, see :func:`token_sum`)."""
+    if not fixed_order():
+        return jnp.sum(x, axis=0)
 
     def product(chunk: jax.Array) -> jax.Array:
         ones = jnp.ones((chunk.shape[0],), jnp.float32)
         return jnp.matmul(ones, chunk, precision=_PRECISION)
 
     return token_sum(x, product)
+
+
+def total(x: jax.Array) -> jax.Array:
+    """The sum of every entry of ``(tokens, d)`` inputs (with :data:`FIXED_ORDER`, of their
+    :func:`column_sum`)."""
+    return jnp.sum(column_sum(x)) if fixed_order() else jnp.sum(x)
 
 
 def gram(x: jax.Array) -> jax.Array:
@@ -160,13 +179,16 @@ def gram(x: jax.Array) -> jax.Array:
     of two such numbers is exact in float32, so this equals the float32 product of the upcast
     inputs up to accumulation order, at the accelerator's low-precision matmul speed (about 8× the
     float32 rate on an H100). Float32 inputs use the full float32 precision (``HIGHEST``), which
-    TPU and GPU defaults would otherwise lower to bfloat16 passes. Summed in chunks of tokens in
-    a fixed order (:func:`token_sum`), so the result does not depend on the thread count.
+    TPU and GPU defaults would otherwise lower to bfloat16 passes. With :data:`FIXED_ORDER`,
+    summed in chunks of tokens in a fixed order (:func:`token_sum`), so the result does not depend
+    on the thread count.
     """
     if x.dtype in (jnp.bfloat16, jnp.float16):
-        return token_sum(x, lambda c: jnp.matmul(c.T, c, preferred_element_type=jnp.float32))
-    x = x.astype(jnp.float32)
-    return token_sum(x, lambda c: jnp.matmul(c.T, c, precision=_PRECISION))
+        product = lambda c: jnp.matmul(c.T, c, preferred_element_type=jnp.float32)  # noqa: E731
+    else:
+        x = x.astype(jnp.float32)
+        product = lambda c: jnp.matmul(c.T, c, precision=_PRECISION)  # noqa: E731
+    return token_sum(x, product) if fixed_order() else product(x)
 
 
 def hessian(stats: LinearStats) -> jax.Array:
@@ -240,11 +262,14 @@ __all__ = [
     "Statistic",
     "accumulate",
     "accumulate_moments",
+    "FIXED_ORDER",
     "column_sum",
     "combine",
+    "fixed_order",
     "gram",
     "hessian",
     "init_moments",
     "init_stats",
     "token_sum",
+    "total",
 ]
