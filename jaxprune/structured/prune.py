@@ -210,9 +210,7 @@ def prune_structured(
     if recipe.method == "flap":
         steps, mlp_scores, stats = flap_scores(model, params, calibration, recipe, plan, progress)
     else:
-        steps, mlp_scores = llm_pruner_scores(
-            model, params, calibration, recipe, plan, progress
-        )
+        steps, mlp_scores = llm_pruner_scores(model, params, calibration, recipe, plan, progress)
     scored = time.perf_counter()
     extra = 0
     for _ in range(2):  # a second pass removes as many weights as the added biases hold
