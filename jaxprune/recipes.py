@@ -146,10 +146,11 @@ class Recipe(ConfigIO):
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Recipe:
-        """A recipe from its dict; a saved ``recipe.json``'s ``calibration`` record (what ran) is
-        not a recipe field and is skipped, so a saved recipe can be run again."""
+        """A recipe from its dict; a saved ``recipe.json``'s ``calibration`` and ``versions``
+        records (what ran, with which packages) are not recipe fields and are skipped, so a saved
+        recipe can be run again."""
         if isinstance(d, Mapping):
-            d = {k: v for k, v in d.items() if k != "calibration"}
+            d = {k: v for k, v in d.items() if k not in ("calibration", "versions")}
         return super().from_dict(d)
 
 

@@ -102,42 +102,56 @@ class Terminated(Exception):
     """SIGTERM arrived during a save (raised so that the save cleans up before exiting)."""
 
 
-@contextlib.contextmanager
-def terminate_as_exception() -> Iterator[None]:
-    """Inside the block, SIGTERM raises :class:`Terminated` instead of killing the process.
+class Interrupts:
+    """SIGINT and SIGTERM recorded during a save, to be acted on at its safe points.
 
-    SIGINT already raises ``KeyboardInterrupt``; with both as exceptions, the save's cleanup runs
-    whichever way the user stops it. Only the main thread can install handlers; elsewhere (and
-    where a handler other than the default is installed) nothing changes.
+    Python raises ``KeyboardInterrupt`` at whatever bytecode runs when Ctrl-C arrives; during a
+    save that can be a garbage-collection callback of JAX or Orbax's event loop, where the
+    exception is printed as "ignored" and lost — the save then finished and the program went on
+    as if nothing had been pressed. Recorded instead, the signal is raised by :meth:`check`
+    between the save's steps, from our own code, every time.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous not in (signal.SIG_DFL, None):
-        yield
-        return
 
-    def handler(signum, frame):
-        raise Terminated("terminated (SIGTERM) during a checkpoint save")
+    def __init__(self) -> None:
+        self.signum: int | None = None
 
-    signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def record(self, signum: int, frame: object) -> None:
+        if self.signum is None:
+            self.signum = signum
+            os.write(2, b"jaxprune: interrupted; stopping the save at its next step\n")
+
+    def check(self) -> None:
+        """Raises ``KeyboardInterrupt`` (SIGINT) or :class:`Terminated` (SIGTERM) if one came."""
+        if self.signum == signal.SIGINT:
+            raise KeyboardInterrupt("the save was stopped; nothing was left half-written")
+        if self.signum is not None:
+            raise Terminated("terminated (SIGTERM) during a checkpoint save")
 
 
 @contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """Holds SIGINT and SIGTERM back for the block (a second Ctrl-C must not stop a cleanup);
-    they are delivered when it ends."""
+def interrupts_deferred() -> Iterator[Interrupts]:
+    """Inside the block SIGINT and SIGTERM are recorded, not raised (see :class:`Interrupts`).
+
+    A signal the block did not act on (it came after the last :meth:`Interrupts.check`, once the
+    save was complete) is raised when the block ends, so the program still stops. Only the main
+    thread can install handlers; elsewhere, and for a signal that already has a handler other
+    than Python's default, nothing changes.
+    """
+    pending = Interrupts()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield pending
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    previous = {sig: signal.getsignal(sig) for sig in defaults}
+    ours = [sig for sig, default in defaults.items() if previous[sig] in (default, None)]
+    for sig in ours:
+        signal.signal(sig, pending.record)
     try:
-        yield
+        yield pending
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig in ours:
+            signal.signal(sig, previous[sig])
+    if pending.signum == signal.SIGINT:
+        raise KeyboardInterrupt("the save completed before the interrupt; the checkpoint is whole")
+    if pending.signum is not None:
+        raise Terminated("terminated (SIGTERM) after the save completed; the checkpoint is whole")

@@ -35,14 +35,14 @@ import numpy as np
 
 from jaxprune.checkpoint._compact import decode_leaves, encode_arrays, expected_arrays
 from jaxprune.checkpoint._files import (
+    Interrupts,
     check_extra_files,
     file_records,
     fsync_dir,
+    interrupts_deferred,
     remove_tree,
     scratch_dir,
-    signals_held,
     sweep_abandoned,
-    terminate_as_exception,
     write_file,
 )
 from jaxprune.checkpoint._manifest import (
@@ -102,7 +102,10 @@ def save_checkpoint(
     """Saves params (and masks, config, recipe, report, small files) as one checkpoint directory.
 
     The write is atomic: on any failure nothing is left at ``directory`` (with ``overwrite``, the
-    previous checkpoint stays untouched) and no temporary directory remains.
+    previous checkpoint stays untouched) and no temporary directory remains. Ctrl-C (SIGINT) or
+    SIGTERM during the save stops it at its next step, leaves nothing and raises
+    ``KeyboardInterrupt`` (or ``Terminated``); one that arrives after the final rename leaves the
+    complete checkpoint and is raised when the save returns, so the program stops either way.
 
     Args:
       directory: the checkpoint directory to create.
@@ -134,25 +137,31 @@ def save_checkpoint(
         )
     if not isinstance(config, dict):
         raise ValueError(f"config must be a dict (e.g. config_to_dict(cfg)), got {type(config)}")
-    leaves, empty = flatten(params, "params")
-    mask_leaves = _check_masks(leaves, masks)
-    records, arrays = encode_arrays(leaves, mask_leaves, compact)
-    documents = {"config": config, "recipe": recipe, "report": report}
-    texts = {name: _to_json(doc, name) for name, doc in documents.items() if doc is not None}
-    extra = check_extra_files(extra_files or {})
-    check_target(target, overwrite)
+    with interrupts_deferred() as interrupts:
+        leaves, empty = flatten(params, "params")
+        mask_leaves = _check_masks(leaves, masks)
+        records, arrays = encode_arrays(leaves, mask_leaves, compact)
+        documents = {"config": config, "recipe": recipe, "report": report}
+        texts = {name: _to_json(doc, name) for name, doc in documents.items() if doc is not None}
+        extra = check_extra_files(extra_files or {})
+        check_target(target, overwrite)
+        interrupts.check()
 
-    if jax.process_count() > 1:
-        documents = {f"{name}.json": text.encode() for name, text in texts.items()}
-        documents.update({f"{EXTRA_DIR}/{name}": data for name, data in extra.items()})
-        manifest = _manifest(texts, extra, records, empty, compact, masks)
-        save_together(target, documents, arrays, manifest, _save_arrays, overwrite)
-    else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        sweep_abandoned(target)
-        with terminate_as_exception():
+        if jax.process_count() > 1:
+            documents = {f"{name}.json": text.encode() for name, text in texts.items()}
+            documents.update({f"{EXTRA_DIR}/{name}": data for name, data in extra.items()})
+            manifest = _manifest(texts, extra, records, empty, compact, masks)
+            save_together(target, documents, arrays, manifest, _save_arrays, overwrite)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            sweep_abandoned(target)
             _write_atomically(
-                target, texts, extra, arrays, records, empty, compact, masks, overwrite
+                target,
+                (texts, extra, arrays, records, empty),
+                compact,
+                masks,
+                overwrite,
+                interrupts,
             )
         fsync_dir(target.parent)
 
@@ -164,37 +173,51 @@ def save_checkpoint(
     }
 
 
-def _write_atomically(target, texts, extra, arrays, records, empty, compact, masks, overwrite):
-    """Writes everything into a scratch directory and renames it to ``target`` once complete.
+def _write_atomically(
+    target: Path,
+    contents: tuple,
+    compact: bool,
+    masks: Any,
+    overwrite: bool,
+    interrupts: Interrupts,
+) -> None:
+    """Writes ``contents`` (texts, extra files, arrays, leaf records, empty dicts) into a scratch
+    directory and renames it to ``target`` once complete.
 
-    On any exception — errors, Ctrl-C, SIGTERM — the scratch directory is removed (with further
-    signals held back until that is done) and a replaced checkpoint is put back.
+    A recorded Ctrl-C or SIGTERM is acted on between the steps (``interrupts.check``). On any
+    exception — errors, Ctrl-C, SIGTERM — the scratch directory is removed and a replaced
+    checkpoint is put back; signals are only recorded meanwhile, so a second Ctrl-C cannot stop
+    the cleanup.
     """
+    texts, extra, arrays, records, empty = contents
     tmp = scratch_dir(target, "tmp")
     aside: Path | None = None
     try:
         for name, text in texts.items():
             write_file(tmp / f"{name}.json", text.encode())
+            interrupts.check()
         for name, data in extra.items():
             write_file(tmp / EXTRA_DIR / name, data)
+            interrupts.check()
         if arrays:
             _save_arrays(tmp / _ARRAYS_DIR, arrays)
+            interrupts.check()
         manifest = {
             **_manifest(texts, extra, records, empty, compact, masks),
             "files": file_records(tmp),
         }
         write_file(tmp / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
+        interrupts.check()  # the last moment to stop: after the rename the checkpoint is whole
         if overwrite and target.exists():
             aside = scratch_dir(target, "old")
             os.replace(target, aside / target.name)
         os.replace(tmp, target)
     except BaseException:
-        with signals_held():
-            remove_tree(tmp)
-            if aside is not None and not target.exists() and (aside / target.name).exists():
-                os.replace(aside / target.name, target)
-            if aside is not None:
-                shutil.rmtree(aside, ignore_errors=True)
+        remove_tree(tmp)
+        if aside is not None and not target.exists() and (aside / target.name).exists():
+            os.replace(aside / target.name, target)
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
         raise
     if aside is not None:
         # The new checkpoint is in place; failing to delete the old one must not fail the save.
@@ -261,15 +284,15 @@ def _save_arrays(path: Path, tree: dict[str, Any]) -> None:
     # multi-gigabyte zarr chunk; smaller arrays are a single chunk either way.
     save_args = jax.tree.map(lambda _: ocp.SaveArgs(chunk_byte_size=_CHUNK_BYTES), tree)
     # StandardCheckpointer saves in a background thread; wait_until_finished re-raises its errors,
-    # so the arrays are complete on disk before the manifest is written. If a signal interrupts the
-    # wait, the background writes are let finish (signals held) before the caller removes the
-    # scratch directory: otherwise they would recreate files in it after the removal.
+    # so the arrays are complete on disk before the manifest is written. If the save fails, the
+    # background writes are let finish before the caller removes the scratch directory: otherwise
+    # they would recreate files in it after the removal.
     with ocp.StandardCheckpointer() as checkpointer:
         try:
             checkpointer.save(path, tree, save_args=save_args)
             checkpointer.wait_until_finished()
         except BaseException:
-            with signals_held(), contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):
                 checkpointer.wait_until_finished()
             raise
 

@@ -21,8 +21,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import types
 import warnings
+from collections.abc import Callable
 
+from jaxprune.checkpoint import Terminated
 from jaxprune.cli import demo, eval, export, generate, plan, plot, prune, recover
 from jaxprune.cli._args import DEFAULT_MODEL, UsageError
 
@@ -68,15 +71,38 @@ def _show_progress_messages() -> None:
         logger.propagate = False
 
 
+def _issuer(frame: types.FrameType | None) -> str:
+    """The module that called ``warnings.warn``: the first frame outside :mod:`warnings`.
+
+    Not the module a warning is attributed to, which ``stacklevel`` moves to the caller (a
+    dependency's deprecation warning is attributed to our line that called it).
+    """
+    while frame is not None and frame.f_globals.get("__name__") == "warnings":
+        frame = frame.f_back
+    return "" if frame is None else frame.f_globals.get("__name__", "")
+
+
+def show_warning(command: str, original: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints jaxprune's own warnings as ``jaxprune CMD: warning:
+    ...`` and hands every other warning to ``original`` (Python's format, naming its file)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        issuer = _issuer(sys._getframe(1))
+        if issuer == "jaxprune" or issuer.startswith("jaxprune."):
+            print(f"jaxprune {command}: warning: {message}", file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _show_progress_messages()
     with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        warnings.showwarning = lambda message, *_: print(
-            f"jaxprune {args.command}: warning: {message}", file=sys.stderr
-        )
+        warnings.filterwarnings("default", module=r"jaxprune(\.|$)")
+        warnings.showwarning = show_warning(args.command, warnings.showwarning)
         return _run(args)
 
 
@@ -89,11 +115,13 @@ def _run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"jaxprune {args.command}: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(
-            f"jaxprune {args.command}: interrupted; nothing was left half-written", file=sys.stderr
-        )
+    except KeyboardInterrupt as err:  # a save says whether it finished (see checkpoint)
+        what = str(err) or "nothing was left half-written"
+        print(f"jaxprune {args.command}: interrupted; {what}", file=sys.stderr)
         return 130
+    except Terminated as err:
+        print(f"jaxprune {args.command}: {err}", file=sys.stderr)
+        return 143
     return 0
 
 

@@ -30,7 +30,7 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from jaxprune.pipeline import prepare
+    from jaxprune.pipeline import package_versions, prepare
     from jaxprune.pipeline import run as run_job
     from jaxprune.recipes import Recipe
 
@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> None:
         "ppl_dense": ev["dense"]["ppl"],
         "ppl_pruned": ev["pruned"]["ppl"],
         "prune_seconds": report["seconds"],
+        "versions": package_versions(),
     }
     emit(
         args,

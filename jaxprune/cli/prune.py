@@ -68,9 +68,9 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     pr.add_argument(
         "--allocation",
         choices=["uniform", "owl", "per-block", "global"],
-        help="per-layer sparsity: the same everywhere (uniform, default) or outlier-weighted "
-        "(owl); llm-pruner/flap: the same share per pruned block (per-block) or one ranking "
-        "(global)",
+        help="per-layer sparsity: the same everywhere (uniform) or outlier-weighted (owl); "
+        "llm-pruner/flap: the same share per pruned block (per-block) or one ranking (global) "
+        f"({method_defaults('allocation')})",
     )
     pr.add_argument(
         "--override",
@@ -93,11 +93,17 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         help="re-capture inputs after each group of linears inside a block",
     )
     _add_structured_options(pr)
-    pr.add_argument("--calib", help=f"calibration corpus ({sources}) or text path")
-    pr.add_argument("--nsamples", type=int, help="calibration windows (default 64)")
-    pr.add_argument("--seqlen", type=int, help="tokens per calibration window (default 512)")
-    pr.add_argument("--seed", type=int, help="seed of the calibration windows (default 0)")
-    pr.add_argument("--batch-size", type=int, help="windows per forward pass (default 8)")
+    calibration = {
+        "calib": f"calibration corpus ({sources}) or text path",
+        "nsamples": "calibration windows",
+        "seqlen": "tokens per calibration window",
+        "seed": "seed of the calibration windows",
+        "batch_size": "windows per forward pass",
+    }
+    for field, text in calibration.items():
+        kind = {} if field == "calib" else {"type": int}
+        flag = f"--{field.replace('_', '-')}"
+        pr.add_argument(flag, **kind, help=f"{text} ({method_defaults(field)})")
     pr.add_argument("--eval", help="also report perplexity before/after on this corpus")
     pr.add_argument("--eval-nsamples", type=int, default=32, help="evaluation windows (32)")
     pr.add_argument(
@@ -138,6 +144,19 @@ def _add_placement_and_output(pr: argparse.ArgumentParser) -> None:
     pr.add_argument("--json", action="store_true", help="print the full report as one JSON line")
 
 
+def method_defaults(field: str) -> str:
+    """``default 64; llm-pruner: 10``: a recipe field's default, and each method's own where it
+    differs (read from the recipes that run, so ``--help`` cannot drift from them)."""
+    from jaxprune.recipes import Recipe
+    from jaxprune.structured import METHODS as STRUCTURED
+    from jaxprune.structured import StructuredRecipe
+
+    default = getattr(Recipe(), field)
+    own = {m: getattr(StructuredRecipe(method=m), field) for m in STRUCTURED}
+    differ = "".join(f"; {m}: {v}" for m, v in own.items() if v != default)
+    return f"default {default}{differ}"
+
+
 _STRUCTURED_ONLY = (
     "importance",
     "reduction",
@@ -151,14 +170,15 @@ _STRUCTURED_ONLY = (
 
 
 def _add_structured_options(pr: argparse.ArgumentParser) -> None:
-    from jaxprune.structured import ATTENTION_UNITS, KINDS, REDUCTIONS
+    from jaxprune.structured import ATTENTION_UNITS, KINDS, REDUCTIONS, StructuredRecipe
 
     group = pr.add_argument_group("structured pruning (--method llm-pruner or flap)")
     group.add_argument(
         "--importance",
         choices=KINDS,
-        help="llm-pruner group importance: element1 (default, as the reference's documented "
-        "commands), vector, element2 (with the Fisher), or the baselines l1, l2, random",
+        help="llm-pruner group importance: element1 (as the reference's documented commands), "
+        "vector, element2 (with the Fisher), or the baselines l1, l2, random "
+        f"(default {StructuredRecipe(method='llm-pruner').importance})",
     )
     group.add_argument(
         "--reduction", choices=REDUCTIONS, help="how a group's linears combine (default sum)"

@@ -21,7 +21,7 @@ from jaxprune.core.paths import get_leaf
 from jaxprune.engine.placement import Placement
 from jaxprune.engine.report import PruneLog
 from jaxprune.methods.base import Method
-from jaxprune.methods.statistics import Statistic
+from jaxprune.methods.statistics import Statistic, total
 from jaxprune.models.base import LanguageModel, Params
 from jaxprune.recipes import Recipe
 from jaxprune.sharding import Layout
@@ -95,7 +95,7 @@ def _statistics_step(
         x = taps[tap].reshape(-1, dense.shape[0]).astype(jnp.float32)
         y = x @ dense.astype(jnp.float32)
         diff = y - x @ pruned.astype(jnp.float32)
-        errors[name] = (jnp.sum(diff * diff), jnp.sum(y * y))
+        errors[name] = (total(diff * diff), total(y * y))
     collected = {
         tap: taps[tap].reshape(-1, taps[tap].shape[-1]).astype(jnp.float32) for tap in collect_taps
     }

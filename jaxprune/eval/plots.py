@@ -3,12 +3,15 @@ perplexity of a recovery run. matplotlib is imported only here, only when a plot
 
 :func:`plot_report` takes a report dict, a ``report.json`` or a checkpoint directory holding one
 (a ``jaxprune prune`` or ``jaxprune recover`` output) and writes one PNG with a panel per thing
-the report holds.
+the report holds: per-block sparsity and error (one-shot prune), kept heads and MLP channels per
+block (structured prune), loss and perplexity (recovery). A panel whose data the report lacks
+(Wanda measures no reconstruction error by default) says so instead of staying blank.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections import defaultdict
@@ -58,6 +61,19 @@ def block_summary(report: dict[str, Any]) -> dict[int, dict[str, float]]:
     }
 
 
+def block_widths(report: dict[str, Any]) -> dict[str, list[int]]:
+    """A structured prune's query heads and MLP channels per block, kept (``heads``, ``mlp``) and,
+    when the report has them, dense (``heads_before``, ``mlp_before``); ``{}`` for other reports.
+    """
+    out: dict[str, list[int]] = {}
+    for suffix, key in (("", "widths"), ("_before", "widths_before")):
+        rows = report.get(key)
+        if rows:
+            out[f"heads{suffix}"] = [int(r[0]) for r in rows]
+            out[f"mlp{suffix}"] = [int(r[2]) for r in rows]
+    return out if "heads" in out else {}
+
+
 def _recovery(report: dict[str, Any]) -> dict[str, Any] | None:
     if "loss" in report:
         return report
@@ -76,7 +92,7 @@ def require_matplotlib() -> None:
 def plot_report(
     source: str | os.PathLike | dict[str, Any], out: str | os.PathLike | None = None
 ) -> Path:
-    """Draws the report's panels into one PNG.
+    """Draws the report's panels (:func:`report_figure`) into one PNG.
 
     Args:
       source: a report dict, a JSON file, or a directory with ``report.json``.
@@ -86,37 +102,50 @@ def plot_report(
       The PNG's path.
 
     Raises:
-      ValueError: the report holds neither per-layer prune records nor a recovery history.
+      ValueError: the report holds no per-layer prune records, structured widths or recovery
+        history.
     """
     report = read_report(source)
-    blocks, recovery = block_summary(report), _recovery(report)
-    if not blocks and not recovery:
-        raise ValueError("the report has neither per-layer prune records nor a recovery history")
     if out is None:
         if isinstance(source, dict):
             raise ValueError("give out= (a PNG path) when plotting a report dict")
         base = Path(source)
         out = (base if base.is_dir() else base.parent) / "report.png"
+    fig = report_figure(report)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def report_figure(report: dict[str, Any]):
+    """A matplotlib ``Figure`` with two panels per thing the report holds (see the module).
+
+    Raises:
+      ValueError: the report holds none of them.
+    """
+    blocks, widths, recovery = block_summary(report), block_widths(report), _recovery(report)
+    if not blocks and not widths and not recovery:
+        raise ValueError(
+            "the report has neither per-layer prune records, nor per-block widths of a "
+            "structured prune, nor a recovery history"
+        )
     require_matplotlib()
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = (2 if blocks else 0) + (2 if recovery else 0)
-    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.6), squeeze=False)
-    axes = list(axes[0])
+    panels = 2 * sum(map(bool, (blocks, widths, recovery)))
+    fig = Figure(figsize=(4.5 * panels, 3.6))
+    axes = list(fig.subplots(1, panels, squeeze=False)[0])
     if blocks:
         _prune_panels(axes[:2], blocks, report)
+        axes = axes[2:]
+    if widths:
+        _width_panels(axes[:2], widths, report)
         axes = axes[2:]
     if recovery:
         _recovery_panels(axes, recovery)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return fig
 
 
 def _prune_panels(axes, blocks: dict[int, dict[str, float]], report: dict[str, Any]) -> None:
@@ -125,11 +154,40 @@ def _prune_panels(axes, blocks: dict[int, dict[str, float]], report: dict[str, A
     axes[0].bar(index, [blocks[b].get("sparsity", 0.0) for b in index], color="tab:blue")
     axes[0].set(xlabel="block", ylabel="sparsity", title=f"per-block sparsity {title}", ylim=(0, 1))
     errors = [blocks[b].get("rel_error", float("nan")) for b in index]
-    axes[1].plot(index, errors, marker="o", color="tab:red")
     axes[1].set(xlabel="block", ylabel="‖WX − ŴX‖² / ‖WX‖²", title="reconstruction error")
-    if all(e > 0 for e in errors):
-        axes[1].set_yscale("log")
+    if all(math.isnan(e) for e in errors):
+        _missing(
+            axes[1],
+            f"not in this report: {report.get('method', 'this method')} has no Hessian to\n"
+            "measure errors with; jp.prune(..., errors=True)\nmeasures them on the next pass",
+        )
+    else:
+        axes[1].plot(index, errors, marker="o", color="tab:red")
+        if all(e > 0 for e in errors if not math.isnan(e)):
+            axes[1].set_yscale("log")
     for ax in axes:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+def _missing(ax, text: str) -> None:
+    """Says on an empty panel what is missing and why."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=8)
+
+
+def _width_panels(axes, widths: dict[str, list[int]], report: dict[str, Any]) -> None:
+    index = list(range(len(widths["heads"])))
+    title = f"{report.get('method', '')} {report.get('sparsity', '')}".strip()
+    removed = report.get("removed_fraction")
+    if removed is not None:
+        title += f", {removed:.0%} removed"
+    panels = (("heads", "attention heads"), ("mlp", "MLP channels"))
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        before = widths.get(f"{key}_before")
+        if before is not None:
+            ax.bar(index, before, color="none", edgecolor="tab:gray", label="dense")
+        ax.bar(index, widths[key], color="tab:blue", label="kept")
+        ax.set(xlabel="block", ylabel=label, title=f"{label} per block ({title})")
+        ax.legend(fontsize=7)
         ax.xaxis.get_major_locator().set_params(integer=True)
 
 
@@ -140,7 +198,9 @@ def _recovery_panels(axes, recovery: dict[str, Any]) -> None:
     points = [(s, p) for s, p in recovery.get("eval", []) if p is not None]
     if points:
         axes[1].plot(*zip(*points, strict=True), marker="o", color="tab:purple")
+    else:
+        _missing(axes[1], "not in this report: the run had no held-out evaluation")
     axes[1].set(xlabel="step", ylabel="held-out perplexity", title="held-out perplexity")
 
 
-__all__ = ["block_summary", "plot_report", "read_report"]
+__all__ = ["block_summary", "block_widths", "plot_report", "read_report", "report_figure"]

@@ -19,6 +19,7 @@ several into one whose state is the tuple of theirs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -28,6 +29,19 @@ import jax.numpy as jnp
 # Statistics are sums of many products; TPU's default matmul precision (bf16 passes) would lose
 # most of their digits.
 _PRECISION = jax.lax.Precision.HIGHEST
+
+TOKEN_CHUNK = 256
+"""Tokens per partial product of every sum over tokens in fixed order (see :func:`token_sum`)."""
+
+FIXED_ORDER = "JAXPRUNE_FIXED_ORDER_SUMS"
+"""Environment variable: ``1`` sums over tokens in a fixed order (:func:`token_sum`), so a prune
+gives the same bits whatever number of threads XLA's CPU backend uses. Read when a statistic is
+traced, so set it before the first prune."""
+
+
+def fixed_order() -> bool:
+    """Whether sums over tokens run in a fixed order (:data:`FIXED_ORDER` is ``1``)."""
+    return os.environ.get(FIXED_ORDER) == "1"
 
 
 class Statistic(NamedTuple):
@@ -109,8 +123,53 @@ def accumulate(stats: LinearStats, x: jax.Array) -> LinearStats:
         # magnitude does not grow with the amount of calibration data.
         denom = jnp.maximum(total, 1).astype(jnp.float32)
         hessian = hessian * (stats.count.astype(jnp.float32) / denom) + (2.0 / denom) * gram(tokens)
-    sq_norms = stats.sq_norms + jnp.sum(x * x, axis=0)
+    sq_norms = stats.sq_norms + column_sum(x * x)
     return LinearStats(hessian, sq_norms, total)
+
+
+def token_sum(x: jax.Array, product: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    """``Σ_k product(X_k)`` over consecutive chunks ``X_k`` of :data:`TOKEN_CHUNK` tokens of the
+    ``(tokens, d)`` array ``x``, added in order.
+
+    This makes every sum over tokens independent of the machine's thread count. XLA's CPU backend
+    splits one long contraction or column sum into as many partial sums as its thread pool has
+    threads (the number of cores the process may use), so a single ``XᵀX`` over 4096 tokens
+    differs in its last bits between 1 and 2 threads, and one over 512 tokens of width 64 between
+    2, 4 and 8 threads: a flipped near-tie in one block's mask then changes every later block.
+    Products over 256 tokens added in a loop gave the same bits for 1 to 64 threads (widths 16 to
+    1536). The last chunk is padded with zero tokens, which add exact zeros.
+    """
+    x = jnp.asarray(x)
+    n = x.shape[0]
+    if n == 0:
+        return product(x)
+    size = min(TOKEN_CHUNK, n)
+    pad = -n % size
+    if pad:
+        x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])
+    chunks = x.reshape(-1, size, *x.shape[1:])
+    first = product(chunks[0])
+    add = lambda k, acc: acc + product(jax.lax.dynamic_index_in_dim(chunks, k, keepdims=False))  # noqa: E731
+    return jax.lax.fori_loop(1, chunks.shape[0], add, first)
+
+
+def column_sum(x: jax.Array) -> jax.Array:
+    """``Σ_t x_t`` of float32 ``(tokens, d)`` inputs; with :data:`FIXED_ORDER` a product with
+    ones per chunk of tokens (a thread-count-independent sum, see :func:`token_sum`)."""
+    if not fixed_order():
+        return jnp.sum(x, axis=0)
+
+    def product(chunk: jax.Array) -> jax.Array:
+        ones = jnp.ones((chunk.shape[0],), jnp.float32)
+        return jnp.matmul(ones, chunk, precision=_PRECISION)
+
+    return token_sum(x, product)
+
+
+def total(x: jax.Array) -> jax.Array:
+    """The sum of every entry of ``(tokens, d)`` inputs (with :data:`FIXED_ORDER`, of their
+    :func:`column_sum`)."""
+    return jnp.sum(column_sum(x)) if fixed_order() else jnp.sum(x)
 
 
 def gram(x: jax.Array) -> jax.Array:
@@ -120,12 +179,16 @@ def gram(x: jax.Array) -> jax.Array:
     of two such numbers is exact in float32, so this equals the float32 product of the upcast
     inputs up to accumulation order, at the accelerator's low-precision matmul speed (about 8× the
     float32 rate on an H100). Float32 inputs use the full float32 precision (``HIGHEST``), which
-    TPU and GPU defaults would otherwise lower to bfloat16 passes.
+    TPU and GPU defaults would otherwise lower to bfloat16 passes. With :data:`FIXED_ORDER`,
+    summed in chunks of tokens in a fixed order (:func:`token_sum`), so the result does not depend
+    on the thread count.
     """
     if x.dtype in (jnp.bfloat16, jnp.float16):
-        return jnp.matmul(x.T, x, preferred_element_type=jnp.float32)
-    x = x.astype(jnp.float32)
-    return jnp.matmul(x.T, x, precision=_PRECISION)
+        product = lambda c: jnp.matmul(c.T, c, preferred_element_type=jnp.float32)  # noqa: E731
+    else:
+        x = x.astype(jnp.float32)
+        product = lambda c: jnp.matmul(c.T, c, precision=_PRECISION)  # noqa: E731
+    return token_sum(x, product) if fixed_order() else product(x)
 
 
 def hessian(stats: LinearStats) -> jax.Array:
@@ -147,8 +210,8 @@ def accumulate_moments(moments: Moments, x: jax.Array) -> Moments:
     """Adds the tokens of ``x`` (``(..., in)``) to ``moments``."""
     x = _tokens(x, moments.sum.shape[0])
     return Moments(
-        moments.sum + jnp.sum(x, axis=0),
-        moments.sq_sum + jnp.sum(x * x, axis=0),
+        moments.sum + column_sum(x),
+        moments.sq_sum + column_sum(x * x),
         moments.count + x.shape[0],
     )
 
@@ -199,9 +262,14 @@ __all__ = [
     "Statistic",
     "accumulate",
     "accumulate_moments",
+    "FIXED_ORDER",
+    "column_sum",
     "combine",
+    "fixed_order",
     "gram",
     "hessian",
     "init_moments",
     "init_stats",
+    "token_sum",
+    "total",
 ]

@@ -318,7 +318,7 @@ class LanguageModel:
     def init_params(self, seed: int = 0) -> Params:
         """Random params (for tests and benchmarks), as a nested dict."""
         module = self.family.module_cls(self.config, rngs=nnx.Rngs(seed), dtype=self.dtype)
-        return nnx.state(module, nnx.Param).to_pure_dict()
+        return nnx.to_pure_dict(nnx.state(module, nnx.Param))
 
     def module(self, params: Params) -> nnx.Module:
         """The NNX module carrying ``params`` (works inside ``jit``)."""

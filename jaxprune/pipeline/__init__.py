@@ -4,7 +4,8 @@
   :func:`run`, :func:`prune_pretrained` and :class:`PrunedModel`;
 - :mod:`~.load`: :func:`load_model` (by slices onto a mesh) and :func:`load_with_tokenizer`;
 - :mod:`~.recover`: :func:`recover_pretrained`, :class:`RecoveredModel` and
-  :func:`evaluate_zero_shot`.
+  :func:`evaluate_zero_shot`;
+- :mod:`~.versions`: :func:`package_versions`, recorded in every saved ``recipe.json``.
 """
 
 from jaxprune.pipeline.load import load_model, load_with_tokenizer
@@ -19,6 +20,7 @@ from jaxprune.pipeline.prune import (
     run,
 )
 from jaxprune.pipeline.recover import RecoveredModel, evaluate_zero_shot, recover_pretrained
+from jaxprune.pipeline.versions import package_versions
 
 __all__ = [
     "Prepared",
@@ -30,6 +32,7 @@ __all__ = [
     "load_model",
     "load_with_tokenizer",
     "needs_calibration",
+    "package_versions",
     "prepare",
     "prune_pretrained",
     "recover_pretrained",

@@ -36,6 +36,7 @@ from jaxprune.methods import get_method
 from jaxprune.models.base import LanguageModel, Params
 from jaxprune.models.loaders import Pretrained, save_pruned
 from jaxprune.pipeline.load import load_model, load_with_tokenizer
+from jaxprune.pipeline.versions import package_versions
 from jaxprune.recipes import Recipe
 from jaxprune.structured import StructuredRecipe, make_plan, prune_structured
 
@@ -81,7 +82,8 @@ class PrunedModel:
         """Writes the pruned model as a jaxprune checkpoint (see :func:`save_pruned`).
 
         Its ``recipe.json`` records the calibration that actually ran (``"calibration"``), which
-        is ``null`` for a method that read no data.
+        is ``null`` for a method that read no data, and the versions of the packages that decide
+        the numbers (``"versions"``, see :func:`~.versions.package_versions`).
         """
         info("saving to %s", directory)
         return save_pruned(
@@ -89,7 +91,11 @@ class PrunedModel:
             self.pruned,
             sharding.on_devices(self.params),
             masks=sharding.on_devices(self.masks),
-            recipe={**self.recipe.to_dict(), "calibration": self.calibration},
+            recipe={
+                **self.recipe.to_dict(),
+                "calibration": self.calibration,
+                "versions": package_versions(),
+            },
             report=self.report,
             compact=compact,
             overwrite=overwrite,
@@ -272,7 +278,9 @@ def run(
         quality["dense"] = _perplexity(pretrained, pretrained.params, job.eval_windows, 8, progress)
     info("pruning with %s at %s", recipe.method, getattr(recipe, "target", recipe.sparsity))
     if structured:
-        shrunk = prune_structured(pretrained.model, pretrained.params, job.calibration, recipe)
+        shrunk = prune_structured(
+            pretrained.model, pretrained.params, job.calibration, recipe, progress=progress
+        )
         params, masks, raw, model = shrunk.params, None, shrunk.report, shrunk.model
     else:
         windows = job.calibration

@@ -119,7 +119,7 @@ def gradients(
     if progress:
         from tqdm.auto import tqdm
 
-        starts = tqdm(starts, desc="gradients", unit="chunk", leave=False)
+        starts = tqdm(starts, desc="llm-pruner gradients", unit="chunk", leave=False)
     for lo in starts:
         tokens = jnp.asarray(windows[lo : lo + chunk])
         acc = _accumulate(

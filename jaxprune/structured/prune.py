@@ -50,7 +50,8 @@ class StructuredResult:
       model: the smaller model (its config has per-layer widths).
       params: its params.
       keeps: ``{block: BlockKeep}``, the kept heads and channels (indices into the dense model).
-      report: ``params_before``/``params_after`` (non-embedding), per-block widths, seconds, ...
+      report: ``params_before``/``params_after`` (non-embedding), per-block ``widths_before`` and
+        ``widths`` (``[heads, kv_heads, mlp]``), seconds, ...
     """
 
     model: LanguageModel
@@ -65,8 +66,10 @@ def _unit(model: LanguageModel, index: int, unit: str) -> str:
     return "kv_group" if widths.heads == widths.kv_heads else unit
 
 
-def llm_pruner_scores(model, params, calibration, recipe: StructuredRecipe, plan: Plan):
-    """LLM-Pruner's unit scores of the planned blocks.
+def llm_pruner_scores(
+    model, params, calibration, recipe: StructuredRecipe, plan: Plan, progress: bool = False
+):
+    """LLM-Pruner's unit scores of the planned blocks (``progress``: a bar over the gradients).
 
     Returns:
       ``({block: Steps}, {block: (mlp,) channel scores})``.
@@ -92,6 +95,7 @@ def llm_pruner_scores(model, params, calibration, recipe: StructuredRecipe, plan
             second_order=recipe.importance == "element2",
             chunk=recipe.chunk,
             remat=recipe.remat,
+            progress=progress,
         )
         fisher = grads.fisher or {}
         lookup = lambda prefix: (
@@ -129,8 +133,10 @@ def llm_pruner_scores(model, params, calibration, recipe: StructuredRecipe, plan
     return steps, mlp_scores
 
 
-def flap_scores(model, params, calibration, recipe: StructuredRecipe, plan: Plan):
-    """FLAP's standardised unit scores of the planned blocks.
+def flap_scores(
+    model, params, calibration, recipe: StructuredRecipe, plan: Plan, progress: bool = False
+):
+    """FLAP's standardised unit scores of the planned blocks (``progress``: a bar over batches).
 
     Returns:
       ``({block: Steps}, {block: (mlp,) channel scores}, {block: fluctuation statistics})``.
@@ -139,7 +145,13 @@ def flap_scores(model, params, calibration, recipe: StructuredRecipe, plan: Plan
     outs = (structure.attn_out, structure.mlp_out)
     taps = (family.tap_of[structure.attn_out], family.tap_of[structure.mlp_out])
     stats = flap.fluctuations(
-        model, params, calibration, plan.blocks, taps, batch_size=recipe.batch_size
+        model,
+        params,
+        calibration,
+        plan.blocks,
+        taps,
+        batch_size=recipe.batch_size,
+        progress=progress,
     )
     steps: dict[int, Steps] = {}
     mlp_scores = {}
@@ -168,6 +180,8 @@ def prune_structured(
     params: Params,
     calibration: np.ndarray | None,
     recipe: StructuredRecipe,
+    *,
+    progress: bool = True,
 ) -> StructuredResult:
     """Removes whole attention heads and MLP channels, making the model physically smaller.
 
@@ -176,6 +190,7 @@ def prune_structured(
       calibration: int tokens ``(n, seqlen)``; ``None`` only when the recipe reads no data
         (``l1``, ``l2``, ``random``).
       recipe: the :class:`StructuredRecipe`.
+      progress: show progress bars (FLAP's statistics pass, LLM-Pruner's gradients) on stderr.
 
     Returns:
       :class:`StructuredResult`.
@@ -193,9 +208,9 @@ def prune_structured(
             f"{recipe.method} ({recipe.importance or 'fluctuation'}) needs calibration windows"
         )
     if recipe.method == "flap":
-        steps, mlp_scores, stats = flap_scores(model, params, calibration, recipe, plan)
+        steps, mlp_scores, stats = flap_scores(model, params, calibration, recipe, plan, progress)
     else:
-        steps, mlp_scores = llm_pruner_scores(model, params, calibration, recipe, plan)
+        steps, mlp_scores = llm_pruner_scores(model, params, calibration, recipe, plan, progress)
     scored = time.perf_counter()
     extra = 0
     for _ in range(2):  # a second pass removes as many weights as the added biases hold
@@ -217,6 +232,7 @@ def prune_structured(
         "params_before": plan.params_before,
         "params_after": after,
         "removed_fraction": 1.0 - after / plan.params_before,
+        "widths_before": [list(model.config.layer_widths(i)) for i in range(model.num_blocks)],
         "widths": [list(smaller.config.layer_widths(i)) for i in range(smaller.num_blocks)],
         "calibration": None if calibration is None else list(np.shape(calibration)),
         "added_bias_params": max(added, 0),

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 
+import flax
+import jax
 import jax.numpy as jnp
+import jaxlib
+import numpy as np
 import pytest
 from tiny_checkpoint import save_tiny_model, write_corpus
 
 from jaxprune import cli
 from jaxprune.checkpoint import load_checkpoint
 from jaxprune.models.loaders import load_pretrained
+from jaxprune.recipes import Recipe
 
 
 def run(argv, capsys):
@@ -116,6 +121,10 @@ def test_prune_prints_a_summary_and_records_what_ran(tiny, tmp_path, capsys):
         "seed": 0,
         "bos": False,  # a LLaMA expects no BOS
     }
+    versions = saved.recipe["versions"]  # the packages that decide the numbers
+    assert versions["jax"] == jax.__version__ and versions["flax"] == flax.__version__
+    assert versions["jaxlib"] == jaxlib.__version__ and versions["numpy"] == np.__version__
+    assert Recipe.from_dict(saved.recipe).sparsity == "2:4"  # the saved recipe runs again
     assert saved.report["eval"]["dense"]["tokens"] == 2 * 7  # 2 windows of 8, next-token targets
 
 

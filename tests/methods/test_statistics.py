@@ -103,3 +103,13 @@ def test_low_precision_gram_equals_the_float32_product_of_its_inputs(dtype):
     np.testing.assert_allclose(fast, exact, rtol=1e-5, atol=1e-3)
     reference = np.asarray(x, np.float64).T @ np.asarray(x, np.float64)
     np.testing.assert_allclose(fast, reference, rtol=2e-5, atol=2e-3)  # float32 accumulation
+
+
+@pytest.mark.parametrize("tokens", [1, 255, 256, 600])
+def test_fixed_order_token_sums_equal_the_whole_sums(tokens, monkeypatch):
+    # 600 tokens: two chunks of 256 and a third padded with zero tokens.
+    monkeypatch.setenv(statistics.FIXED_ORDER, "1")
+    x = np.random.default_rng(tokens).normal(size=(tokens, 24)).astype(np.float32)
+    ref = x.astype(np.float64)
+    np.testing.assert_allclose(statistics.gram(x), ref.T @ ref, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(statistics.column_sum(x), ref.sum(0), rtol=1e-5, atol=1e-4)
