@@ -144,9 +144,9 @@ def test_eval_tasks_summary_says_one_task_in_the_singular(capsys, pruned_dir):
 def test_eval_help_states_each_default_once(capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--help"])
-    text = " ".join(capsys.readouterr().out.split())
-    assert "(default: None)" not in text and "(default all) (default" not in text
-    for default in ("(default 32)", "(default 512)", "(default 8)", "(default shakespeare-hamlet)"):
+    text = "".join(capsys.readouterr().out.split())  # argparse wraps lines, also at hyphens
+    assert "(default:None)" not in text and "(defaultall)(default" not in text
+    for default in ("(default32)", "(default512)", "(default8)", "(defaultshakespeare-hamlet)"):
         assert default in text
 
 

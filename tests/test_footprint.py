@@ -14,7 +14,7 @@ from jaxprune import footprint
 from jaxprune.cli import main
 from jaxprune.core.sparsity import NM, Unstructured
 from jaxprune.engine import calibrate
-from jaxprune.methods import magnitude, ria, sparsellm_steps, statistics, wanda
+from jaxprune.methods import magnitude, ria, scored, sparsellm_steps, statistics, wanda
 from jaxprune.methods.sparsegpt_sweep import solver_inputs, sweep
 from jaxprune.models import LanguageModel, LlamaConfig
 
@@ -133,16 +133,29 @@ def test_sparsegpt_solver_formula_matches_xla(d_in, d_out, target):
 )
 def test_score_solver_formula_matches_xla_for_magnitude_wanda_and_ria(d_in, d_out):
     kernel, norms, k = jnp.ones((d_in, d_out)), jnp.ones(d_in), jnp.int32(d_in // 2)
-    programs = [
-        (wanda._per_output, (kernel, norms, k), {}),
-        (wanda._nm, (kernel, norms), {"n": 2, "m": 4}),
-        (ria._per_output, (kernel, norms, k, jnp.float32(0.5)), {}),
-        (ria._nm, (kernel, norms, jnp.float32(0.5)), {"n": 2, "m": 4}),
-        (magnitude._unstructured, (kernel, jnp.int32(d_in * d_out // 2)), {}),
-        (magnitude._nm, (kernel,), {"n": 2, "m": 4}),
+    half = jnp.int32(d_in * d_out // 2)
+    alpha = {"alpha": jnp.float32(0.5)}
+    programs = [  # (score, stats, k, score options, selection, n, m) through the shared selection
+        (wanda.scores, norms, k, {}, "output", 0, 0),
+        (wanda.scores, norms, k, {}, "output", 2, 4),
+        (ria.scores, norms, half, alpha, "layer", 0, 0),
+        (ria.scores, norms, k, alpha, "output", 2, 4),
+        (magnitude.scores, None, half, {}, "layer", 0, 0),
+        (magnitude.scores, None, k, {}, "layer", 2, 4),
     ]
-    for fn, args, kwargs in programs:
-        _close(footprint.score_solver(d_in, d_out, 4), _xla_bytes(fn, *args, **kwargs))
+    for score, stats, count, options, selection, n, m in programs:
+        measured = _xla_bytes(
+            scored._select,
+            kernel,
+            stats,
+            count,
+            options,
+            score=score,
+            selection=selection,
+            n=n,
+            m=m,
+        )
+        _close(footprint.score_solver(d_in, d_out, 4), measured)
 
 
 @pytest.mark.parametrize("chunk", [1024, pytest.param(4096, marks=pytest.mark.slow)])

@@ -248,7 +248,6 @@ def emit(args: argparse.Namespace, result: dict[str, Any], summary: str) -> None
 _ENGINE_ONLY = (
     "pattern",
     "refine",
-    "recipe",
     "targets",
     "ignore",
     "override",

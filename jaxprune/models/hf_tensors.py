@@ -98,10 +98,11 @@ def params_from_hf_names(
 
     def convert(path, spec):
         name = hf_name(tuple(k.key for k in path), prefix)
-        value, kernel = np.asarray(tensors[name]), path[-1].key == "kernel"
+        # Arrays as given (numpy, or tracers when the sliced loader traces this conversion).
+        value, kernel = tensors[name], path[-1].key == "kernel"
         expected = tuple(spec.shape[::-1] if kernel else spec.shape)
-        if value.shape != expected:
-            raise ValueError(f"tensor {name} has shape {value.shape}, expected {expected}")
+        if tuple(value.shape) != expected:
+            raise ValueError(f"tensor {name} has shape {tuple(value.shape)}, expected {expected}")
         return jnp.asarray(value.T if kernel else value, dtype=dtype)
 
     return jax.tree_util.tree_map_with_path(convert, shapes)

@@ -35,4 +35,5 @@ def test_a_model_without_tokenizer_prunes_from_the_cli_on_random_windows(tmp_pat
     args += ["--calib", "random", "--nsamples", "2", "--seqlen", "8", "--seed", "5"]
     assert main([*args, "--out", str(tmp_path / "p"), "--json"]) == 0
     recipe = json.loads((tmp_path / "p" / "recipe.json").read_text())
-    assert recipe["calibration"] == {"source": "random", "windows": 2, "seqlen": 8, "seed": 5}
+    want = {"source": "random", "windows": 2, "seqlen": 8, "seed": 5, "bos": False}
+    assert recipe["calibration"] == want

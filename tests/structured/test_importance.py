@@ -140,7 +140,7 @@ def test_an_mlp_channel_scores_the_sum_over_its_three_linears():
     # The group score of channel j with reduction "sum": |Σ W g| of gate column j, of up column j
     # and of down row j, added (LLM-Pruner's vectorize).
     params, tokens = random_params(MODEL), windows(n=3)
-    recipe = StructuredRecipe(sparsity=0.2, block_range=(1, 2))
+    recipe = StructuredRecipe(sparsity=0.2, block_range=(1, 2), importance="vector")
     plan = make_plan(MODEL, 0.2, (1,), "query", "per-block")
     _, mlp = llm_pruner_scores(MODEL, params, tokens, recipe, plan)
     paths = [f"layers/1/mlp/{n}_proj/kernel" for n in ("gate", "up", "down")]
