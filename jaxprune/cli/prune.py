@@ -148,11 +148,10 @@ def method_defaults(field: str) -> str:
     """``default 64; llm-pruner: 10``: a recipe field's default, and each method's own where it
     differs (read from the recipes that run, so ``--help`` cannot drift from them)."""
     from jaxprune.recipes import Recipe
-    from jaxprune.structured import METHODS as STRUCTURED
-    from jaxprune.structured import StructuredRecipe
+    from jaxprune.structured import STRUCTURED_METHODS, StructuredRecipe
 
     default = getattr(Recipe(), field)
-    own = {m: getattr(StructuredRecipe(method=m), field) for m in STRUCTURED}
+    own = {m: getattr(StructuredRecipe(method=m), field) for m in STRUCTURED_METHODS}
     differ = "".join(f"; {m}: {v}" for m, v in own.items() if v != default)
     return f"default {default}{differ}"
 
