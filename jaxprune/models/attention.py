@@ -19,7 +19,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from jaxprune.models import kv_cache
+import jaxprune.models.kv_cache as kv_cache
 
 
 def _use_cudnn(q: jax.Array) -> bool:

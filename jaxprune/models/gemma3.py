@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxprune.models import kv_cache
+import jaxprune.models.kv_cache as kv_cache
 from jaxprune.models.base import (
     Family,
     GgufSpec,

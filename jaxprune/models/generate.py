@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.models import kv_cache
+import jaxprune.models.kv_cache as kv_cache
 from jaxprune.models.base import LanguageModel, Params
 
 _BUCKET = 32
