@@ -120,7 +120,8 @@ def test_plot_of_a_report_without_records_is_an_error(tmp_path, capsys):
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"method": "x"}))
     code, _, err = run_cli(capsys, "plot", str(path))
-    assert code == 1 and "neither per-layer prune records nor a recovery history" in err
+    assert code == 2, err  # bad input: the usage exit code, as every other refusal
+    assert "neither per-layer prune records" in err and "nor a recovery history" in err
 
 
 def test_eval_tasks_prints_per_task_and_average_accuracy(capsys, pruned_dir):
