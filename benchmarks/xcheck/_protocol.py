@@ -32,29 +32,14 @@ def add_protocol_args(parser: argparse.ArgumentParser, *, nsamples: int = 64) ->
 
 def windows(pre: Any, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     """(calibration, evaluation) token windows of the protocol, as ``oneshot.py`` builds them."""
-    import jaxprune as jp
+    from benchmarks._common import protocol_windows, with_bos
 
-    calib = jp.load_windows(
-        "shakespeare-calib",
-        pre.tokenizer,
-        nsamples=args.nsamples,
-        seqlen=args.seqlen,
-        seed=args.seed,
-        split="calib",
-    )
-    evalw = jp.load_windows(
-        "shakespeare-hamlet",
-        pre.tokenizer,
-        nsamples=args.eval_nsamples,
-        seqlen=args.seqlen,
-        split="eval",
+    calib, evalw = protocol_windows(
+        pre.tokenizer, args.nsamples, args.seqlen, args.eval_nsamples, args.seed
     )
     if args.bos:  # BOS then the first seqlen - 1 tokens, as oneshot.py --bos
         bos = pre.tokenizer.bos_token_id
-        calib, evalw = (
-            np.concatenate([np.full((w.shape[0], 1), bos, w.dtype), w[:, :-1]], 1)
-            for w in (calib, evalw)
-        )
+        calib, evalw = with_bos(calib, bos), with_bos(evalw, bos)
     return np.asarray(calib), np.asarray(evalw)
 
 
