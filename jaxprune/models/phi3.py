@@ -21,13 +21,8 @@ import numpy as np
 from jaxprune.models.base import GgufSpec, HfSpec, Params, register_family
 from jaxprune.models.hf_tensors import params_to_hf_names
 from jaxprune.models.llama import config_from_hf as llama_config_from_hf
-from jaxprune.models.llama import (
-    hf_config_common,
-    llama_like_family,
-)
-from jaxprune.models.llama import (
-    params_from_hf as llama_params_from_hf,
-)
+from jaxprune.models.llama import hf_config_common, llama_like_family
+from jaxprune.models.llama import params_from_hf as llama_params_from_hf
 from jaxprune.models.llama_config import LlamaConfig
 
 _FUSED = {

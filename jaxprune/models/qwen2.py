@@ -19,11 +19,7 @@ from typing import Any
 from jaxprune.models.base import GgufSpec, HfSpec, register_family
 from jaxprune.models.hf_tensors import params_to_hf
 from jaxprune.models.llama import config_from_hf as llama_config_from_hf
-from jaxprune.models.llama import (
-    hf_config_common,
-    llama_like_family,
-    params_from_hf,
-)
+from jaxprune.models.llama import hf_config_common, llama_like_family, params_from_hf
 from jaxprune.models.llama_config import LlamaConfig
 
 
