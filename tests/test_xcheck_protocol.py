@@ -78,3 +78,19 @@ def test_an_original_loop_runs_with_layer_context_and_is_scored_on_the_pruned_mo
     row = protocol.comparison_row("wanda:0.5", ours, theirs)
     assert row["config"] == "wanda:0.5" and row["relative_difference"] == pytest.approx(1.0)
     assert (row["jaxprune_sparsity"], row["original_sparsity"]) == (0.5, theirs["sparsity"])
+
+
+def test_hf_export_is_the_given_directory_or_a_temporary_export_removed_afterwards():
+    from tiny_checkpoint import CONFIG, tiny_tokenizer
+
+    from jaxprune.models import LanguageModel
+    from jaxprune.models.loaders import Pretrained
+
+    model = LanguageModel(CONFIG)
+    pre = Pretrained(model, model.init_params(0), tiny_tokenizer(), "tiny")
+    with protocol.hf_export(pre, "given/dir") as hf_dir:
+        assert hf_dir == "given/dir"
+    with protocol.hf_export(pre, None) as hf_dir:
+        exported = Path(hf_dir)
+        assert (exported / "config.json").is_file() and (exported / "model.safetensors").is_file()
+    assert not exported.exists()

@@ -9,10 +9,11 @@ directory transformers loads) and the very same token arrays, so any difference 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,20 @@ def windows(pre: Any, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]
         bos = pre.tokenizer.bos_token_id
         calib, evalw = with_bos(calib, bos), with_bos(evalw, bos)
     return np.asarray(calib), np.asarray(evalw)
+
+
+@contextlib.contextmanager
+def hf_export(pre: Any, hf_dir: str | None) -> Iterator[str]:
+    """``hf_dir``, or else a ``jaxprune export`` of ``pre`` in a directory kept for the block."""
+    if hf_dir is not None:
+        yield hf_dir
+        return
+    from jaxprune.models.export import export_hf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_dir = str(Path(tmp) / "hf")
+        export_hf(hf_dir, pre.model, pre.params, pre.tokenizer)
+        yield hf_dir
 
 
 class TorchModel:
