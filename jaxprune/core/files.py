@@ -63,6 +63,8 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def directory_bytes(directory: Path) -> int:
-    """The total size of the files directly in ``directory``."""
-    return sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
+def written_directory(directory: Path, config: dict[str, Any], tensors: int) -> dict[str, Any]:
+    """What a directory writer returns: ``{"path", "config", "tensors", "bytes"}`` (``bytes``: the
+    total size of the files directly in ``directory``)."""
+    size = sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
+    return {"path": str(directory), "config": config, "tensors": tensors, "bytes": size}

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from jaxprune.core.files import atomic_target, directory_bytes, new_target, write_json
+from jaxprune.core.files import atomic_target, new_target, write_json, written_directory
 from jaxprune.models.base import Family, LanguageModel, LayerWidths, Params, family_of
 
 __all__ = [
@@ -131,12 +131,7 @@ def export_hf(
     config_json, tensors = hf_directory(model, params)
     with atomic_target(target) as tmp:
         write_hf_directory(tmp, config_json, tensors, tokenizer)
-    return {
-        "path": str(target),
-        "config": config_json,
-        "tensors": len(tensors),
-        "bytes": directory_bytes(target),
-    }
+    return written_directory(target, config_json, len(tensors))
 
 
 def hf_directory(model: Any, params: Params) -> tuple[dict[str, Any], dict[str, Any]]:

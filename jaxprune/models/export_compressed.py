@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxprune.core.files import atomic_target, directory_bytes, new_target, write_json
+from jaxprune.core.files import atomic_target, new_target, write_json, written_directory
 from jaxprune.models.base import Params
 from jaxprune.models.export import hf_directory, write_hf_directory
 
@@ -161,11 +161,4 @@ def export_compressed(
         }
         write_json(tmp / "config.json", config)
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    return {
-        "path": str(target),
-        "config": config,
-        "tensors": len(tensors),
-        "bytes": directory_bytes(target),
-        "format": fmt,
-        "sparsity": sparsity,
-    }
+    return {**written_directory(target, config, len(tensors)), "format": fmt, "sparsity": sparsity}

@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxprune.core.files import atomic_target, directory_bytes, new_target, write_json
+from jaxprune.core.files import atomic_target, new_target, write_json, written_directory
 from jaxprune.models.base import Params
 from jaxprune.models.export_formats import check_llama_writer, llama_block_widths
 
@@ -184,10 +184,4 @@ def export_nemotron_nas(
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(tmp)
-    return {
-        "path": str(target),
-        "config": hf_config,
-        "tensors": len(tensors),
-        "bytes": directory_bytes(target),
-        "padding": int(padding),
-    }
+    return {**written_directory(target, hf_config, len(tensors)), "padding": int(padding)}

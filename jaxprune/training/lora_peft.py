@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxprune.core.files import atomic_target, directory_bytes, new_target, write_json
+from jaxprune.core.files import atomic_target, new_target, write_json, written_directory
 from jaxprune.training.lora import LoraConfig, adapters
 
 __all__ = ["module_name", "peft_config", "save_peft"]
@@ -101,9 +101,4 @@ def save_peft(
     with atomic_target(target) as tmp:
         write_json(tmp / "adapter_config.json", adapter_config)
         save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-    return {
-        "path": str(target),
-        "config": adapter_config,
-        "tensors": len(tensors),
-        "bytes": directory_bytes(target),
-    }
+    return written_directory(target, adapter_config, len(tensors))
