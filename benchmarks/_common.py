@@ -95,6 +95,29 @@ def append_jsonl(path: str | Path, row: dict[str, Any]) -> str:
     return line
 
 
+def protocol_windows(
+    tokenizer: Any, nsamples: int, seqlen: int, eval_nsamples: int, seed: int
+) -> tuple[Any, Any]:
+    """The public protocol's windows: ``shakespeare-calib`` ``nsamples`` × ``seqlen`` drawn
+    with ``seed`` (calibration), ``shakespeare-hamlet`` ``eval_nsamples`` × ``seqlen`` (eval)."""
+    import jaxprune as jp
+
+    calib = jp.load_windows(
+        "shakespeare-calib", tokenizer, nsamples=nsamples, seqlen=seqlen, seed=seed, split="calib"
+    )
+    evalw = jp.load_windows(
+        "shakespeare-hamlet", tokenizer, nsamples=eval_nsamples, seqlen=seqlen, split="eval"
+    )
+    return calib, evalw
+
+
+def with_bos(windows: Any, bos: int) -> Any:
+    """Each window as BOS followed by its first ``seqlen - 1`` tokens."""
+    import numpy as np
+
+    return np.concatenate([np.full((windows.shape[0], 1), bos, windows.dtype), windows[:, :-1]], 1)
+
+
 class Config(NamedTuple):
     """One ``--configs`` entry: ``[ALLOCATION+]METHOD[:ARG]``."""
 

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 
-from processes import python, run_processes  # noqa: E402
+from processes import last_json, multiprocess_check, run_processes  # noqa: E402
 
 SHAPES = {
     "hidden_size": 1024,
@@ -55,14 +55,7 @@ def main() -> None:
         param_bytes = write_model(model_dir)
         runs = []
         for processes, devices in RUNS:
-            argv = python(
-                "multiprocess_check.py",
-                "--processes",
-                "{processes}",
-                "--id",
-                "{id}",
-                "--coordinator",
-                "{coordinator}",
+            argv = multiprocess_check(
                 "--mesh",
                 "1x8",
                 "--hf",
@@ -76,10 +69,7 @@ def main() -> None:
             for proc in finished:
                 if proc.returncode:
                     raise SystemExit(proc.stderr[-3000:])
-            per_process = [
-                json.loads([ln for ln in p.stdout.splitlines() if ln.startswith("{")][-1])
-                for p in finished
-            ]
+            per_process = [last_json(p.stdout) for p in finished]
             runs.append(
                 {"processes": processes, "devices_per_process": devices, "per_process": per_process}
             )

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 
-from processes import run_processes  # noqa: E402
+from processes import CLI_PROCESS_FLAGS, last_json, run_processes  # noqa: E402
 
 PRUNE = [
     sys.executable,
@@ -52,7 +52,7 @@ EVAL = ["--data", "shakespeare-hamlet", "--nsamples", "32", "--seqlen", "512", "
 def _json(proc) -> dict:
     if proc.returncode:
         raise SystemExit(proc.stderr[-3000:])
-    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+    return last_json(proc.stdout)
 
 
 def main() -> None:
@@ -61,11 +61,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "pruned")
-        processes = ["--coordinator", "{coordinator}", "--num-processes", "{processes}"]
         t0 = time.perf_counter()
-        finished = run_processes(
-            [*PRUNE, *processes, "--process-id", "{id}", "--out", out], 2, 1, timeout=5400
-        )
+        finished = run_processes([*PRUNE, *CLI_PROCESS_FLAGS, "--out", out], 2, 1, timeout=5400)
         two = {"prune": _json(finished[0]), "wall_seconds": time.perf_counter() - t0}
         evaluation = run_processes(
             [sys.executable, "-m", "jaxprune.cli", "eval", "--model", out, *EVAL], 1, 1, 5400

@@ -32,7 +32,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import parse_config, write_json
+from _common import parse_config, protocol_windows, with_bos, write_json
 
 import jaxprune as jp
 
@@ -46,11 +46,6 @@ ENGINE_CONFIGS = [
     "sparsegpt:0.7",
     "sparsegpt:0.8",
 ]
-
-
-def with_bos(windows: np.ndarray, bos: int) -> np.ndarray:
-    """Each window as BOS followed by its first ``seqlen - 1`` tokens."""
-    return np.concatenate([np.full((windows.shape[0], 1), bos, windows.dtype), windows[:, :-1]], 1)
 
 
 def dense_forward_seconds(model, params, windows, batch_size: int = 8) -> float:
@@ -124,20 +119,8 @@ def main() -> None:
         method_options.setdefault(method, {})[name] = json.loads(value)
 
     pre = jp.load_pretrained(args.model, args.dtype)
-    calib = jp.load_windows(
-        "shakespeare-calib",
-        pre.tokenizer,
-        nsamples=args.nsamples,
-        seqlen=args.seqlen,
-        seed=args.seed,
-        split="calib",
-    )
-    evalw = jp.load_windows(
-        "shakespeare-hamlet",
-        pre.tokenizer,
-        nsamples=args.eval_nsamples,
-        seqlen=args.seqlen,
-        split="eval",
+    calib, evalw = protocol_windows(
+        pre.tokenizer, args.nsamples, args.seqlen, args.eval_nsamples, args.seed
     )
     data = json.loads(args.out.read_text()) if args.resume and args.out.is_file() else None
     key = (args.model, args.bos, args.dtype)

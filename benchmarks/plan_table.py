@@ -16,31 +16,22 @@ from pathlib import Path
 
 from jaxprune import footprint
 
+# The published config.json widths: hidden, MLP, layers, query heads, key/value heads, vocabulary.
+WIDTHS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+)
 CONFIGS = {
-    "LLaMA-2-7B": dict(
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=32,
-        vocab_size=32000,
-    ),
-    "LLaMA-2-70B": dict(
-        hidden_size=8192,
-        intermediate_size=28672,
-        num_hidden_layers=80,
-        num_attention_heads=64,
-        num_key_value_heads=8,
-        vocab_size=32000,
-    ),
-    "Llama-3.1-405B": dict(
-        hidden_size=16384,
-        intermediate_size=53248,
-        num_hidden_layers=126,
-        num_attention_heads=128,
-        num_key_value_heads=8,
-        vocab_size=128256,
-    ),
+    name: dict(zip(WIDTHS, values, strict=True))
+    for name, values in {
+        "LLaMA-2-7B": (4096, 11008, 32, 32, 32, 32000),
+        "LLaMA-2-70B": (8192, 28672, 80, 64, 8, 32000),
+        "Llama-3.1-405B": (16384, 53248, 126, 128, 8, 128256),
+    }.items()
 }
 MESHES = ((1, 1), (1, 8), (8, 8))
 

@@ -23,8 +23,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import write_json
-from oneshot import with_bos
+from _common import protocol_windows, with_bos, write_json
 
 import jaxprune as jp
 from jaxprune.core.paths import get_leaf
@@ -74,12 +73,7 @@ def main() -> None:
     spec = pre.model.family.mlp
     if spec is None or spec.kind != "gated":
         raise SystemExit(f"{args.model}: this script handles gated MLPs only")
-    calib = jp.load_windows(
-        "shakespeare-calib", pre.tokenizer, nsamples=64, seqlen=512, seed=0, split="calib"
-    )
-    held = jp.load_windows(
-        "shakespeare-hamlet", pre.tokenizer, nsamples=32, seqlen=512, split="eval"
-    )
+    calib, held = protocol_windows(pre.tokenizer, 64, 512, 32, 0)
     if args.bos:
         calib = with_bos(calib, pre.tokenizer.bos_token_id)
         held = with_bos(held, pre.tokenizer.bos_token_id)

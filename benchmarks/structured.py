@@ -37,8 +37,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import parse_config, write_json
-from oneshot import with_bos  # benchmarks/ is the script's directory
+from _common import parse_config, with_bos, write_json
 
 import jaxprune as jp
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from processes import python, run_processes
+from processes import CLI_PROCESS_FLAGS, multiprocess_check, python, run_processes
 from tiny_checkpoint import save_tiny_model, write_corpus
 
 import jaxprune as jp
@@ -60,12 +60,7 @@ def test_two_processes_prune_and_save_one_checkpoint_that_one_process_reads(tmp_
         "--out",
         str(out),
         "--json",
-        "--coordinator",
-        "{coordinator}",
-        "--num-processes",
-        "{processes}",
-        "--process-id",
-        "{id}",
+        *CLI_PROCESS_FLAGS,
     ]
     finished = run_processes(argv, processes=2, devices=2, timeout=300)
     _check(finished)
@@ -148,19 +143,7 @@ def one_process_eight_devices(tmp_path_factory):
 def test_masks_of_every_sharded_method_equal_one_process_with_the_same_mesh(
     one_process_eight_devices, tmp_path, processes, devices
 ):
-    argv = python(
-        "multiprocess_check.py",
-        "--processes",
-        "{processes}",
-        "--id",
-        "{id}",
-        "--coordinator",
-        "{coordinator}",
-        "--out",
-        str(tmp_path),
-        "--recipes",
-        *RECIPES,
-    )
+    argv = multiprocess_check("--out", str(tmp_path), "--recipes", *RECIPES)
     _check(run_processes(argv, processes=processes, devices=devices, timeout=3000))
     for recipe in RECIPES:
         want, got = _masks(one_process_eight_devices, recipe), _masks(tmp_path, recipe)
@@ -177,20 +160,7 @@ def test_offloaded_multi_process_prune_keeps_own_shards_and_equals_one_process(
     one_process_eight_devices, tmp_path
 ):
     recipes = ["sparsegpt 0.5", "wanda 2:4"]
-    argv = python(
-        "multiprocess_check.py",
-        "--processes",
-        "{processes}",
-        "--id",
-        "{id}",
-        "--coordinator",
-        "{coordinator}",
-        "--out",
-        str(tmp_path),
-        "--offload",
-        "--recipes",
-        *recipes,
-    )
+    argv = multiprocess_check("--out", str(tmp_path), "--offload", "--recipes", *recipes)
     _check(run_processes(argv, processes=2, devices=4, timeout=1800))
     for recipe in recipes:
         want, got = _masks(one_process_eight_devices, recipe), _masks(tmp_path, recipe)

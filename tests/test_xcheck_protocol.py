@@ -55,3 +55,42 @@ def test_overlap_is_the_share_of_the_originals_kept_units_also_kept_by_ours():
     ours = [{"mlp": [0, 1, 2]}, {"mlp": [0, 3]}]
     theirs = [{"mlp": [0, 1, 3]}, {"mlp": [0, 3]}]
     assert protocol.overlap(ours, theirs, "mlp") == pytest.approx(4 / 5)
+
+
+def test_an_original_loop_runs_with_layer_context_and_is_scored_on_the_pruned_model(monkeypatch):
+    monkeypatch.setattr(torch.Tensor, "cuda", torch.Tensor.cuda)  # cpu_shims patches these
+    monkeypatch.setattr(torch.cuda, "synchronize", torch.cuda.synchronize)
+    model, windows = tiny_llama(), np.arange(32).reshape(2, 16) % 64
+    seen = []
+
+    def prune():  # as an original loop: layers in context, then half of every linear zeroed
+        seen.append("forward" in model.model.layers[0].__dict__)
+        with torch.no_grad():
+            for module in model.model.layers.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.weight[:, ::2] = 0
+
+    theirs = protocol.original_unstructured(model, windows, windows, prune)
+    assert seen == [True] and "forward" not in model.model.layers[0].__dict__
+    assert theirs["sparsity"] == pytest.approx(0.5) and theirs["seconds"] > 0
+    assert theirs["ppl"] == pytest.approx(protocol.torch_perplexity(model, windows)["ppl"])
+    ours = {"ppl": 2 * theirs["ppl"], "sparsity": 0.5, "seconds": 1.0}
+    row = protocol.comparison_row("wanda:0.5", ours, theirs)
+    assert row["config"] == "wanda:0.5" and row["relative_difference"] == pytest.approx(1.0)
+    assert (row["jaxprune_sparsity"], row["original_sparsity"]) == (0.5, theirs["sparsity"])
+
+
+def test_hf_export_is_the_given_directory_or_a_temporary_export_removed_afterwards():
+    from tiny_checkpoint import CONFIG, tiny_tokenizer
+
+    from jaxprune.models import LanguageModel
+    from jaxprune.models.loaders import Pretrained
+
+    model = LanguageModel(CONFIG)
+    pre = Pretrained(model, model.init_params(0), tiny_tokenizer(), "tiny")
+    with protocol.hf_export(pre, "given/dir") as hf_dir:
+        assert hf_dir == "given/dir"
+    with protocol.hf_export(pre, None) as hf_dir:
+        exported = Path(hf_dir)
+        assert (exported / "config.json").is_file() and (exported / "model.safetensors").is_file()
+    assert not exported.exists()

@@ -9,9 +9,11 @@ directory transformers loads) and the very same token arrays, so any difference 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,30 +34,29 @@ def add_protocol_args(parser: argparse.ArgumentParser, *, nsamples: int = 64) ->
 
 def windows(pre: Any, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     """(calibration, evaluation) token windows of the protocol, as ``oneshot.py`` builds them."""
-    import jaxprune as jp
+    from benchmarks._common import protocol_windows, with_bos
 
-    calib = jp.load_windows(
-        "shakespeare-calib",
-        pre.tokenizer,
-        nsamples=args.nsamples,
-        seqlen=args.seqlen,
-        seed=args.seed,
-        split="calib",
-    )
-    evalw = jp.load_windows(
-        "shakespeare-hamlet",
-        pre.tokenizer,
-        nsamples=args.eval_nsamples,
-        seqlen=args.seqlen,
-        split="eval",
+    calib, evalw = protocol_windows(
+        pre.tokenizer, args.nsamples, args.seqlen, args.eval_nsamples, args.seed
     )
     if args.bos:  # BOS then the first seqlen - 1 tokens, as oneshot.py --bos
         bos = pre.tokenizer.bos_token_id
-        calib, evalw = (
-            np.concatenate([np.full((w.shape[0], 1), bos, w.dtype), w[:, :-1]], 1)
-            for w in (calib, evalw)
-        )
+        calib, evalw = with_bos(calib, bos), with_bos(evalw, bos)
     return np.asarray(calib), np.asarray(evalw)
+
+
+@contextlib.contextmanager
+def hf_export(pre: Any, hf_dir: str | None) -> Iterator[str]:
+    """``hf_dir``, or else a ``jaxprune export`` of ``pre`` in a directory kept for the block."""
+    if hf_dir is not None:
+        yield hf_dir
+        return
+    from jaxprune.models.export import export_hf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_dir = str(Path(tmp) / "hf")
+        export_hf(hf_dir, pre.model, pre.params, pre.tokenizer)
+        yield hf_dir
 
 
 class TorchModel:
@@ -127,6 +128,73 @@ def jaxprune_unstructured(pre: Any, calib, evalw, recipe: Any) -> dict[str, Any]
         "sparsity": result.report["overall_sparsity"],
         "seconds": seconds,
         "params": result.params,
+    }
+
+
+def jaxprune_structured(
+    pre: Any, calib, evalw, recipe: Any, describe: Callable[[Any], dict]
+) -> dict[str, Any]:
+    """Prune structurally with jaxprune on ``calib`` and score on ``evalw``: ppl, parameters
+    after, seconds, and every block's kept units (``describe(BlockKeep)``; unpruned blocks whole).
+    """
+    import jaxprune as jp
+    from jaxprune.structured.groups import BlockKeep
+
+    start = time.perf_counter()
+    result = jp.prune_structured(pre.model, pre.params, calib, recipe)
+    seconds = time.perf_counter() - start
+    widths = pre.model.config.layer_widths
+    keeps = {**{i: BlockKeep.full(widths(i)) for i in range(pre.model.num_blocks)}, **result.keeps}
+    return {
+        "ppl": jp.perplexity(result.model, result.params, evalw).ppl,
+        "params_after": result.report["params_after"],
+        "seconds": seconds,
+        "keeps": [describe(k) for _, k in sorted(keeps.items())],
+    }
+
+
+def run_original(model: Any, calib: np.ndarray, prune: Callable[[], Any]) -> float:
+    """Seconds of ``prune()``, an original pruning loop over ``model``'s layers, run with every
+    layer given its context (:func:`with_layer_context`) and CUDA-only calls passed on the CPU."""
+    with_layer_context(model, calib[0])
+    cpu_shims()
+    start = time.perf_counter()
+    prune()
+    seconds = time.perf_counter() - start
+    without_layer_context(model)
+    return seconds
+
+
+def original_unstructured(
+    model: Any, calib: np.ndarray, evalw: np.ndarray, prune: Callable[[], Any]
+) -> dict[str, Any]:
+    """:func:`run_original`, then the pruned model's ppl, sparsity and the seconds."""
+    seconds = run_original(model, calib, prune)
+    return {**torch_perplexity(model, evalw), "sparsity": torch_sparsity(model), "seconds": seconds}
+
+
+def comparison_row(config: str, ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """One result row: ppl, relative difference, sparsity and seconds of both sides."""
+    return {
+        "config": config,
+        "jaxprune_ppl": ours["ppl"],
+        "original_ppl": theirs["ppl"],
+        "relative_difference": ours["ppl"] / theirs["ppl"] - 1,
+        "jaxprune_sparsity": ours["sparsity"],
+        "original_sparsity": theirs["sparsity"],
+        "jaxprune_seconds": ours["seconds"],
+        "original_seconds": theirs["seconds"],
+    }
+
+
+def provenance(original: tuple[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    """``{"original": url, commit and the checkout's git state, "args": the driver's args}``."""
+    from benchmarks._common import git_commit
+
+    url, commit = original
+    return {
+        "original": {"url": url, "commit": commit, "checkout": git_commit(args.repo_dir)},
+        "args": {k: str(v) for k, v in vars(args).items()},
     }
 
 

@@ -31,12 +31,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import time
 import types
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import git_commit, import_original, write_json
+from benchmarks._common import import_original, write_json
 from benchmarks.xcheck import _protocol as protocol
 
 FLAP = ("https://github.com/CASIA-IVA-Lab/FLAP", "3bb57db3449dd2fa04a5c2192de80e87e33be2b1")
@@ -116,12 +115,9 @@ def original_flap(args, tm, calib, evalw) -> dict[str, Any]:
         structure="AL-AM",
         unstr=False,
     )
-    protocol.with_layer_context(model, calib[0])
-    protocol.cpu_shims()
-    start = time.perf_counter()
-    prune.prune_flap(options, model, None, torch.device("cpu"))
-    seconds = time.perf_counter() - start
-    protocol.without_layer_context(model)
+    seconds = protocol.run_original(
+        model, calib, lambda: prune.prune_flap(options, model, None, torch.device("cpu"))
+    )
     keeps = [
         {
             "heads": protocol.kept_rows(d.self_attn.q_proj.weight, p.self_attn.q_proj.weight, HEAD),
@@ -152,34 +148,24 @@ def main() -> None:
         args.model = args.hf_dir = make_tiny_mha(args.tiny_mha, args.hf_dir)
 
     import jaxprune as jp
-    from jaxprune.structured.groups import BlockKeep
 
     pre = jp.load_pretrained(args.model)
     calib, evalw = protocol.windows(pre, args)
     tm = protocol.TorchModel(pre, args.hf_dir, "sdpa")
     check_supported(tm.load().config)
     recipe = jp.StructuredRecipe(method="flap", sparsity=args.sparsity)
-    start = time.perf_counter()
-    result = jp.prune_structured(pre.model, pre.params, calib, recipe)
-    seconds = time.perf_counter() - start
-    widths = pre.model.config.layer_widths
-    keeps = {**{i: BlockKeep.full(widths(i)) for i in range(pre.model.num_blocks)}, **result.keeps}
-    ours = [{"heads": list(k.heads), "mlp": list(k.mlp)} for _, k in sorted(keeps.items())]
+    ours = protocol.jaxprune_structured(
+        pre, calib, evalw, recipe, lambda k: {"heads": list(k.heads), "mlp": list(k.mlp)}
+    )
     theirs = original_flap(args, tm, calib, evalw)
     doc = {
         "what": f"{args.model}: jaxprune's FLAP vs the original prune_flap (WIFV, AL-AM)",
-        "original": {"url": FLAP[0], "commit": FLAP[1], "checkout": git_commit(args.repo_dir)},
-        "args": {k: str(v) for k, v in vars(args).items()},
+        **protocol.provenance(FLAP, args),
         "dense_ppl": jp.perplexity(pre.model, pre.params, evalw).ppl,
-        "jaxprune": {
-            "ppl": jp.perplexity(result.model, result.params, evalw).ppl,
-            "params_after": result.report["params_after"],
-            "seconds": seconds,
-            "keeps": ours,
-        },
+        "jaxprune": ours,
         "original_result": theirs,
-        "overlap_heads": protocol.overlap(ours, theirs["keeps"], "heads"),
-        "overlap_mlp_channels": protocol.overlap(ours, theirs["keeps"], "mlp"),
+        "overlap_heads": protocol.overlap(ours["keeps"], theirs["keeps"], "heads"),
+        "overlap_mlp_channels": protocol.overlap(ours["keeps"], theirs["keeps"], "mlp"),
     }
     write_json(args.out, doc)
     print({k: doc[k] for k in ("overlap_heads", "overlap_mlp_channels")}, flush=True)

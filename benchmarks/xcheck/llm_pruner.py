@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import git_commit, import_original, write_json
+from benchmarks._common import import_original, write_json
 from benchmarks.xcheck import _protocol as protocol
 
 LLM_PRUNER = ("https://github.com/horseee/LLM-Pruner", "128a07d977f9b205d60ab14cfbc6a78f8a8e39d2")
@@ -150,7 +150,6 @@ def main() -> None:
     import_original(args.repo_dir, "llama3", marker="llama3.py")  # refuse a wrong checkout
 
     import jaxprune as jp
-    from jaxprune.structured.groups import BlockKeep
 
     pre = jp.load_pretrained(args.model)
     calib, _ = protocol.windows(pre, args)
@@ -162,35 +161,21 @@ def main() -> None:
         sparsity=args.sparsity,
         block_range=(args.block_start, args.block_end),
     )
-    start = time.perf_counter()
-    result = jp.prune_structured(pre.model, pre.params, calib, recipe)
-    seconds = time.perf_counter() - start
-    full = {
-        i: BlockKeep.full(pre.model.config.layer_widths(i)) for i in range(pre.model.num_blocks)
-    }
-    keeps = {**full, **result.keeps}
-    ours_keeps = [
-        {"mlp": list(k.mlp), "kv_heads": list(k.kv_heads), "heads": len(k.heads)}
-        for _, k in sorted(keeps.items())
-    ]
+    ours = protocol.jaxprune_structured(
+        pre,
+        calib,
+        evalw,
+        recipe,
+        lambda k: {"mlp": list(k.mlp), "kv_heads": list(k.kv_heads), "heads": len(k.heads)},
+    )
     theirs = original_llm_pruner(args, tm, calib, evalw)
     doc = {
         "what": f"{args.model}: jaxprune's LLM-Pruner (element1) vs the original llama3.py",
-        "original": {
-            "url": LLM_PRUNER[0],
-            "commit": LLM_PRUNER[1],
-            "checkout": git_commit(args.repo_dir),
-        },
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "jaxprune": {
-            "ppl": jp.perplexity(result.model, result.params, evalw).ppl,
-            "params_after": result.report["params_after"],
-            "seconds": seconds,
-            "keeps": ours_keeps,
-        },
+        **protocol.provenance(LLM_PRUNER, args),
+        "jaxprune": ours,
         "original_result": theirs,
-        "overlap_mlp_channels": protocol.overlap(ours_keeps, theirs["keeps"], "mlp"),
-        "overlap_kv_heads": protocol.overlap(ours_keeps, theirs["keeps"], "kv_heads"),
+        "overlap_mlp_channels": protocol.overlap(ours["keeps"], theirs["keeps"], "mlp"),
+        "overlap_kv_heads": protocol.overlap(ours["keeps"], theirs["keeps"], "kv_heads"),
     }
     write_json(args.out, doc)
     print({k: doc[k] for k in ("overlap_mlp_channels", "overlap_kv_heads")}, flush=True)

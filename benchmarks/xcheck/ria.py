@@ -21,11 +21,10 @@ old behaviour) can run. Torch model, layer wrapping and perplexity as in ``wanda
 from __future__ import annotations
 
 import argparse
-import time
 import types
 from typing import Any
 
-from benchmarks._common import git_commit, import_original, write_json
+from benchmarks._common import import_original, write_json
 from benchmarks.xcheck import _protocol as protocol
 
 RIA = (
@@ -60,17 +59,12 @@ def original_ria(args, tm, calib, evalw, selection: str) -> dict[str, Any]:
         semi_sparse_acc=False,
         per_outneuron=selection == "output",
     )
-    protocol.with_layer_context(model, calib[0])
-    protocol.cpu_shims()
-    start = time.perf_counter()
-    prune.prune_ria(options, model, None, torch.device("cpu"), 0, 0)
-    seconds = time.perf_counter() - start
-    protocol.without_layer_context(model)
-    return {
-        **protocol.torch_perplexity(model, evalw),
-        "sparsity": protocol.torch_sparsity(model),
-        "seconds": seconds,
-    }
+    return protocol.original_unstructured(
+        model,
+        calib,
+        evalw,
+        lambda: prune.prune_ria(options, model, None, torch.device("cpu"), 0, 0),
+    )
 
 
 def jaxprune_options(selection: str, alpha: float) -> dict[str, Any]:
@@ -107,8 +101,7 @@ def main() -> None:
     tm = protocol.TorchModel(pre, args.hf_dir, args.attn)
     doc = {
         "what": f"{args.model}: jaxprune's RIA vs the authors' prune_ria, same windows",
-        "original": {"url": RIA[0], "commit": RIA[1], "checkout": git_commit(args.repo_dir)},
-        "args": {k: str(v) for k, v in vars(args).items()},
+        **protocol.provenance(RIA, args),
         "dense": {
             "jaxprune_ppl": jp.perplexity(pre.model, pre.params, evalw).ppl,
             "original_ppl": protocol.torch_perplexity(tm.load(), evalw)["ppl"],
@@ -126,19 +119,8 @@ def main() -> None:
         )
         ours = protocol.jaxprune_unstructured(pre, calib, evalw, recipe)
         theirs = original_ria(args, tm, calib, evalw, selection)
-        doc["rows"].append(
-            {
-                "config": f"ria:{args.sparsity} selection={selection}",
-                "jaxprune_options": options,
-                "jaxprune_ppl": ours["ppl"],
-                "original_ppl": theirs["ppl"],
-                "relative_difference": ours["ppl"] / theirs["ppl"] - 1,
-                "jaxprune_sparsity": ours["sparsity"],
-                "original_sparsity": theirs["sparsity"],
-                "jaxprune_seconds": ours["seconds"],
-                "original_seconds": theirs["seconds"],
-            }
-        )
+        row = protocol.comparison_row(f"ria:{args.sparsity} selection={selection}", ours, theirs)
+        doc["rows"].append({**row, "jaxprune_options": options})
         write_json(args.out, doc)
         print(doc["rows"][-1], flush=True)
 

@@ -19,11 +19,10 @@ It is slow on a CPU: about 90 minutes alone for SmolLM2 at 64 × 512. ``--nsampl
 from __future__ import annotations
 
 import argparse
-import time
 import types
 from typing import Any
 
-from benchmarks._common import git_commit, import_original, write_json
+from benchmarks._common import import_original, write_json
 from benchmarks.xcheck import _protocol as protocol
 
 SPARSELLM = ("https://github.com/BaiTheBest/SparseLLM", "27fe26a0caea5c42e91cbeddaee9711be6e17205")
@@ -51,17 +50,12 @@ def original_sparsellm(args, tm, calib, evalw) -> dict[str, Any]:
         true_sequential=False,
     )
     windows = [(torch.as_tensor(w[None].astype("int64")), None) for w in calib]
-    protocol.with_layer_context(model, calib[0])
-    protocol.cpu_shims()
-    start = time.perf_counter()
-    utils.llama_sparsellm(model, windows, torch.device("cpu"), options)
-    seconds = time.perf_counter() - start
-    protocol.without_layer_context(model)
-    return {
-        **protocol.torch_perplexity(model, evalw),
-        "sparsity": protocol.torch_sparsity(model),
-        "seconds": seconds,
-    }
+    return protocol.original_unstructured(
+        model,
+        calib,
+        evalw,
+        lambda: utils.llama_sparsellm(model, windows, torch.device("cpu"), options),
+    )
 
 
 def main() -> None:
@@ -82,26 +76,12 @@ def main() -> None:
     )
     ours = protocol.jaxprune_unstructured(pre, calib, evalw, recipe)
     theirs = original_sparsellm(args, tm, calib, evalw)
-    row = {
-        "config": f"sparsellm:{args.sparsity}",
-        "jaxprune_ppl": ours["ppl"],
-        "original_ppl": theirs["ppl"],
-        "relative_difference": ours["ppl"] / theirs["ppl"] - 1,
-        "jaxprune_sparsity": ours["sparsity"],
-        "original_sparsity": theirs["sparsity"],
-        "jaxprune_seconds": ours["seconds"],
-        "original_seconds": theirs["seconds"],
-    }
+    row = protocol.comparison_row(f"sparsellm:{args.sparsity}", ours, theirs)
     write_json(
         args.out,
         {
             "what": f"{args.model}: jaxprune's SparseLLM vs the original llama_sparsellm",
-            "original": {
-                "url": SPARSELLM[0],
-                "commit": SPARSELLM[1],
-                "checkout": git_commit(args.repo_dir),
-            },
-            "args": {k: str(v) for k, v in vars(args).items()},
+            **protocol.provenance(SPARSELLM, args),
             "rows": [row],
         },
     )

@@ -27,7 +27,6 @@ mask the model's own forward passes it (the originals' loops pass only ``attenti
 from __future__ import annotations
 
 import argparse
-import time
 import types
 from typing import Any
 
@@ -63,17 +62,13 @@ def original_prune(args, tm, calib, evalw, method: str) -> dict[str, Any]:
     options = types.SimpleNamespace(
         nsamples=len(calib), seed=args.seed, sparsity_ratio=args.sparsity, use_variant=False
     )
-    protocol.with_layer_context(model, calib[0])
-    protocol.cpu_shims()
-    start = time.perf_counter()
-    getattr(prune, f"prune_{method}")(options, model, None, torch.device("cpu"), 0, 0)
-    seconds = time.perf_counter() - start
-    protocol.without_layer_context(model)
-    return {
-        **protocol.torch_perplexity(model, evalw),
-        "sparsity": protocol.torch_sparsity(model),
-        "seconds": seconds,
-    }
+    prune_method = getattr(prune, f"prune_{method}")
+    return protocol.original_unstructured(
+        model,
+        calib,
+        evalw,
+        lambda: prune_method(options, model, None, torch.device("cpu"), 0, 0),
+    )
 
 
 def main() -> None:
@@ -117,18 +112,7 @@ def main() -> None:
         )
         ours = protocol.jaxprune_unstructured(pre, calib, evalw, recipe)
         theirs = original_prune(args, tm, calib, evalw, method)
-        doc["rows"].append(
-            {
-                "config": f"{method}:{args.sparsity}",
-                "jaxprune_ppl": ours["ppl"],
-                "original_ppl": theirs["ppl"],
-                "relative_difference": ours["ppl"] / theirs["ppl"] - 1,
-                "jaxprune_sparsity": ours["sparsity"],
-                "original_sparsity": theirs["sparsity"],
-                "jaxprune_seconds": ours["seconds"],
-                "original_seconds": theirs["seconds"],
-            }
-        )
+        doc["rows"].append(protocol.comparison_row(f"{method}:{args.sparsity}", ours, theirs))
         write_json(args.out, doc)
         print(doc["rows"][-1], flush=True)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import write_json
+from benchmarks.xcheck import _protocol as protocol
 
 TASKS = ("piqa", "arc_easy")
 
@@ -144,13 +144,7 @@ def main() -> None:
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "tasks": {},
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        hf_dir = args.hf_dir
-        if hf_dir is None:
-            from jaxprune.models.export import export_hf
-
-            hf_dir = str(Path(tmp) / "hf")
-            export_hf(hf_dir, pre.model, pre.params, pre.tokenizer)
+    with protocol.hf_export(pre, args.hf_dir) as hf_dir:
         lm = HFLM(pretrained=hf_dir, device="cpu", dtype="float32", batch_size=args.batch_size)
         manager = TaskManager()
         for name in args.tasks:

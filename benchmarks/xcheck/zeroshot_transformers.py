@@ -16,7 +16,6 @@ Hugging Face directory in float32 on the CPU. (``zeroshot_harness.py`` runs the 
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import write_json
+from benchmarks.xcheck import _protocol as protocol
 
 PROMPTS = {  # record -> (context, choices, gold), as the harness's task configs pose them
     "piqa": lambda d: (f"Question: {d['goal']}\nAnswer:", [d["sol1"], d["sol2"]], d["label"]),
@@ -103,13 +103,7 @@ def main() -> None:
         "device": "cpu",
         "tasks": {},
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        hf_dir = args.hf_dir
-        if hf_dir is None:
-            from jaxprune.models.export import export_hf
-
-            hf_dir = str(Path(tmp) / "hf")
-            export_hf(hf_dir, pre.model, pre.params, pre.tokenizer)
+    with protocol.hf_export(pre, args.hf_dir) as hf_dir:
         for name in args.tasks:
             start = time.perf_counter()
             theirs = score_torch(hf_dir, name, args.limit)

@@ -14,16 +14,22 @@ a model whose blocks differ is refused with the widths that differ (other format
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from jaxprune.core.files import atomic_target, new_target, write_json, written_directory
 from jaxprune.models.base import Family, LanguageModel, LayerWidths, Params, family_of
 
-__all__ = ["check_hf_export", "config_with_param_widths", "export_hf", "hf_config", "hf_tensors"]
+__all__ = [
+    "check_hf_export",
+    "config_with_param_widths",
+    "export_hf",
+    "hf_config",
+    "hf_directory",
+    "hf_tensors",
+    "write_hf_directory",
+]
 
 
 def _hf_spec(config: Any) -> Any:
@@ -93,7 +99,7 @@ def _tokenizer_files(tokenizer: Any, directory: Path) -> None:
         if token_id is not None:
             special[f"{kind}_token"] = vocab.id_to_token(token_id)
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "add_bos_token": False, **special}
-    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    write_json(directory / "tokenizer_config.json", config)
 
 
 def export_hf(
@@ -121,28 +127,34 @@ def export_hf(
       ValueError: before anything is written, for what transformers cannot hold (see
         :func:`check_hf_export`), or an existing target.
     """
-    from safetensors.flax import save_file
+    target = new_target(directory, overwrite)
+    config_json, tensors = hf_directory(model, params)
+    with atomic_target(target) as tmp:
+        write_hf_directory(tmp, config_json, tensors, tokenizer)
+    return written_directory(target, config_json, len(tensors))
 
-    target = Path(directory).absolute()
-    if target.exists() and not overwrite:
-        raise ValueError(f"{target} exists; choose a new directory or pass overwrite=True")
+
+def hf_directory(model: Any, params: Params) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``config.json`` dict (widths from ``params``, ``torch_dtype`` set) and the tensors.
+
+    Raises:
+      ValueError: what :func:`check_hf_export` refuses.
+    """
     config = config_with_param_widths(model, params)
     config_json = hf_config(config)
     tensors = hf_tensors(params, config)
     dtypes = {str(v.dtype) for v in tensors.values()}
     config_json["torch_dtype"] = dtypes.pop() if len(dtypes) == 1 else "float32"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        (tmp / "config.json").write_text(json.dumps(config_json, indent=2) + "\n")
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        if tokenizer is not None:
-            _tokenizer_files(tokenizer, tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    size = sum(f.stat().st_size for f in target.iterdir() if f.is_file())
-    return {"path": str(target), "config": config_json, "tensors": len(tensors), "bytes": size}
+    return config_json, tensors
+
+
+def write_hf_directory(
+    directory: Path, config_json: dict[str, Any], tensors: dict[str, Any], tokenizer: Any
+) -> None:
+    """Writes ``config.json``, ``model.safetensors`` and the tokenizer into ``directory``."""
+    from safetensors.flax import save_file
+
+    write_json(directory / "config.json", config_json)
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    if tokenizer is not None:
+        _tokenizer_files(tokenizer, directory)

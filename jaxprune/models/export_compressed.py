@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from jaxprune.core.files import atomic_target, new_target, write_json, written_directory
 from jaxprune.models.base import Params
+from jaxprune.models.export import hf_directory, write_hf_directory
 
 FORMATS = ("sparse-bitmask", "sparse-24-bitmask")
 # The compressed-tensors release whose sparse layouts this module writes.
@@ -138,22 +137,15 @@ def export_compressed(
     """
     from safetensors.numpy import load_file, save_file
 
-    from jaxprune.models.export import export_hf
-
     if sparse_format not in (*FORMATS, None):
         raise ValueError(f"unknown sparse format {sparse_format!r}; choose one of {FORMATS}")
-    target = Path(directory).absolute()
-    if target.exists() and not overwrite:
-        raise ValueError(f"{target} exists; choose a new directory or pass overwrite=True")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        export_hf(tmp / "model", model, params, tokenizer)
-        written = tmp / "model"
-        dense = load_file(str(written / "model.safetensors"))
+    target = new_target(directory, overwrite)
+    with atomic_target(target) as tmp:
+        write_hf_directory(tmp, *hf_directory(model, params), tokenizer)
+        dense = load_file(str(tmp / "model.safetensors"))
         fmt = sparse_format or choose_format(dense)
         tensors, sparsity = _compress(dense, fmt)
-        config = json.loads((written / "config.json").read_text())
+        config = json.loads((tmp / "config.json").read_text())
         config["quantization_config"] = {
             # no quantization fields: their presence would announce a quantized model
             "quant_method": "compressed-tensors",
@@ -167,19 +159,6 @@ def export_compressed(
                 "registry_requires_subclass": False,
             },
         }
-        (written / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        save_file(tensors, str(written / "model.safetensors"), metadata={"format": "pt"})
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(written, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    size = sum(f.stat().st_size for f in target.iterdir() if f.is_file())
-    return {
-        "path": str(target),
-        "config": config,
-        "tensors": len(tensors),
-        "bytes": size,
-        "format": fmt,
-        "sparsity": sparsity,
-    }
+        write_json(tmp / "config.json", config)
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    return {**written_directory(target, config, len(tensors)), "format": fmt, "sparsity": sparsity}

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from jaxprune.core.files import atomic_target, new_target
 from jaxprune.models.base import Params
+from jaxprune.models.export_formats import check_llama_writer, llama_block_widths
 
 _LOG = logging.getLogger("jaxprune")
 _BLOCK = {
@@ -57,15 +57,6 @@ def permute_rotary_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:
     )
 
 
-def _widths(block: Params, head_dim: int) -> tuple[int, int, int]:
-    attn, mlp = block["self_attn"], block["mlp"]
-    return (
-        attn["q_proj"]["kernel"].shape[1] // head_dim,
-        attn["k_proj"]["kernel"].shape[1] // head_dim,
-        mlp["gate_proj"]["kernel"].shape[1],
-    )
-
-
 def gguf_tensors(params: Params, config: Any) -> dict[str, np.ndarray]:
     """GGUF names → NumPy arrays in llama.cpp's layout (widths read from ``params``)."""
     out = {
@@ -76,7 +67,7 @@ def gguf_tensors(params: Params, config: Any) -> dict[str, np.ndarray]:
         out["output.weight"] = np.asarray(params["lm_head"]["kernel"]).T
     for i in sorted(params["layers"]):
         block = params["layers"][i]
-        heads, kv_heads, _ = _widths(block, config.head_dim)
+        heads, kv_heads, _ = llama_block_widths(block, config.head_dim)
         for (group, name), stem in _BLOCK.items():
             linear = block[group][name]
             for leaf, value in (("weight", linear["kernel"]), ("bias", linear.get("bias"))):
@@ -154,28 +145,17 @@ def export_gguf(
     import gguf
 
     config = model.config
-    if getattr(config, "family", None) != "llama":
-        raise ValueError(
-            f"GGUF export supports the llama family (LLaMA, Mistral, SmolLM); this model is "
-            f"{getattr(config, 'family', None)!r}"
-        )
-    if config.rope_scaling:
-        raise ValueError(
-            "GGUF export of RoPE scaling (LLaMA-3.1 style) is not supported; use format='hf'"
-        )
-    target = Path(path).absolute()
-    if target.exists() and not overwrite:
-        raise ValueError(f"{target} exists; choose a new path or pass overwrite=True")
-    widths = [_widths(params["layers"][i], config.head_dim) for i in sorted(params["layers"])]
+    check_llama_writer(config, "GGUF")
+    target = new_target(path, overwrite, kind="path")
+    widths = [
+        llama_block_widths(params["layers"][i], config.head_dim) for i in sorted(params["layers"])
+    ]
     per_layer = len(set(widths)) > 1
     heads, kv_heads, mlp = ([w[k] for w in widths] for k in range(3))
     arch = "deci" if per_layer else "llama"
     tensors = gguf_tensors(params, config)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-    os.close(fd)
-    try:
-        writer = gguf.GGUFWriter(tmp, arch)
+    with atomic_target(target, directory=False) as tmp:
+        writer = gguf.GGUFWriter(str(tmp), arch)
         writer.add_block_count(len(widths))
         writer.add_context_length(config.max_position_embeddings)
         writer.add_embedding_length(config.hidden_size)
@@ -197,10 +177,6 @@ def export_gguf(
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return {
         "path": str(target),
         "architecture": arch,

@@ -20,17 +20,16 @@ padding costs file size, which the returned summary reports.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
+from jaxprune.core.files import atomic_target, new_target, write_json, written_directory
 from jaxprune.models.base import Params
+from jaxprune.models.export_formats import check_llama_writer, llama_block_widths
 
 MLP_QUANTUM = 256  # DeciLM's _ffn_mult_to_intermediate_size rounds up to this
 
@@ -41,15 +40,6 @@ def ffn_mult_to_width(ffn_mult: float, hidden: int) -> int:
     """The MLP width a ``ffn_mult`` gives (DeciLM's ``_ffn_mult_to_intermediate_size``)."""
     width = int(2 * ffn_mult * hidden / 3)
     return width if width % MLP_QUANTUM == 0 else width + MLP_QUANTUM - width % MLP_QUANTUM
-
-
-def _widths(block: Params, head_dim: int) -> tuple[int, int, int]:
-    attn = block["self_attn"]
-    return (
-        attn["q_proj"]["kernel"].shape[1] // head_dim,
-        attn["k_proj"]["kernel"].shape[1] // head_dim,
-        block["mlp"]["gate_proj"]["kernel"].shape[1],
-    )
 
 
 def _common_heads(widths: list[tuple[int, int, int]]) -> int:
@@ -70,7 +60,7 @@ def _pad_rows(x: np.ndarray, groups: int, per_group: int, width: int) -> np.ndar
 def padded_tensors(params: Params, config: Any) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Hugging Face names → ``(out, in)`` arrays with the padding, and the ``block_configs``."""
     hd, hidden = config.head_dim, config.hidden_size
-    widths = [_widths(params["layers"][i], hd) for i in sorted(params["layers"])]
+    widths = [llama_block_widths(params["layers"][i], hd) for i in sorted(params["layers"])]
     heads = _common_heads(widths)
     tensors = {
         "model.embed_tokens.weight": np.asarray(params["embed_tokens"]["embedding"]),
@@ -179,49 +169,19 @@ def export_nemotron_nas(
     from safetensors.numpy import save_file
 
     config = model.config
-    if getattr(config, "family", None) != "llama":
-        raise ValueError(
-            f"Nemotron-NAS export supports the llama family; this model is "
-            f"{getattr(config, 'family', None)!r}"
-        )
-    if config.rope_scaling:
-        raise ValueError("Nemotron-NAS export of RoPE scaling is not supported; use format='hf'")
-    target = Path(directory).absolute()
-    if target.exists() and not overwrite:
-        raise ValueError(f"{target} exists; choose a new directory or pass overwrite=True")
+    check_llama_writer(config, "Nemotron-NAS")
+    target = new_target(directory, overwrite)
     tensors, blocks = padded_tensors(params, config)
     heads = tensors["model.layers.0.self_attn.q_proj.weight"].shape[0] // config.head_dim
     dtypes = {v.dtype.name for v in tensors.values()}
     hf_config = nemotron_config(
         config, blocks, heads, dtypes.pop() if len(dtypes) == 1 else "float32"
     )
-    padding = sum(v.size for v in tensors.values()) - sum(np.size(x) for x in _leaves(params))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    params_size = sum(np.size(x) for x in jax.tree_util.tree_leaves(params))
+    padding = sum(v.size for v in tensors.values()) - params_size
+    with atomic_target(target) as tmp:
+        write_json(tmp / "config.json", hf_config)
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    size = sum(f.stat().st_size for f in target.iterdir() if f.is_file())
-    return {
-        "path": str(target),
-        "config": hf_config,
-        "tensors": len(tensors),
-        "bytes": size,
-        "padding": int(padding),
-    }
-
-
-def _leaves(tree: Any):
-    if isinstance(tree, dict):
-        for value in tree.values():
-            yield from _leaves(value)
-    else:
-        yield tree
+    return {**written_directory(target, hf_config, len(tensors)), "padding": int(padding)}

@@ -11,19 +11,17 @@ cannot hold).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
-from jaxprune.models.base import LayerWidths, per_layer_widths
 from jaxprune.models.hf_tensors import uniform_widths
+from jaxprune.models.layer_widths import PerLayerWidths
 
 SLIDING, GLOBAL = "sliding_attention", "full_attention"
-_PER_LAYER = ("num_heads_per_layer", "num_kv_heads_per_layer", "intermediate_sizes")
 _HF_WIDTHS = ("num_attention_heads", "num_key_value_heads", "intermediate_size")
 
 
 @dataclasses.dataclass(frozen=True)
-class Gemma3Config:
+class Gemma3Config(PerLayerWidths):
     """Hyper-parameters of a Gemma 3 text decoder (names follow ``Gemma3TextConfig``).
 
     Defaults are Gemma-3-270M's. ``layer_types`` (``"sliding_attention"`` / ``"full_attention"``
@@ -72,39 +70,7 @@ class Gemma3Config:
                 f"layer_types must give {SLIDING!r} or {GLOBAL!r} for each of the "
                 f"{self.num_hidden_layers} blocks, got {self.layer_types}"
             )
-        for name in _PER_LAYER:
-            value = per_layer_widths(getattr(self, name), self.num_hidden_layers, name)
-            object.__setattr__(self, name, value)
-        for i in range(self.num_hidden_layers):
-            heads, kv_heads, _ = self.layer_widths(i)
-            if heads % kv_heads:
-                raise ValueError(
-                    f"num_attention_heads={heads} must be a multiple of "
-                    f"num_key_value_heads={kv_heads} (layer {i})"
-                )
-
-    def layer_widths(self, index: int) -> LayerWidths:
-        """Query heads, key/value heads and MLP width of layer ``index``."""
-
-        def pick(per_layer: tuple[int, ...] | None, uniform: int) -> int:
-            return uniform if per_layer is None else per_layer[index]
-
-        return LayerWidths(
-            pick(self.num_heads_per_layer, self.num_attention_heads),
-            pick(self.num_kv_heads_per_layer, self.num_key_value_heads),
-            pick(self.intermediate_sizes, self.intermediate_size),
-        )
-
-    def with_layer_widths(self, widths: Sequence[LayerWidths]) -> Gemma3Config:
-        """This config with per-layer widths (one :class:`LayerWidths` per layer)."""
-        heads, kv_heads, mlp = (tuple(int(w[k]) for w in widths) for k in range(3))
-        return dataclasses.replace(
-            self, num_heads_per_layer=heads, num_kv_heads_per_layer=kv_heads, intermediate_sizes=mlp
-        )
-
-    def with_output_biases(self) -> Gemma3Config:
-        """This config with biases on its linears (o_proj's and down_proj's hold FLAP's bias)."""
-        return dataclasses.replace(self, attention_bias=True, mlp_bias=True)
+        self._check_layer_widths()
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -339,20 +339,32 @@ def config_to_hf(config: LlamaConfig) -> dict[str, Any]:
     }
 
 
-FAMILY = register_family(
-    Family(
-        "llama",
-        LlamaConfig,
+def llama_like_family(name: str, config: type, hf: HfSpec, gguf: GgufSpec) -> Family:
+    """The record of a family that runs on these modules (LLaMA, Qwen2, Qwen3, Phi-3).
+
+    Blocks, taps, default targets, sharding, MLP roles and structured groups are LLaMA's; only
+    the config class and the two file mappings are the family's own.
+    """
+    return Family(
+        name,
+        config,
         LlamaForCausalLM,
         SEQUENTIAL_GROUPS,
         DEFAULT_TARGETS,
         partition_rules=PARTITION_RULES,
         mlp=GATED_MLP,
-        hf=HfSpec(("llama", "mistral"), config_from_hf, params_from_hf, config_to_hf, params_to_hf),
-        gguf=GgufSpec(
-            "llama", (("ffn_norm", "post_attention_layernorm"),), rotary_rows_permuted=True
-        ),
+        hf=hf,
+        gguf=gguf,
         structure=STRUCTURE,
+    )
+
+
+FAMILY = register_family(
+    llama_like_family(
+        "llama",
+        LlamaConfig,
+        HfSpec(("llama", "mistral"), config_from_hf, params_from_hf, config_to_hf, params_to_hf),
+        GgufSpec("llama", (("ffn_norm", "post_attention_layernorm"),), rotary_rows_permuted=True),
     )
 )
 
@@ -366,6 +378,7 @@ __all__ = [
     "LlamaForCausalLM",
     "apply_rope",
     "config_from_hf",
+    "llama_like_family",
     "params_from_hf",
     "rope_inverse_frequencies",
 ]

@@ -10,16 +10,13 @@ every layer the uniform value) and, after FLAP's bias compensation, biases on it
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
-from jaxprune.models.base import LayerWidths, per_layer_widths
-
-_PER_LAYER = ("num_heads_per_layer", "num_kv_heads_per_layer", "intermediate_sizes")
+from jaxprune.models.layer_widths import PerLayerWidths
 
 
 @dataclasses.dataclass(frozen=True)
-class LlamaConfig:
+class LlamaConfig(PerLayerWidths):
     """Hyper-parameters of a LLaMA-family decoder (names follow ``transformers.LlamaConfig``).
 
     ``num_heads_per_layer``, ``num_kv_heads_per_layer`` and ``intermediate_sizes`` override the
@@ -61,40 +58,7 @@ class LlamaConfig:
             object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
         if isinstance(self.rope_scaling, dict):
             object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
-        for name in _PER_LAYER:
-            value = per_layer_widths(getattr(self, name), self.num_hidden_layers, name)
-            object.__setattr__(self, name, value)
-        for i in range(self.num_hidden_layers):
-            heads, kv_heads, _ = self.layer_widths(i)
-            if heads % kv_heads:
-                where = "" if self.num_heads_per_layer is None else f" in layer {i}"
-                raise ValueError(
-                    f"num_attention_heads={heads} must be a multiple of "
-                    f"num_key_value_heads={kv_heads}{where}"
-                )
-
-    def layer_widths(self, index: int) -> LayerWidths:
-        """Query heads, key/value heads and MLP width of layer ``index``."""
-
-        def pick(per_layer: tuple[int, ...] | None, uniform: int) -> int:
-            return uniform if per_layer is None else per_layer[index]
-
-        return LayerWidths(
-            pick(self.num_heads_per_layer, self.num_attention_heads),
-            pick(self.num_kv_heads_per_layer, self.num_key_value_heads),
-            pick(self.intermediate_sizes, self.intermediate_size),
-        )
-
-    def with_layer_widths(self, widths: Sequence[LayerWidths]) -> LlamaConfig:
-        """This config with per-layer widths (one :class:`LayerWidths` per layer)."""
-        heads, kv_heads, mlp = (tuple(int(w[k]) for w in widths) for k in range(3))
-        return dataclasses.replace(
-            self, num_heads_per_layer=heads, num_kv_heads_per_layer=kv_heads, intermediate_sizes=mlp
-        )
-
-    def with_output_biases(self) -> LlamaConfig:
-        """This config with biases on its linears (o_proj's and down_proj's hold FLAP's bias)."""
-        return dataclasses.replace(self, attention_bias=True, mlp_bias=True)
+        self._check_layer_widths()
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

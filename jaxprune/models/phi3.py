@@ -18,21 +18,11 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.models.base import Family, GgufSpec, HfSpec, Params, register_family
+from jaxprune.models.base import GgufSpec, HfSpec, Params, register_family
 from jaxprune.models.hf_tensors import params_to_hf_names
-from jaxprune.models.llama import (
-    DEFAULT_TARGETS,
-    GATED_MLP,
-    PARTITION_RULES,
-    SEQUENTIAL_GROUPS,
-    STRUCTURE,
-    LlamaForCausalLM,
-    hf_config_common,
-)
 from jaxprune.models.llama import config_from_hf as llama_config_from_hf
-from jaxprune.models.llama import (
-    params_from_hf as llama_params_from_hf,
-)
+from jaxprune.models.llama import hf_config_common, llama_like_family
+from jaxprune.models.llama import params_from_hf as llama_params_from_hf
 from jaxprune.models.llama_config import LlamaConfig
 
 _FUSED = {
@@ -167,17 +157,12 @@ def config_to_hf(config: Phi3Config) -> dict[str, Any]:
 
 
 FAMILY = register_family(
-    Family(
+    llama_like_family(
         "phi3",
         Phi3Config,
-        LlamaForCausalLM,
-        SEQUENTIAL_GROUPS,
-        DEFAULT_TARGETS,
-        partition_rules=PARTITION_RULES,
-        mlp=GATED_MLP,
-        hf=HfSpec(("phi3",), config_from_hf, params_from_hf, config_to_hf, params_to_hf),
+        HfSpec(("phi3",), config_from_hf, params_from_hf, config_to_hf, params_to_hf),
         # llama.cpp's Phi-3 converter keeps the fused tensors (attn_qkv, ffn_up = gate + up).
-        gguf=GgufSpec(
+        GgufSpec(
             "phi3",
             (
                 ("ffn_norm", "post_attention_layernorm"),
@@ -185,6 +170,5 @@ FAMILY = register_family(
                 ("ffn_up", "mlp.gate_up_proj"),
             ),
         ),
-        structure=STRUCTURE,
     )
 )

@@ -16,19 +16,10 @@ import dataclasses
 import warnings
 from typing import Any
 
-from jaxprune.models.base import Family, GgufSpec, HfSpec, register_family
+from jaxprune.models.base import GgufSpec, HfSpec, register_family
 from jaxprune.models.hf_tensors import params_to_hf
-from jaxprune.models.llama import (
-    DEFAULT_TARGETS,
-    GATED_MLP,
-    PARTITION_RULES,
-    SEQUENTIAL_GROUPS,
-    STRUCTURE,
-    LlamaForCausalLM,
-    hf_config_common,
-    params_from_hf,
-)
 from jaxprune.models.llama import config_from_hf as llama_config_from_hf
+from jaxprune.models.llama import hf_config_common, llama_like_family, params_from_hf
 from jaxprune.models.llama_config import LlamaConfig
 
 
@@ -86,17 +77,11 @@ def config_to_hf(config: Qwen2Config) -> dict[str, Any]:
 
 
 FAMILY = register_family(
-    Family(
+    llama_like_family(
         "qwen2",
         Qwen2Config,
-        LlamaForCausalLM,
-        SEQUENTIAL_GROUPS,
-        DEFAULT_TARGETS,
-        partition_rules=PARTITION_RULES,
-        mlp=GATED_MLP,
-        hf=HfSpec(("qwen2",), config_from_hf, params_from_hf, config_to_hf, params_to_hf),
+        HfSpec(("qwen2",), config_from_hf, params_from_hf, config_to_hf, params_to_hf),
         # llama.cpp's Qwen2 converter keeps Hugging Face's q/k row order.
-        gguf=GgufSpec("qwen2", (("ffn_norm", "post_attention_layernorm"),)),
-        structure=STRUCTURE,
+        GgufSpec("qwen2", (("ffn_norm", "post_attention_layernorm"),)),
     )
 )

@@ -15,19 +15,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from jaxprune.models.base import Family, GgufSpec, HfSpec, register_family
+from jaxprune.models.base import GgufSpec, HfSpec, register_family
 from jaxprune.models.hf_tensors import params_to_hf
-from jaxprune.models.llama import (
-    DEFAULT_TARGETS,
-    GATED_MLP,
-    PARTITION_RULES,
-    SEQUENTIAL_GROUPS,
-    STRUCTURE,
-    LlamaForCausalLM,
-    hf_config_common,
-    params_from_hf,
-)
 from jaxprune.models.llama import config_from_hf as llama_config_from_hf
+from jaxprune.models.llama import hf_config_common, llama_like_family, params_from_hf
 from jaxprune.models.llama_config import LlamaConfig
 from jaxprune.models.qwen2 import without_sliding_window
 
@@ -73,16 +64,11 @@ def config_to_hf(config: Qwen3Config) -> dict[str, Any]:
 
 
 FAMILY = register_family(
-    Family(
+    llama_like_family(
         "qwen3",
         Qwen3Config,
-        LlamaForCausalLM,
-        SEQUENTIAL_GROUPS,
-        DEFAULT_TARGETS,
-        partition_rules=PARTITION_RULES,
-        mlp=GATED_MLP,
-        hf=HfSpec(("qwen3",), config_from_hf, params_from_hf, config_to_hf, params_to_hf),
-        gguf=GgufSpec(
+        HfSpec(("qwen3",), config_from_hf, params_from_hf, config_to_hf, params_to_hf),
+        GgufSpec(
             "qwen3",
             (
                 ("ffn_norm", "post_attention_layernorm"),
@@ -90,6 +76,5 @@ FAMILY = register_family(
                 ("attn_k_norm", "self_attn.k_norm"),
             ),
         ),
-        structure=STRUCTURE,
     )
 )

@@ -1,4 +1,5 @@
-"""Loading a model for a job: by slices onto a mesh, and with the tokenizer text data needs."""
+"""Loading a model for a job (by slices onto a mesh, with the tokenizer text data needs) and its
+evaluation windows."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxprune.data import load_windows
 from jaxprune.models.loaders import Pretrained, check_source, load_pretrained
 from jaxprune.models.loaders.sliced import load_sliced
 
@@ -33,4 +35,18 @@ def load_with_tokenizer(
     return pretrained
 
 
-__all__ = ["load_model", "load_with_tokenizer"]
+def load_eval_windows(
+    pretrained: Pretrained,
+    source: str | os.PathLike,
+    nsamples: int,
+    seqlen: int,
+    bos_id: int | None,
+) -> Any:
+    """``nsamples`` consecutive evaluation windows of ``source`` in ``pretrained``'s tokens, each
+    starting with ``bos_id`` unless it is ``None`` (:func:`jaxprune.data.load_windows`)."""
+    return load_windows(
+        source, pretrained.tokenizer, nsamples=nsamples, seqlen=seqlen, split="eval", bos=bos_id
+    )
+
+
+__all__ = ["load_eval_windows", "load_model", "load_with_tokenizer"]

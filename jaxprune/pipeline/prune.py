@@ -35,7 +35,7 @@ from jaxprune.eval import perplexity
 from jaxprune.methods import get_method
 from jaxprune.models.base import LanguageModel, Params
 from jaxprune.models.loaders import Pretrained, save_pruned
-from jaxprune.pipeline.load import load_model, load_with_tokenizer
+from jaxprune.pipeline.load import load_eval_windows, load_model, load_with_tokenizer
 from jaxprune.pipeline.versions import package_versions
 from jaxprune.recipes import Recipe
 from jaxprune.structured import StructuredRecipe, make_plan, prune_structured
@@ -182,13 +182,8 @@ def prepare(
     check_recipe(pretrained, recipe, (eval_seqlen,) if eval_source else ())
     eval_windows = None
     if eval_source:
-        eval_windows = load_windows(
-            eval_source,
-            pretrained.tokenizer,
-            nsamples=eval_nsamples,
-            seqlen=eval_seqlen,
-            split="eval",
-            bos=bos_id,
+        eval_windows = load_eval_windows(
+            pretrained, eval_source, eval_nsamples, eval_seqlen, bos_id
         )
     calibration = None
     if needs_calibration(recipe):
@@ -229,14 +224,7 @@ def evaluate(
     Returns:
       ``{"ppl", "nll", "tokens"}``.
     """
-    windows = load_windows(
-        source,
-        pretrained.tokenizer,
-        nsamples=nsamples,
-        seqlen=seqlen,
-        split="eval",
-        bos=pretrained.bos_token(bos),
-    )
+    windows = load_eval_windows(pretrained, source, nsamples, seqlen, pretrained.bos_token(bos))
     return _perplexity(pretrained, params, windows, batch_size, progress)
 
 

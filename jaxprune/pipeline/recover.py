@@ -24,7 +24,7 @@ from jaxprune.data import zeroshot as zeroshot_data
 from jaxprune.eval import score_tasks
 from jaxprune.models.base import Params
 from jaxprune.models.loaders import Pretrained, check_source, save_pruned
-from jaxprune.pipeline.load import load_with_tokenizer
+from jaxprune.pipeline.load import load_eval_windows, load_with_tokenizer
 from jaxprune.training.lora import LoraConfig
 from jaxprune.training.lora_peft import save_peft
 from jaxprune.training.recover import RecoverConfig, recover
@@ -186,13 +186,8 @@ def recover_pretrained(
     )
     held_out = None
     if eval_source:
-        held_out = load_windows(
-            eval_source,
-            pretrained.tokenizer,
-            nsamples=eval_nsamples,
-            seqlen=seqlen,
-            split="eval",
-            bos=pretrained.bos_token(bos),
+        held_out = load_eval_windows(
+            pretrained, eval_source, eval_nsamples, seqlen, pretrained.bos_token(bos)
         )
     result = recover(
         pretrained.model,

@@ -17,15 +17,12 @@ module by its full name, so adapters on some blocks only load onto exactly those
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from jaxprune.core.files import atomic_target, new_target, write_json, written_directory
 from jaxprune.training.lora import LoraConfig, adapters
 
 __all__ = ["module_name", "peft_config", "save_peft"]
@@ -94,25 +91,14 @@ def save_peft(
             f"PEFT adapters are written for the llama family (Hugging Face module names); this "
             f"model is {family!r}"
         )
-    target = Path(directory).absolute()
-    if target.exists() and not overwrite:
-        raise ValueError(f"{target} exists; choose a new directory or pass overwrite=True")
+    target = new_target(directory, overwrite)
     tensors = {}
     for path, (a, b) in adapters(lora).items():
         prefix = f"base_model.model.{module_name(path)}"
         tensors[f"{prefix}.lora_A.weight"] = np.ascontiguousarray(np.asarray(a).T)
         tensors[f"{prefix}.lora_B.weight"] = np.ascontiguousarray(np.asarray(b).T)
     adapter_config = peft_config(lora, config, base_model)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
+    with atomic_target(target) as tmp:
+        write_json(tmp / "adapter_config.json", adapter_config)
         save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    size = sum(f.stat().st_size for f in target.iterdir() if f.is_file())
-    return {"path": str(target), "config": adapter_config, "tensors": len(tensors), "bytes": size}
+    return written_directory(target, adapter_config, len(tensors))

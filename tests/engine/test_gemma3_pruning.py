@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from wanda_reference import wanda_by_hand
 
 from jaxprune.core import paths
 from jaxprune.engine import prune
@@ -49,29 +50,9 @@ def windows():
     return np.random.default_rng(0).integers(0, CONFIG.vocab_size, (8, 16), dtype=np.int32)
 
 
-def _wanda_by_hand(params, windows, sparsity):
-    """Wanda run block by block with each block's own index; pruned blocks propagate."""
-    hidden = MODEL.embed(params, jnp.asarray(windows))
-    masks = {}
-    for block in range(CONFIG.num_hidden_layers):
-        bp = MODEL.block_params(params, block)
-        _, taps = MODEL.block(bp, hidden, capture=True, index=block)
-        for name, tap in TAP_OF.items():
-            w = np.asarray(paths.get_leaf(bp, f"{name}/kernel"))
-            x = np.asarray(taps[tap], np.float64).reshape(-1, w.shape[0])
-            score = np.abs(w) * np.sqrt((x * x).sum(0))[:, None]
-            keep = np.ones_like(w, bool)
-            for j in range(w.shape[1]):
-                keep[np.argsort(score[:, j], kind="stable")[: int(w.shape[0] * sparsity)], j] = 0
-            masks[(block, name)] = keep
-            bp = paths.set_leaves(bp, {f"{name}/kernel": jnp.asarray(w * keep)})
-        hidden = MODEL.block(bp, hidden, index=block)
-    return masks
-
-
 def test_wanda_engine_matches_a_hand_run_with_per_block_attention(params, windows):
     result = prune(MODEL, params, windows, Recipe(method="wanda", sparsity=0.5), progress=False)
-    for (block, name), keep in _wanda_by_hand(params, windows, 0.5).items():
+    for (block, name), keep in wanda_by_hand(MODEL, params, windows, 0.5).items():
         got = np.asarray(paths.get_leaf(result.masks, f"layers/{block}/{name}/kernel"))
         assert np.mean(got == keep) > 0.99, (block, name)
 

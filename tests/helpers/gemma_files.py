@@ -14,6 +14,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import torch
+from gguf_header import add_hyperparameters
 from tokenizers import Tokenizer as Backend
 from tokenizers import models, normalizers, trainers
 
@@ -124,16 +125,7 @@ def write_gemma3_gguf(
     """
     c = model.config
     w = gguf.GGUFWriter(str(path), "gemma3")
-    w.add_block_count(c.num_hidden_layers)
-    w.add_context_length(c.max_position_embeddings)
-    w.add_embedding_length(c.hidden_size)
-    w.add_feed_forward_length(c.intermediate_size)
-    w.add_head_count(c.num_attention_heads)
-    w.add_head_count_kv(c.num_key_value_heads)
-    w.add_key_length(c.head_dim)
-    w.add_value_length(c.head_dim)
-    w.add_layer_norm_rms_eps(c.rms_norm_eps)
-    w.add_rope_freq_base(c.rope_parameters["full_attention"]["rope_theta"])
+    add_hyperparameters(w, c, c.rope_parameters["full_attention"]["rope_theta"], c.head_dim)
     w.add_sliding_window(c.sliding_window)
     if newer_keys:
         w.add_rope_freq_base_swa(c.rope_parameters["sliding_attention"]["rope_theta"])

@@ -13,6 +13,7 @@ import gguf
 import numpy as np
 import torch
 import transformers
+from gguf_header import add_hyperparameters
 
 VOCAB = 128
 COMMON = dict(
@@ -123,16 +124,7 @@ def write_gguf(path: Path, model: torch.nn.Module, arch: str) -> Path:
     c = model.config
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     w = gguf.GGUFWriter(str(path), arch)
-    w.add_block_count(c.num_hidden_layers)
-    w.add_context_length(c.max_position_embeddings)
-    w.add_embedding_length(c.hidden_size)
-    w.add_feed_forward_length(c.intermediate_size)
-    w.add_head_count(c.num_attention_heads)
-    w.add_head_count_kv(c.num_key_value_heads)
-    w.add_key_length(head_dim)
-    w.add_value_length(head_dim)
-    w.add_layer_norm_rms_eps(c.rms_norm_eps)
-    w.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    add_hyperparameters(w, c, c.rope_parameters["rope_theta"], head_dim)
     w.add_rope_dimension_count(head_dim)
     w.add_bos_token_id(c.bos_token_id)
     w.add_eos_token_id(c.eos_token_id)

@@ -8,6 +8,7 @@ import gguf
 import jax.numpy as jnp
 import numpy as np
 import torch
+from gguf_header import add_hyperparameters
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig as HFLlamaConfig
@@ -108,14 +109,7 @@ def write_gguf(
     """Writes ``model`` the way llama.cpp's converter does (q/k rows permuted, GGUF names)."""
     c = model.config
     w = gguf.GGUFWriter(str(path), arch)
-    w.add_block_count(c.num_hidden_layers)
-    w.add_context_length(c.max_position_embeddings)
-    w.add_embedding_length(c.hidden_size)
-    w.add_feed_forward_length(c.intermediate_size)
-    w.add_head_count(c.num_attention_heads)
-    w.add_head_count_kv(c.num_key_value_heads)
-    w.add_layer_norm_rms_eps(c.rms_norm_eps)
-    w.add_rope_freq_base(c.rope_parameters["rope_theta"])
+    add_hyperparameters(w, c, c.rope_parameters["rope_theta"])
     w.add_rope_dimension_count(c.hidden_size // c.num_attention_heads)
     w.add_vocab_size(c.vocab_size)
     vocab = tokenizer.get_vocab()

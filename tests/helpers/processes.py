@@ -8,6 +8,7 @@ together with the others.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -18,6 +19,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# The flags that make each process one of a multi-process run, filled in by run_processes:
+# ``jaxprune`` commands' and ``multiprocess_check.py``'s.
+CLI_PROCESS_FLAGS = (
+    "--coordinator",
+    "{coordinator}",
+    "--num-processes",
+    "{processes}",
+    "--process-id",
+    "{id}",
+)
+CHECK_PROCESS_FLAGS = (
+    "--processes",
+    "{processes}",
+    "--id",
+    "{id}",
+    "--coordinator",
+    "{coordinator}",
+)
 
 
 @dataclass(frozen=True)
@@ -76,3 +95,13 @@ def run_processes(
 
 def python(script: str, *args: str) -> list[str]:
     return [sys.executable, str(ROOT / "tests" / "helpers" / script), *args]
+
+
+def multiprocess_check(*args: str) -> list[str]:
+    """``multiprocess_check.py`` as one process of a run of ``run_processes``, with ``args``."""
+    return python("multiprocess_check.py", *CHECK_PROCESS_FLAGS, *args)
+
+
+def last_json(stdout: str) -> dict:
+    """The last JSON object a process printed on a line of its own."""
+    return json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])

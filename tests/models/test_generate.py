@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from family_configs import FAMILY_CONFIGS
 
 from jaxprune.models import LanguageModel, LlamaConfig
 from jaxprune.models.generate import _decode, _uses_cache, greedy_generate
@@ -80,31 +81,7 @@ def test_zero_new_tokens_and_bad_arguments(model_and_params):
 def test_cached_generation_equals_uncached_greedy_on_other_families(family):
     """Gemma 3 reads the cache in its own (sliding-window) attention; OPT, whose embedding adds
     learned positions, decodes without it. Both equal the unpadded, uncached loop."""
-    from jaxprune.models import Gemma3Config, OPTConfig
-
-    configs = {
-        "gemma3": Gemma3Config(
-            vocab_size=50,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            head_dim=16,
-            sliding_window=4,
-            layer_types=("sliding_attention", "full_attention"),
-        ),
-        "opt": OPTConfig(
-            vocab_size=50,
-            hidden_size=32,
-            ffn_dim=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=64,
-            word_embed_proj_dim=32,
-        ),
-    }
-    model = LanguageModel(configs[family])
+    model = LanguageModel(FAMILY_CONFIGS[family])
     rng = np.random.default_rng(1)
 
     def rescale(x):

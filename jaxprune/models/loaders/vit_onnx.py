@@ -28,7 +28,7 @@ import numpy as np
 
 from jaxprune._cache import asset_path
 from jaxprune.core.optional import require
-from jaxprune.models.loaders.vit import hf_block_names, params_from_hf
+from jaxprune.models.loaders.vit_hf import hf_block_names, params_from_hf
 from jaxprune.models.vit import ViTConfig
 
 # Embedded ViT name -> its pinned asset (:data:`jaxprune._cache.ASSETS`).
