@@ -14,7 +14,8 @@ sparse dispatch, which is what calibration-scale pruning can afford.
 
 With ``capture=True`` the expert taps are :class:`Routed`: the inputs with a ``(experts, tokens)``
 mask of which tokens each expert really received, so the engine's statistics for an expert's
-linears see only its routed tokens. The ``routing`` tap holds the routing weights (REAP).
+linears see only its routed tokens. The ``routing`` tap holds the router's softmax probabilities
+``(experts, tokens)`` (REAP's gate values).
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ class SparseMoe(nnx.Module):
             taps["router_in"] = x
             taps["experts_in"] = Routed(x, mask.T)
             taps["experts_down_in"] = Routed(hidden, mask.T)
-            taps["routing"] = weights.T
+            # REAP's gate values: the softmax over every expert, not renormalised.
+            taps["routing"] = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).T
         return y.reshape(shape)
 
 
