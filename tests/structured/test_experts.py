@@ -17,45 +17,19 @@ import numpy as np
 import pytest
 from hf_families import relative_error, tokens, torch_logits
 from hf_moe import hf_moe_model
+from moe_models import as_numpy, expert_hidden, moe_model, route_by_hand
 from transformers import AutoModelForCausalLM
 
 import jaxprune as jp
 from jaxprune.cli import main
-from jaxprune.models import LanguageModel, MixtralConfig, Qwen3MoeConfig
+from jaxprune.models import LanguageModel, Qwen3MoeConfig
 from jaxprune.structured import StructuredRecipe, prune_structured
 from jaxprune.structured.experts import routed_statistics
 
-TINY = dict(
-    vocab_size=64,
-    hidden_size=16,
-    intermediate_size=24,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    num_local_experts=6,
-    num_experts_per_tok=2,
-    max_position_embeddings=64,
-)
 
-
-def moe_model(config_cls=MixtralConfig, seed: int = 0, **overrides):
-    """A tiny random MoE with O(1) activations (kernels ~ N(0, 1/fan_in))."""
-    model = LanguageModel(config_cls(**{**TINY, **overrides}))
-    rng = np.random.default_rng(seed)
-
-    def draw(leaf):
-        shape = np.shape(leaf)
-        scale = shape[-2] ** -0.5 if len(shape) >= 2 else 0.1
-        base = 0.0 if len(shape) >= 2 else 1.0
-        return jnp.asarray(base + scale * rng.standard_normal(shape), jnp.float32)
-
-    import jax
-
-    return model, jax.tree.map(draw, jax.eval_shape(model.init_params))
-
-
-def _silu(x):
-    return x / (1.0 + np.exp(-x))
+@functools.partial(jax.jit, static_argnums=0)
+def _captured(model, block, hidden):
+    return model.block(block, hidden, capture=True)
 
 
 def reference_scores(model, params, calibration):
@@ -65,36 +39,18 @@ def reference_scores(model, params, calibration):
     counts, scores = [], []
     for i in range(model.num_blocks):
         block = model.block_params(params, i)
-        out, taps = _captured(model, block, hidden)
+        hidden, taps = _captured(model, block, hidden)
         x = np.asarray(taps["router_in"], np.float64)  # the MoE's input, (tokens, d)
-        hidden = out
-        mlp = jax_tree_to_numpy(block["mlp"])
-        logits = x @ mlp["gate"]["kernel"]
-        probs = np.exp(logits - logits.max(1, keepdims=True))
-        probs /= probs.sum(1, keepdims=True)
-        top = np.argsort(-probs, axis=1)[:, : config.num_experts_per_tok]
-        e = mlp["experts"]
+        mlp = as_numpy(block["mlp"])
+        probs, routed = route_by_hand(x, mlp["gate"]["kernel"], config.num_experts_per_tok)
         n, s = [], []
-        for j in range(config.num_local_experts):
-            routed = np.flatnonzero((top == j).any(1))
-            xr = x[routed]
-            f = (_silu(xr @ e["gate_proj"]["kernel"][j]) * (xr @ e["up_proj"]["kernel"][j])) @ e[
-                "down_proj"
-            ]["kernel"][j]
-            n.append(len(routed))
-            s.append(np.mean(probs[routed, j] * np.linalg.norm(f, axis=1)) if len(routed) else 0)
+        for j, rows in enumerate(routed):
+            f = expert_hidden(x[rows], mlp["experts"], j) @ mlp["experts"]["down_proj"]["kernel"][j]
+            n.append(len(rows))
+            s.append(np.mean(probs[rows, j] * np.linalg.norm(f, axis=1)) if len(rows) else 0)
         counts.append(n)
         scores.append(s)
     return np.array(counts), np.array(scores)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _captured(model, block, hidden):
-    return model.block(block, hidden, capture=True)
-
-
-def jax_tree_to_numpy(tree):
-    return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
 
 
 def test_reap_scores_equal_a_reference_that_routes_by_hand():
