@@ -52,9 +52,10 @@ MOE_SEQUENTIAL_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("experts_down_in", ("mlp/experts/down_proj",)),
 )
 EXPERT_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
-# Expert kernels split by their output columns, like the dense MLP's (experts stay whole).
+# Expert parallel: the stacked experts split over the "model" mesh axis (each device holds, runs
+# and solves whole experts; the router's weighted sum over experts is the one all-reduce).
 MOE_PARTITION_RULES: tuple[tuple[str, PartitionSpec], ...] = (
-    (r"layers/\d+/mlp/experts/\w+_proj/kernel", PartitionSpec(None, None, "model")),
+    (r"layers/\d+/mlp/experts/\w+_proj/kernel", PartitionSpec("model", None, None)),
     *PARTITION_RULES,
 )
 

@@ -3,10 +3,17 @@
 The engine's Hessians and squared norms of a block's stacked expert kernels are checked against a
 NumPy reference that routes every token by hand; SparseGPT and Wanda prune every expert to its
 exact sparsity, an expert routed too few tokens falls back to magnitude, and after SparseGPT 50%
-transformers computes our logits with the same pruned weights.
+transformers computes our logits with the same pruned weights; with the experts split over a
+mesh's ``model`` axis (expert parallel) the prune equals the one-device prune.
 """
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -107,3 +114,18 @@ def test_sparsegpt_per_expert_equals_transformers_with_the_same_weights(name, tm
     assert relative_error(ours, torch_logits(pruned_torch, ids)) < 1e-4
     dense = np.asarray(pre.model.logits(pre.params, jnp.asarray(ids)))
     assert relative_error(ours, dense) > 1e-2  # the prune changed it
+
+
+@pytest.mark.slow
+def test_experts_split_over_the_model_axis_prune_as_on_one_device():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    script = Path(__file__).parents[1] / "helpers" / "moe_mesh_check.py"
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    out = json.loads(done.stdout)
+    assert out["expert_axis"] == "P('model', None, None)"
+    for method in ("wanda", "sparsegpt"):
+        assert out[method]["mask_mismatches"] == 0 and out[method]["expert_tokens"]
+        assert out[method]["max_diff"] < 1e-4
