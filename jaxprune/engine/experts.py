@@ -17,6 +17,7 @@ report lists those experts (``fallback_experts``) and every expert's token count
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -92,7 +93,7 @@ def solve_stacked(
     if stats is None:
         solve = jax.vmap(lambda k: method.solve(k, None, target, **options))
         return solve(kernel)
-    new, keep = jax.vmap(lambda k, s: method.solve(k, s, target, **options))(kernel, stats.stats)
+    new, keep = _each_expert(method, options, kernel, stats.stats, target)
     few = stats.tokens < MIN_EXPERT_TOKENS
     if bool(jnp.any(few)):
         magnitude = get_method("magnitude")
@@ -100,6 +101,19 @@ def solve_stacked(
         new = jnp.where(few[:, None, None], plain, new)
         keep = jnp.where(few[:, None, None], plain_keep, keep)
     return new, keep
+
+
+def _each_expert(method: Method, options, kernel: jax.Array, stats: Any, target: Target):
+    """``method.solve`` of every expert, batched (``vmap``); a solver with host-side control flow
+    on traced values (ALPS's convergence test) cannot be batched, and then solves expert by
+    expert."""
+    solve = lambda k, s: method.solve(k, s, target, **options)  # noqa: E731
+    try:
+        return jax.vmap(solve)(kernel, stats)
+    except jax.errors.ConcretizationTypeError:
+        parts = range(len(kernel))
+        solved = [solve(kernel[e], jax.tree.map(operator.itemgetter(e), stats)) for e in parts]
+        return tuple(jnp.stack(parts) for parts in zip(*solved, strict=True))
 
 
 def report(stats: ExpertStats) -> dict[str, Any]:

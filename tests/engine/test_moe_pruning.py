@@ -134,3 +134,24 @@ def test_experts_split_over_the_model_axis_prune_as_on_one_device():
     for method in ("wanda", "sparsegpt"):
         assert out[method]["mask_mismatches"] == 0 and out[method]["expert_tokens"]
         assert out[method]["max_diff"] < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["ria", "alps", "wanda+dsnot"])
+def test_other_methods_prune_every_expert_to_its_exact_sparsity(tiny, method):
+    """RIA and DSnoT batch over the experts; ALPS (host-side control flow) solves one by one."""
+    model, params, calibration = tiny
+    recipe = jp.Recipe(method=method, sparsity=0.5)
+    result = jp.prune(model, params, calibration, recipe, progress=False)
+    for path in EXPERT_KERNELS:
+        kernel = np.asarray(jp.core.paths.get_leaf(result.params, path))
+        assert [int(np.sum(k == 0)) for k in kernel] == [kernel[0].size // 2] * len(kernel)
+
+
+@pytest.mark.slow
+def test_owl_scores_each_expert_against_its_own_routed_tokens(tiny):
+    model, params, calibration = tiny
+    recipe = jp.Recipe(method="wanda", sparsity=0.5, allocation="owl")
+    result = jp.prune(model, params, calibration, recipe, progress=False)
+    sparsities = result.report["owl"]["block_sparsity"]
+    assert len(sparsities) == 2 and np.mean(list(sparsities.values())) == pytest.approx(0.5)
