@@ -71,12 +71,6 @@ class Routed(NamedTuple):
     x: jax.Array
     mask: jax.Array
 
-    def for_expert(self) -> jax.Array:
-        """``(experts, tokens, in)`` inputs (shared inputs broadcast over the experts)."""
-        if self.x.ndim == 3:
-            return self.x
-        return jnp.broadcast_to(self.x, (self.mask.shape[0], *self.x.shape))
-
 
 @dataclasses.dataclass(frozen=True)
 class MoeConfig(LlamaConfig):

@@ -14,7 +14,7 @@ renormalises over them). Scores:
 - ``expert-frequency``: how many calibration tokens were routed to the expert.
 - ``expert-random``: seeded uniform scores (no calibration).
 
-Lowest scores go; ties go to the lower index last (a stable order).
+The lowest scores go; among equal scores the lower index is kept (a stable order).
 """
 
 from __future__ import annotations
