@@ -90,8 +90,6 @@ def test_every_block_keeps_its_highest_scoring_experts(method):
     if method == "expert-random":  # seeded: the same seed removes the same experts
         again = prune_structured(model, params, None, recipe, progress=False)
         assert again.report["kept_experts"] == result.report["kept_experts"]
-    logits = result.model.logits(result.params, jnp.asarray(calibration))
-    assert np.isfinite(np.asarray(logits)).all()
 
 
 def test_a_sparsity_that_leaves_fewer_experts_than_the_top_k_is_refused():
