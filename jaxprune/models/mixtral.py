@@ -11,6 +11,7 @@ renormalised (see :mod:`jaxprune.models.moe`). Checkpoints store one tensor per 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax.numpy as jnp
@@ -28,6 +29,7 @@ from jaxprune.models.moe import (
     moe_config_to_hf,
     moe_params_from_hf,
     moe_params_to_hf,
+    stacked_sources,
 )
 
 NAMES = ExpertNames(
@@ -97,6 +99,13 @@ FAMILY = register_family(
         MOE_SEQUENTIAL_GROUPS,
         MOE_DEFAULT_TARGETS,
         partition_rules=MOE_PARTITION_RULES,
-        hf=HfSpec(("mixtral",), config_from_hf, params_from_hf, config_to_hf, params_to_hf),
+        hf=HfSpec(
+            ("mixtral",),
+            config_from_hf,
+            params_from_hf,
+            config_to_hf,
+            params_to_hf,
+            stacked=functools.partial(stacked_sources, names=NAMES),
+        ),
     )
 )

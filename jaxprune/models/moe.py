@@ -259,6 +259,17 @@ def moe_params_to_hf(params: Params, config: MoeConfig, names: ExpertNames) -> d
     return tensors
 
 
+def stacked_sources(config: MoeConfig, names: ExpertNames) -> dict[str, tuple[str, ...]]:
+    """``HfSpec.stacked``: every stacked expert kernel's path and its per-expert tensor names."""
+    return {
+        f"layers/{i}/mlp/experts/{ours}/kernel": tuple(
+            names.expert.format(i=i, e=e, proj=theirs) for e in range(config.num_local_experts)
+        )
+        for i in range(config.num_hidden_layers)
+        for ours, theirs in names.projections.items()
+    }
+
+
 def moe_config_to_hf(config: MoeConfig) -> None:
     """Refuses what transformers' MoE classes cannot hold (biases: FLAP's compensation).
 
@@ -284,4 +295,5 @@ __all__ = [
     "moe_params_from_hf",
     "moe_params_to_hf",
     "route",
+    "stacked_sources",
 ]

@@ -12,6 +12,7 @@ released checkpoint has them) are refused.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax.numpy as jnp
@@ -29,6 +30,7 @@ from jaxprune.models.moe import (
     moe_config_to_hf,
     moe_params_from_hf,
     moe_params_to_hf,
+    stacked_sources,
 )
 from jaxprune.models.qwen2 import without_sliding_window
 
@@ -119,6 +121,13 @@ FAMILY = register_family(
         MOE_SEQUENTIAL_GROUPS,
         MOE_DEFAULT_TARGETS,
         partition_rules=MOE_PARTITION_RULES,
-        hf=HfSpec(("qwen3_moe",), config_from_hf, params_from_hf, config_to_hf, params_to_hf),
+        hf=HfSpec(
+            ("qwen3_moe",),
+            config_from_hf,
+            params_from_hf,
+            config_to_hf,
+            params_to_hf,
+            stacked=functools.partial(stacked_sources, names=NAMES),
+        ),
     )
 )

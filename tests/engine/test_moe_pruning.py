@@ -121,7 +121,7 @@ def test_sparsegpt_per_expert_equals_transformers_with_the_same_weights(name, tm
 
 
 @pytest.mark.slow
-def test_experts_split_over_the_model_axis_prune_as_on_one_device():
+def test_experts_split_over_the_model_axis_load_by_slices_and_prune_as_on_one_device():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     script = Path(__file__).parents[1] / "helpers" / "moe_mesh_check.py"
     done = subprocess.run(
@@ -130,6 +130,7 @@ def test_experts_split_over_the_model_axis_prune_as_on_one_device():
     assert done.returncode == 0, done.stderr[-4000:]
     out = json.loads(done.stdout)
     assert out["expert_axis"] == "P('model', None, None)"
+    assert out["sliced_load"] == {"equal": True, "expert_spec": "P('model', None, None)"}
     for method in ("wanda", "sparsegpt"):
         assert out[method]["mask_mismatches"] == 0 and out[method]["expert_tokens"]
         assert out[method]["max_diff"] < 1e-4

@@ -1,5 +1,7 @@
 """Prunes a tiny random Mixtral on one device and on a 2x2 mesh (experts split over ``model``);
-prints, per method, the mask entries that differ and the largest weight difference as JSON.
+prints, per method, the mask entries that differ and the largest weight difference as JSON, and
+whether a transformers Mixtral read by slices onto the mesh (each device its own experts) equals
+the whole load.
 
 Run by ``tests/engine/test_moe_pruning.py`` in a subprocess with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4``.
@@ -52,4 +54,23 @@ for method in ("wanda", "sparsegpt"):
         "expert_tokens": many.report["layers"][kernel]["expert_tokens"]
         == one.report["layers"][kernel]["expert_tokens"],
     }
+
+import tempfile  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from hf_moe import hf_moe_model  # noqa: E402
+
+import jaxprune as jp  # noqa: E402
+from jaxprune.models.loaders.sliced import load_sliced  # noqa: E402
+
+directory = tempfile.mkdtemp()
+hf_moe_model("mixtral").save_pretrained(directory)
+sliced, whole = load_sliced(directory, mesh, jnp.float32), jp.load_pretrained(directory)
+leaves = zip(jax.tree.leaves(sliced.params), jax.tree.leaves(whole.params), strict=True)
+down = sliced.params["layers"][0]["mlp"]["experts"]["down_proj"]["kernel"]
+out["sliced_load"] = {
+    "equal": all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in leaves),
+    "expert_spec": str(down.sharding.spec),
+}
 print(json.dumps(out))
