@@ -25,6 +25,12 @@ replicated. The forward step, the statistics update and every solver's compiled 
 checked against XLA's own ``compiled.memory_analysis()`` at small shapes
 (``tests/test_footprint.py``, within 15%); the coefficients (the 5.5 ``d_in²`` of SparseGPT's
 sweep, the 13 bytes per weight of a score-and-select solver) are what XLA allocates there.
+
+Mixture-of-experts configs (``num_local_experts``/``num_experts``) have per-expert statistics
+(``experts ×`` the MLP taps' ``d²``), a forward step that runs every expert on every token (its
+``experts × tokens × f`` hidden activations are a tap and a temporary), a statistics step that
+masks each expert's copy of its inputs (``4 · experts · tokens · (d + f)`` bytes), and solvers
+batched over the experts (``experts ×`` one expert's solver); experts split over ``model``.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ F32 = 4
 
 @dataclasses.dataclass(frozen=True)
 class Shapes:
-    """The widths of a decoder-only transformer (LLaMA-style gated MLP, or OPT's ReLU MLP)."""
+    """The widths of a decoder-only transformer (LLaMA-style gated MLP, or OPT's ReLU MLP; with
+    ``experts`` > 0 a mixture of that many gated experts of width ``intermediate``)."""
 
     hidden: int
     intermediate: int
@@ -50,6 +57,7 @@ class Shapes:
     vocab: int
     tied: bool = False
     gated: bool = True
+    experts: int = 0
 
     @classmethod
     def from_hf_config(cls, config: dict[str, Any]) -> Shapes:
@@ -57,7 +65,9 @@ class Shapes:
         try:
             hidden, heads = int(config["hidden_size"]), int(config["num_attention_heads"])
             gated = config.get("model_type") != "opt"
-            intermediate = int(config["intermediate_size" if gated else "ffn_dim"])
+            experts = int(config.get("num_experts") or config.get("num_local_experts") or 0)
+            width = "moe_intermediate_size" if "moe_intermediate_size" in config else None
+            intermediate = int(config[width or ("intermediate_size" if gated else "ffn_dim")])
             return cls(
                 hidden=hidden,
                 intermediate=intermediate,
@@ -68,6 +78,7 @@ class Shapes:
                 vocab=int(config["vocab_size"]),
                 tied=bool(config.get("tie_word_embeddings", False)),
                 gated=gated,
+                experts=experts,
             )
         except KeyError as err:
             raise ValueError(f"config.json has no {err.args[0]!r}; is it a decoder LLM?") from None
@@ -76,16 +87,28 @@ class Shapes:
         """``(d_in, d_out)`` of each group of linears solved together (one shared input)."""
         d, f, attn = self.hidden, self.intermediate, self.heads * self.head_dim
         qkv = attn + 2 * self.kv_heads * self.head_dim
-        return [(d, qkv), (attn, d), (d, 2 * f if self.gated else f), (f, d)]
+        e = max(self.experts, 1)
+        return [(d, qkv), (attn, d), (d, e * (2 * f if self.gated else f)), (e * f, d)]
+
+    def solve_units(self) -> list[tuple[int, int, int]]:
+        """``(d_in, d_out, copies)`` of each solve: one kernel group, or a stacked expert
+        projection solved for all its experts at once (``copies`` experts)."""
+        if not self.experts:
+            return [(i, o, 1) for i, o in self.kernel_groups()]
+        d, f, e = self.hidden, self.intermediate, self.experts
+        return [(i, o, 1) for i, o in self.kernel_groups()[:2]] + [(d, f, e)] * 2 + [(f, d, e)]
 
     @property
     def taps(self) -> list[int]:
-        """The input widths of a block's linears: attention, attention output, MLP, MLP down."""
-        return [self.hidden, self.heads * self.head_dim, self.hidden, self.intermediate]
+        """The input widths of a block's linears: attention, attention output, MLP, MLP down
+        (each expert's MLP taps apart)."""
+        attention = [self.hidden, self.heads * self.head_dim]
+        return attention + [self.hidden, self.intermediate] * max(self.experts, 1)
 
     @property
     def block_params(self) -> int:
-        return sum(i * o for i, o in self.kernel_groups()) + 2 * self.hidden
+        router = self.hidden * self.experts
+        return sum(i * o for i, o in self.kernel_groups()) + 2 * self.hidden + router
 
     @property
     def outer_params(self) -> int:
@@ -158,7 +181,17 @@ def forward_step(s: Shapes, windows: int, seqlen: int, b: int, model: int = 1) -
     heads, f = _split(s.heads, model), _split(s.intermediate, model)
     taps = tokens * sum(s.taps) * b
     temporaries = F32 * max(2 * windows * heads * seqlen**2, 2 * tokens * f)
+    if s.experts:  # every expert on every token: hidden activations, routing weights, masks
+        e, attention = _split(s.experts, model), s.heads * s.head_dim
+        taps = tokens * (3 * s.hidden + attention) * b + tokens * e * (f * b + 6)
+        temporaries = F32 * (2 * tokens * e * f + windows * heads * seqlen**2)
     return _split(s.block_params, model) * b + 2 * tokens * s.hidden * b + taps + temporaries
+
+
+def masked_inputs(s: Shapes, windows: int, seqlen: int, model: int = 1) -> int:
+    """The statistics step's per-expert masked copies of one batch's expert inputs (float32;
+    0 for a dense model)."""
+    return F32 * _split(s.experts, model) * windows * seqlen * (s.hidden + s.intermediate)
 
 
 def statistics(widths: list[int], hessian: bool) -> int:
@@ -198,23 +231,23 @@ def plan(s: Shapes, job: Job) -> Footprint:
     hidden = tokens * s.hidden * b
     step = forward_step(s, job.windows_per_device, job.seqlen, b, model)
     cols = job.devices
+    units = [(i, o if c > 1 else _split(o, cols), _split(c, model)) for i, o, c in s.solve_units()]
     if job.method == "magnitude":
-        solver = max(score_solver(i, _split(o, cols), b) for i, o in s.kernel_groups())
+        solver = max(c * score_solver(i, o, b) for i, o, c in units)
         return Footprint(
             {"params": params, "activations": 0, "statistics": 0, "solver": solver},
             {"solve": params + solver},
         )
     hessian = job.method in ("sparsegpt", "sparsellm")
-    widths = s.taps[:2] if job.method == "sparsellm" else s.taps
-    stats = statistics(widths, hessian)
+    joint = job.method == "sparsellm" and not s.experts  # MoE: SparseLLM solves per kernel
+    stats = statistics(s.taps[:2] if joint else s.taps, hessian)
     if job.method in ("wanda", "ria"):
-        solver = max(score_solver(i, _split(o, cols), b) for i, o in s.kernel_groups())
+        solver = max(c * score_solver(i, o, b) for i, o, c in units)
     else:
-        solver = max(
-            sparsegpt_solver(i, _split(o, cols), b, job.blocksize) for i, o in s.kernel_groups()
-        )
+        solver = max(c * sparsegpt_solver(i, o, b, job.blocksize) for i, o, c in units)
     activations = 2 * hidden
-    if job.method == "sparsellm":
+    masked = masked_inputs(s, job.windows_per_device, job.seqlen, model)
+    if joint:
         d, f = s.hidden, s.intermediate
         inputs = 2 * F32 * tokens * d  # the MLP's inputs and dense outputs, all windows
         variables = F32 * (3 if s.gated else 2) * _split(tokens * f, model)
@@ -223,7 +256,7 @@ def plan(s: Shapes, job: Job) -> Footprint:
         solver = max(solver, inputs + variables + work + chunk)
         activations = 2 * hidden + inputs
     phases = {
-        "capture": params + hidden + 2 * stats + step,
+        "capture": params + hidden + 2 * stats + step + masked,
         "solve": params + hidden + stats + solver,
         "propagate": params + 2 * hidden + step,
     }
@@ -232,7 +265,7 @@ def plan(s: Shapes, job: Job) -> Footprint:
     categories = {
         "params": params,
         "activations": activations + step,
-        "statistics": 2 * stats,
+        "statistics": 2 * stats + masked,
         "solver": solver,
     }
     return Footprint(categories, phases)
@@ -264,6 +297,7 @@ __all__ = [
     "Job",
     "Shapes",
     "forward_step",
+    "masked_inputs",
     "parse_bytes",
     "plan",
     "score_solver",

@@ -34,7 +34,17 @@ COMMANDS = (eval, prune, plan, recover, export, plot, generate, demo)
 
 # What --model reads, spelled out here so that --help imports no model code (a test holds these
 # equal to the registered families' records).
-MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma3_text", "opt")
+MODEL_TYPES = (
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "phi3",
+    "gemma3_text",
+    "opt",
+    "mixtral",
+    "qwen3_moe",
+)
 GGUF_ARCHITECTURES = ("llama", "qwen2", "qwen3", "phi3", "gemma3")
 
 

@@ -44,7 +44,8 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
         "--method",
         choices=sorted([*PRUNING_METHODS, *STRUCTURED_METHODS]),
         help="pruning method (default magnitude); llm-pruner and flap remove whole heads and MLP "
-        "channels, giving a physically smaller model",
+        "channels, reap, expert-frequency and expert-random whole experts of a mixture-of-experts "
+        "model, giving a physically smaller model",
     )
     pr.add_argument(
         "--refine",
@@ -55,7 +56,8 @@ def add_parser(sub: Any, model_help: str, sources: str) -> None:
     pr.add_argument(
         "--sparsity",
         help="fraction of weights to remove, in [0, 1), or an N:M pattern (2:4); for "
-        "llm-pruner/flap the fraction of the non-embedding parameters removed, in (0, 1)",
+        "llm-pruner/flap the fraction of the non-embedding parameters removed, in (0, 1); for "
+        "reap/expert-* the fraction of every block's experts removed",
     )
     pr.add_argument("--pattern", help="N:M pattern, e.g. 2:4 or 4:8 (same as --sparsity 2:4)")
     pr.add_argument(
@@ -266,6 +268,8 @@ def _headline(report: dict[str, Any], recipe: Any) -> str:
         shape = report["calibration"]
         calib = f"calibration {recipe.calib} {shape[0]}×{shape[1]}" if shape else "no calibration"
         what = report.get("importance") or "fluctuation"
+        if "experts_after" in report:
+            what = f"{report['experts_before']} -> {report['experts_after']} experts per block"
         return (
             f"{report['model']}: {report['method']} ({what}) {report['sparsity']} — "
             f"{report['params_before']:,} -> {report['params_after']:,} non-embedding parameters "

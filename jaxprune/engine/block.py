@@ -10,6 +10,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+import jaxprune.engine.experts as experts
 from jaxprune.core.paths import get_leaf, set_leaves
 from jaxprune.core.sparsity import Target
 from jaxprune.engine.calibrate import BlockRunner, Checks
@@ -60,7 +61,9 @@ def solve_kernel(
     method, layout = solver.method, solver.layout
     options = method.solve_options(solver.options)
     t0 = time.perf_counter()
-    if layout is not None and method.solve_sharded is not None:
+    if kernel.ndim == 3:  # stacked experts, each solved on its own routed tokens
+        new_kernel, keep = experts.solve_stacked(method, options, kernel, stats, target)
+    elif layout is not None and method.solve_sharded is not None:
         new_kernel, keep = method.solve_sharded(kernel, stats, target, layout, **options)
     else:
         new_kernel, keep = method.solve(kernel, stats, target, **options)
@@ -78,7 +81,8 @@ def solve_kernels(
     """Kernels reading one input, solved together when the method can (one device), else one by
     one; returns ``[(pruned kernel, keep mask), ...]`` and the seconds per kernel."""
     method = solver.method
-    if len(kernels) > 1 and method.solve_group is not None and solver.layout is None:
+    grouped = method.solve_group is not None and kernels[0].ndim == 2
+    if len(kernels) > 1 and grouped and solver.layout is None:
         t0 = time.perf_counter()
         results = method.solve_group(
             kernels, stats, targets, **method.solve_options(solver.options)
@@ -121,8 +125,10 @@ def solve_tap_group(
         solved[lin.path] = Solved(new, keep, record(target, seconds))
         if solver.errors is not False and hessian is not None:
             solved[lin.path].record["rel_error"] = float(hessian_rel_error(hessian, w, new))
-        elif solver.errors:
+        elif solver.errors and w.ndim == 2:
             checks[lin.path] = (unit.tap, w, new)
+        if isinstance(stats, experts.ExpertStats):
+            solved[lin.path].record.update(experts.report(stats))
     block_params = set_leaves(
         block_params,
         {lin.kernel_path: s.kernel for lin, s in zip(unit.linears, solved.values(), strict=True)},

@@ -4,7 +4,8 @@ A pass of a block produces (as asked) its outputs for the next block, the statis
 its taps (the inputs of its linears), the raw inputs of some taps for joint solvers, and the
 relative output errors of kernels just pruned. Statistics are whatever ``(init, update)`` pair the
 caller hands in (:class:`jaxprune.methods.statistics.Statistic`); the runner does not know what
-they compute.
+they compute. A tap of stacked expert kernels gets per-expert statistics from each expert's
+routed tokens (:mod:`jaxprune.engine.experts`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jaxprune.engine.experts as experts
 from jaxprune.core.paths import get_leaf
 from jaxprune.engine.placement import Placement
 from jaxprune.engine.report import PruneLog
@@ -86,7 +88,7 @@ def _statistics_step(
     statistics are constrained to be replicated: the token sums of a data-split batch then compile
     to partial sums and an all-reduce (see :mod:`jaxprune.sharding`).
     """
-    new_stats = {tap: statistic.update(stats[tap], taps[tap]) for tap in stat_taps}
+    new_stats = {tap: experts.update_stats(statistic, stats[tap], taps[tap]) for tap in stat_taps}
     if replicated is not None:
         new_stats = jax.lax.with_sharding_constraint(new_stats, replicated)
     errors = {}
@@ -170,7 +172,10 @@ class BlockRunner:
         error_taps = tuple((f"c{k}", checks[name][0]) for k, name in enumerate(ordered))
         arrays = {f"c{k}": checks[name][1:] for k, name in enumerate(ordered)}
         taps = tuple(sorted({*stat_taps, *(tap for _, tap in error_taps), *collect}))
-        stats = {tap: statistic.init(self._tap_width(block_params, tap)) for tap in stat_taps}
+        stats = {
+            tap: experts.init_stats(statistic, self._tap_kernel(block_params, tap).shape)
+            for tap in stat_taps
+        }
         if self.replicated is not None:
             stats = jax.device_put(stats, self.replicated)
         outputs, sums = [], {name: [0.0, 0.0] for name in checks}
@@ -222,10 +227,12 @@ class BlockRunner:
         }
         return BlockPass(outputs if with_output else None, stats, rel_errors, gathered)
 
-    def _tap_width(self, block_params: Params, tap: str) -> int:
+    def _tap_kernel(self, block_params: Params, tap: str) -> jax.Array:
+        """The kernel of the first linear reading ``tap`` (``(in, out)``, or stacked experts'
+        ``(experts, in, out)``)."""
         for group_tap, names in self.model.family.sequential_groups:
             if group_tap == tap:
-                return get_leaf(block_params, f"{names[0]}/kernel").shape[0]
+                return get_leaf(block_params, f"{names[0]}/kernel")
         raise KeyError(tap)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from jaxprune.core.paths import select_paths
+from jaxprune.core.paths import get_leaf, select_paths
 from jaxprune.methods.base import Method
 from jaxprune.models.base import LanguageModel, MlpSpec, Params
 from jaxprune.recipes import Recipe
@@ -98,8 +98,9 @@ class PrunePlan:
 
         Raises:
           ValueError: a target pattern matches nothing, a method that needs calibration inputs
-            targets something that is not a linear of a decoder block, or a data-driven allocation
-            has no block linear to spread over.
+            targets something that is not a linear of a decoder block, a method whose statistics
+            cannot be masked targets stacked experts, or a data-driven allocation has no block
+            linear to spread over.
         """
         family = model.family
         paths = tuple(
@@ -118,6 +119,14 @@ class PrunePlan:
             raise ValueError(
                 f"method {method.name!r} needs calibration inputs, but these targets are not "
                 f"linears of a decoder block: {others[:5]}; narrow `targets` or use magnitude"
+            )
+        stats = method.statistics
+        stacked = [lin.path for lin in linears if len(get_leaf(params, lin.path).shape) == 3]
+        if stacked and stats is not None and stats.update_masked is None:
+            raise ValueError(
+                f"method {method.name!r}'s statistics cannot be gathered per expert (no "
+                f"update_masked), but it targets stacked expert kernels {stacked[:3]}; exclude "
+                "them (`ignore`) or use another method"
             )
         if recipe.allocation == "owl" and not linears:
             raise ValueError(

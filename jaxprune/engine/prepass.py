@@ -7,9 +7,12 @@ blocks with more outliers a lower sparsity (:func:`jaxprune.allocation.owl_spars
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import numpy as np
 
+import jaxprune.engine.experts as experts
 from jaxprune import allocation
 from jaxprune.core.paths import get_leaf
 from jaxprune.core.sparsity import Unstructured
@@ -55,7 +58,7 @@ def owl_block_sparsity(
         )
         if block.linears:
             scores = [
-                wanda.scores(get_leaf(block_params, lin.kernel_path), out.stats[lin.tap].sq_norms)
+                _wanda_scores(get_leaf(block_params, lin.kernel_path), out.stats[lin.tap])
                 for lin in block.linears
             ]
             ratios.append(allocation.outlier_ratio(scores, recipe.owl_m))
@@ -69,3 +72,11 @@ def owl_block_sparsity(
         dict(zip(pruned_blocks, (float(s) for s in sparsities), strict=True)),
         dict(zip(pruned_blocks, (float(r) for r in ratios), strict=True)),
     )
+
+
+def _wanda_scores(kernel: jax.Array, stats: Any) -> jax.Array:
+    """Wanda's scores of a kernel, expert by expert for stacked experts (each expert's weights
+    against the norms of its own routed tokens)."""
+    if isinstance(stats, experts.ExpertStats):
+        return jax.vmap(wanda.scores)(kernel, stats.stats.sq_norms)
+    return wanda.scores(kernel, stats.sq_norms)

@@ -49,10 +49,14 @@ class Statistic(NamedTuple):
 
     ``x`` is ``(..., d_in)`` (every leading index one token); the state is a pytree of float32
     arrays of fixed size, so ``update`` runs under ``jit`` batch after batch.
+    ``update_masked(state, x, mask)`` adds only the tokens of ``(tokens, d_in)`` ``x`` where the
+    bool ``(tokens,)`` ``mask`` is true, as ``update`` of those tokens alone would (a
+    mixture-of-experts expert sees only its routed tokens); ``None`` when the statistic has none.
     """
 
     init: Callable[[int], Any]
     update: Callable[[Any, jax.Array], Any]
+    update_masked: Callable[[Any, jax.Array, jax.Array], Any] | None = None
 
 
 class LinearStats(NamedTuple):
@@ -102,12 +106,14 @@ def _tokens(x: jax.Array, d_in: int) -> jax.Array:
     return x.reshape(-1, d_in).astype(jnp.float32)
 
 
-def accumulate(stats: LinearStats, x: jax.Array) -> LinearStats:
+def accumulate(stats: LinearStats, x: jax.Array, mask: jax.Array | None = None) -> LinearStats:
     """Adds the tokens of ``x`` to ``stats``.
 
     Args:
       stats: the statistics so far (from :func:`init_stats` or a previous call).
       x: inputs of the layer, ``(..., in)`` of any float dtype; every leading index is one token.
+      mask: bool, one per token: only these tokens are added (the others are zeroed, which adds
+        exact zeros to every sum, and are not counted). ``None``: every token.
 
     Returns:
       The updated statistics (float32).
@@ -116,6 +122,11 @@ def accumulate(stats: LinearStats, x: jax.Array) -> LinearStats:
     tokens = x.reshape(-1, d_in) if x.shape[-1:] == (d_in,) else x
     x = _tokens(x, d_in)
     batch = x.shape[0]
+    if mask is not None:
+        mask = mask.reshape(-1)
+        x = jnp.where(mask[:, None], x, 0.0)
+        tokens = jnp.where(mask[:, None], tokens, jnp.zeros((), tokens.dtype))
+        batch = jnp.sum(mask, dtype=jnp.int32)
     total = stats.count + batch
     hessian = stats.hessian
     if hessian is not None:
@@ -206,13 +217,18 @@ def init_moments(d_in: int) -> Moments:
     return Moments(zeros, zeros, jnp.zeros((), jnp.int32))
 
 
-def accumulate_moments(moments: Moments, x: jax.Array) -> Moments:
-    """Adds the tokens of ``x`` (``(..., in)``) to ``moments``."""
+def accumulate_moments(moments: Moments, x: jax.Array, mask: jax.Array | None = None) -> Moments:
+    """Adds the tokens of ``x`` (``(..., in)``) to ``moments`` (only those where the bool
+    ``mask``, one per token, is true; ``None``: all)."""
     x = _tokens(x, moments.sum.shape[0])
+    count = x.shape[0]
+    if mask is not None:
+        x = jnp.where(mask.reshape(-1)[:, None], x, 0.0)
+        count = jnp.sum(mask, dtype=jnp.int32)
     return Moments(
         moments.sum + column_sum(x),
         moments.sq_sum + column_sum(x * x),
-        moments.count + x.shape[0],
+        moments.count + count,
     )
 
 
@@ -224,14 +240,14 @@ def _init_hessian(d_in: int) -> LinearStats:
     return init_stats(d_in, with_hessian=True)
 
 
-SQ_NORMS = Statistic(_init_sq_norms, accumulate)
+SQ_NORMS = Statistic(_init_sq_norms, accumulate, accumulate)
 """Squared input norms ``Σ x_j²`` and the token count (Wanda, RIA): a :class:`LinearStats`
 without a Hessian."""
 
-HESSIAN = Statistic(_init_hessian, accumulate)
+HESSIAN = Statistic(_init_hessian, accumulate, accumulate)
 """SparseGPT's ``H = (2/N) Σ x xᵀ`` (running mean) together with the squared norms."""
 
-MOMENTS = Statistic(init_moments, accumulate_moments)
+MOMENTS = Statistic(init_moments, accumulate_moments, accumulate_moments)
 """Per-feature sum, squared sum and count (:class:`Moments`: mean and variance of each input)."""
 
 
@@ -250,7 +266,12 @@ def combine(*statistics: Statistic) -> Statistic:
     def update(states: tuple[Any, ...], x: jax.Array) -> tuple[Any, ...]:
         return tuple(stat.update(state, x) for stat, state in zip(parts, states, strict=True))
 
-    return Statistic(init, update)
+    def update_masked(states: tuple[Any, ...], x: jax.Array, mask: jax.Array) -> tuple[Any, ...]:
+        pairs = zip(parts, states, strict=True)
+        return tuple(stat.update_masked(state, x, mask) for stat, state in pairs)
+
+    masked = all(stat.update_masked is not None for stat in parts)
+    return Statistic(init, update, update_masked if masked else None)
 
 
 __all__ = [

@@ -127,6 +127,9 @@ class HfSpec:
       config_to_hf: ``config_to_hf(config) -> config_json_dict``, the other direction; raises
         ``ValueError`` for what transformers' class cannot hold (blocks of different widths).
       params_to_hf: ``params_to_hf(params, config) -> {Hugging Face name: array}``.
+      stacked: ``stacked(config) -> {param path: tensor names}`` of params stacked from one
+        ``(out, in)`` tensor per expert into an ``(experts, in, out)`` kernel (mixture-of-experts
+        families), so the sliced loader reads them expert by expert; ``None``: no such params.
     """
 
     model_types: tuple[str, ...]
@@ -134,6 +137,7 @@ class HfSpec:
     params_from_hf: Callable[[Mapping[str, np.ndarray], Any, Any], Params]
     config_to_hf: Callable[[Any], dict[str, Any]] | None = None
     params_to_hf: Callable[[Params, Any], dict[str, Any]] | None = None
+    stacked: Callable[[Any], dict[str, tuple[str, ...]]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -208,7 +208,12 @@ class DecoderBlock(nnx.Module):
 
 
 class LlamaForCausalLM(nnx.Module):
-    """A LLaMA-family causal LM; ``model(tokens)`` returns logits (batch, seq, vocab)."""
+    """A LLaMA-family causal LM; ``model(tokens)`` returns logits (batch, seq, vocab).
+
+    ``block_cls`` builds the decoder blocks (a mixture-of-experts family swaps its MLP).
+    """
+
+    block_cls = DecoderBlock
 
     def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs, dtype=jnp.float32):
         self.config = config
@@ -221,7 +226,7 @@ class LlamaForCausalLM(nnx.Module):
             rngs=rngs,
         )
         self.layers = nnx.List(
-            [DecoderBlock(config, i, rngs, dtype) for i in range(config.num_hidden_layers)]
+            [self.block_cls(config, i, rngs, dtype) for i in range(config.num_hidden_layers)]
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dtype)
         if not config.tie_word_embeddings:

@@ -38,7 +38,8 @@ from jaxprune.models.loaders import Pretrained, save_pruned
 from jaxprune.pipeline.load import load_eval_windows, load_model, load_with_tokenizer
 from jaxprune.pipeline.versions import package_versions
 from jaxprune.recipes import Recipe
-from jaxprune.structured import StructuredRecipe, make_plan, prune_structured
+from jaxprune.structured import StructuredRecipe, prune_structured
+from jaxprune.structured.prune import check_structured
 
 EVAL_SEQLEN = 512
 """Tokens per evaluation window unless asked otherwise: never the calibration length, so a method
@@ -126,7 +127,7 @@ def check_recipe(
 ) -> None:
     """``ValueError`` if ``recipe`` cannot run on this model: targets or overrides that match
     nothing, targets a method cannot prune, windows longer than the model's positions, or (for a
-    structured recipe) a sparsity the block range cannot reach."""
+    structured recipe) a sparsity it cannot reach (``structured.prune.check_structured``)."""
     limit = getattr(pretrained.model.config, "max_position_embeddings", None)
     for seqlen in (recipe.seqlen, *seqlens):
         if limit is not None and seqlen > limit:
@@ -136,15 +137,7 @@ def check_recipe(
             )
     model = pretrained.model
     if isinstance(recipe, StructuredRecipe):
-        blocks = recipe.blocks(model.num_blocks)
-        make_plan(
-            model,
-            recipe.sparsity,
-            blocks,
-            recipe.attention_unit,
-            recipe.allocation,
-            multiple=recipe.uniform_multiple,
-        )
+        check_structured(model, recipe)
         return
     plan = PrunePlan.build(pretrained.model, pretrained.params, recipe, get_method(recipe.method))
     allocation.targets_for(recipe, plan.paths, pretrained.model.block_of)

@@ -10,6 +10,7 @@ declares its :class:`~jaxprune.models.base.StructureSpec`. The result is a physi
 - :mod:`~.flap`: fluctuation statistics, standardised scores, compensation biases;
 - :mod:`~.allocate`: the parameter target, per-block widths or one global ranking;
 - :mod:`~.shrink`: slicing the params into a smaller config (and zeroing, for the tests);
+- :mod:`~.experts`: expert pruning of mixture-of-experts models (REAP and baselines);
 - :mod:`~.recipe`, :mod:`~.prune`: :class:`StructuredRecipe` and :func:`prune_structured`.
 
 CNN filter pruning works on the vision models of :mod:`jaxprune.models.vision`:
@@ -23,7 +24,7 @@ CNN filter pruning works on the vision models of :mod:`jaxprune.models.vision`:
 """
 
 from jaxprune.core.deprecation import renamed
-from jaxprune.structured import beta_rank, filters, gates, lm_gates
+from jaxprune.structured import beta_rank, experts, filters, gates, lm_gates
 from jaxprune.structured.allocate import count_params, default_block_range, make_plan
 from jaxprune.structured.groups import ATTENTION_UNITS, REDUCTIONS, BlockKeep
 from jaxprune.structured.importance import KINDS
@@ -41,6 +42,7 @@ __all__ = [
     "StructuredResult",
     "beta_rank",
     "count_params",
+    "experts",
     "default_block_range",
     "filters",
     "gates",

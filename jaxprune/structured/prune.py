@@ -27,6 +27,7 @@ import jaxprune.structured.flap as flap
 from jaxprune.core.paths import get_leaf
 from jaxprune.models.base import LanguageModel, Params
 from jaxprune.structured.allocate import Plan, count_params, make_plan, select
+from jaxprune.structured.experts import EXPERT_METHODS, prune_experts, removed_per_block
 from jaxprune.structured.groups import (
     BlockKeep,
     Steps,
@@ -39,7 +40,13 @@ from jaxprune.structured.importance import GRADIENT_KINDS, channel_scores, gradi
 from jaxprune.structured.recipe import StructuredRecipe
 from jaxprune.structured.shrink import shrink
 
-__all__ = ["StructuredResult", "flap_scores", "llm_pruner_scores", "prune_structured"]
+__all__ = [
+    "StructuredResult",
+    "check_structured",
+    "flap_scores",
+    "llm_pruner_scores",
+    "prune_structured",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +56,8 @@ class StructuredResult:
     Attributes:
       model: the smaller model (its config has per-layer widths).
       params: its params.
-      keeps: ``{block: BlockKeep}``, the kept heads and channels (indices into the dense model).
+      keeps: ``{block: BlockKeep}``, the kept heads and channels (indices into the dense model);
+        after expert pruning ``{block: kept expert indices}``.
       report: ``params_before``/``params_after`` (non-embedding), per-block ``widths_before`` and
         ``widths`` (``[heads, kv_heads, mlp]``), seconds, ...
     """
@@ -175,6 +183,18 @@ def _compensation(model, params, stats, keeps):
     }
 
 
+def check_structured(model: LanguageModel, recipe: StructuredRecipe) -> None:
+    """``ValueError`` if ``recipe`` cannot run on ``model`` (from the config alone, before any
+    work): a sparsity the block range cannot reach, a family without a structure record, an
+    expert method on a dense model or one that keeps fewer experts than the top-k."""
+    if recipe.method in EXPERT_METHODS:
+        removed_per_block(model, recipe.sparsity)
+        return
+    blocks = recipe.blocks(model.num_blocks)
+    unit, allocation = recipe.attention_unit, recipe.allocation
+    make_plan(model, recipe.sparsity, blocks, unit, allocation, multiple=recipe.uniform_multiple)
+
+
 def prune_structured(
     model: LanguageModel,
     params: Params,
@@ -199,6 +219,11 @@ def prune_structured(
       ValueError: before any work, for an unreachable sparsity, a bad block range, a family
         without a structure record or missing calibration windows.
     """
+    if recipe.method in EXPERT_METHODS:
+        smaller, new_params, keeps, raw = prune_experts(model, params, calibration, recipe)
+        shape = None if calibration is None else list(np.shape(calibration))
+        report = {**recipe.to_dict(), **raw, "calibration": shape}
+        return StructuredResult(smaller, new_params, keeps, report)
     start = time.perf_counter()
     blocks = recipe.blocks(model.num_blocks)
     plan_args = (model, recipe.sparsity, blocks, recipe.attention_unit, recipe.allocation)

@@ -14,10 +14,11 @@ from typing import Any
 from jaxprune.core.config import ConfigIO
 from jaxprune.core.deprecation import renamed
 from jaxprune.structured.allocate import STRUCTURED_ALLOCATIONS, default_block_range
+from jaxprune.structured.experts import EXPERT_METHODS
 from jaxprune.structured.groups import ATTENTION_UNITS, REDUCTIONS
 from jaxprune.structured.importance import GRADIENT_KINDS, KINDS
 
-STRUCTURED_METHODS = ("llm-pruner", "flap")
+STRUCTURED_METHODS = ("llm-pruner", "flap", *EXPERT_METHODS)
 # Each method's defaults: LLM-Pruner's paper computes gradients on 10 windows of 64 tokens and
 # prunes block by block, and its documented commands use the element-wise first-order importance
 # (``--taylor param_first``: element1); FLAP ranks all blocks together and reads the public
@@ -30,6 +31,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "seqlen": 64,
     },
     "flap": {"allocation": "global", "nsamples": 64, "seqlen": 512},
+    # Expert pruning removes the same fraction of experts in every block.
+    **{m: {"allocation": "per-block", "nsamples": 64, "seqlen": 512} for m in EXPERT_METHODS},
 }
 
 __all__ = ["DEFAULTS", "STRUCTURED_METHODS", "StructuredRecipe"]
@@ -40,8 +43,10 @@ class StructuredRecipe(ConfigIO):
     """Everything that determines a structured prune.
 
     Attributes:
-      method: ``"llm-pruner"`` or ``"flap"``.
-      sparsity: fraction of the non-embedding parameters to remove, in (0, 1).
+      method: ``"llm-pruner"``, ``"flap"`` or an expert method (``"reap"``,
+        ``"expert-frequency"``, ``"expert-random"``; see :mod:`~.experts`).
+      sparsity: fraction of the non-embedding parameters to remove, in (0, 1); for an expert
+        method the fraction of every block's experts removed.
       importance: LLM-Pruner's group importance, one of :data:`~.importance.KINDS`
         (``element1``, the default as in the reference's documented commands, ``vector``,
         ``element2``; baselines ``l1``, ``l2``, ``random``).
@@ -88,8 +93,15 @@ class StructuredRecipe(ConfigIO):
             raise ValueError(
                 f"unknown structured method {self.method!r}; choose one of {STRUCTURED_METHODS}"
             )
-        if self.method == "flap" and self.importance is not None:
-            raise ValueError("importance applies to llm-pruner; FLAP scores by fluctuation")
+        if self.method != "llm-pruner" and self.importance is not None:
+            raise ValueError(f"importance applies to llm-pruner; {self.method} has its own scores")
+        if self.method in EXPERT_METHODS and (
+            self.uniform or self.allocation == "global" or self.block_range is not None
+        ):
+            raise ValueError(
+                f"{self.method} removes the same fraction of every block's experts; drop "
+                "uniform, block_range and allocation='global'"
+            )
         if self.uniform:
             if self.allocation == "global":
                 raise ValueError(
@@ -147,7 +159,8 @@ class StructuredRecipe(ConfigIO):
 
     @property
     def needs_calibration(self) -> bool:
-        return self.method == "flap" or self.importance in GRADIENT_KINDS
+        reads = ("flap", "reap", "expert-frequency")
+        return self.method in reads or self.importance in GRADIENT_KINDS
 
     def blocks(self, layers: int) -> tuple[int, ...]:
         """The pruned blocks of a ``layers``-block model.

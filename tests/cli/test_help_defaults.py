@@ -9,7 +9,7 @@ import pytest
 from jaxprune import cli
 from jaxprune.cli._args import structured_recipe_from_args
 from jaxprune.recipes import Recipe
-from jaxprune.structured import StructuredRecipe
+from jaxprune.structured import STRUCTURED_METHODS, StructuredRecipe
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_prune_help_states_llm_pruners_own_calibration_defaults(help_text):
 
 def test_every_stated_default_is_the_recipes_own(help_text):
     one_shot = Recipe()
-    structured = {m: StructuredRecipe(method=m) for m in ("llm-pruner", "flap")}
+    structured = {m: StructuredRecipe(method=m) for m in STRUCTURED_METHODS}
     for field, text in (
         ("nsamples", "calibration windows"),
         ("seqlen", "tokens per calibration window"),

@@ -9,7 +9,9 @@ The family's converter (``Family.hf.params_from_hf``) is not rewritten here: it 
 abstract tensors (:func:`jax.make_jaxpr`), which shows for every parameter the checkpoint tensor it
 comes from and whether it is transposed. A family whose converter does more than rename,
 transpose and cast (concatenating or permuting tensors) is refused with a clear error; such a
-model loads whole with :func:`jaxprune.models.loaders.load_pretrained`.
+model loads whole with :func:`jaxprune.models.loaders.load_pretrained`. The one combination read by
+slices is a stacked expert kernel (``HfSpec.stacked``): each device reads only its experts'
+tensors, expert by expert.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def _abstract_tensors(files: dict[str, Path]) -> dict[str, jax.ShapeDtypeStruct]
     return out
 
 
-def _sources(config: Any, family: Any, tensors: dict, dtype: Any) -> dict[str, tuple[str, bool]]:
+def _sources(config: Any, family: Any, tensors: dict, dtype: Any) -> tuple[dict, Any]:
     """Param path -> (checkpoint tensor, transposed), read off the traced converter."""
     names = list(tensors)
     jaxpr, shapes = jax.make_jaxpr(
@@ -84,13 +86,17 @@ def _sources(config: Any, family: Any, tensors: dict, dtype: Any) -> dict[str, t
         elif eqn.primitive.name in _PASS_THROUGH:
             origin[eqn.outvars[0]] = (name, transposed)
     sources = {}
+    stacked = family.hf.stacked(config) if family.hf.stacked else {}
     for path, var in zip(leaf_paths(shapes), jaxpr.jaxpr.outvars, strict=True):
-        if var not in origin:
+        if path in stacked:  # one (out, in) tensor per expert: read expert by expert
+            sources[path] = (stacked[path], True)
+        elif var not in origin:
             raise ValueError(
                 f"{family.name}'s converter builds {path} from more than one renamed or "
                 "transposed tensor, so it cannot be read by slices; load the model whole"
             )
-        sources[path] = origin[var]
+        else:
+            sources[path] = origin[var]
     return sources, shapes
 
 
@@ -103,6 +109,18 @@ def _reader(file: Path, name: str, transposed: bool, dtype: Any):
             with safe_open(file, framework="flax") as f:
                 block = np.asarray(f.get_slice(name)[wanted])
         return (block.T if transposed else block).astype(dtype)
+
+    return read
+
+
+def _stacked_reader(files: dict[str, Path], names: tuple[str, ...], dtype: Any):
+    """Reads an ``(experts, in, out)`` block of a kernel stacked from per-expert ``(out, in)``
+    tensors, opening only the experts in the block."""
+    experts = [_reader(files[name], name, True, dtype) for name in names]
+
+    def read(index: tuple[slice, ...]) -> np.ndarray:
+        chosen = range(len(names))[index[0]]
+        return np.stack([experts[e](index[1:]) for e in chosen]).astype(dtype)
 
     return read
 
@@ -122,11 +140,16 @@ def load_sliced(directory: str | os.PathLike, mesh: Mesh, dtype: Any = jnp.float
     files = tensor_files(directory)
     sources, shapes = _sources(config, family, _abstract_tensors(files), dtype)
     layout = Layout(mesh, family.partition_rules)
+
+    def reader(path: str, dtype: Any):
+        name, transposed = sources[path]
+        if isinstance(name, tuple):
+            return _stacked_reader(files, name, dtype)
+        return _reader(files[name], name, transposed, dtype)
+
     leaves = [
         jax.make_array_from_callback(
-            shape.shape,
-            layout.sharding(path, shape.shape),
-            _reader(files[sources[path][0]], sources[path][0], sources[path][1], shape.dtype),
+            shape.shape, layout.sharding(path, shape.shape), reader(path, shape.dtype)
         )
         for path, shape in zip(leaf_paths(shapes), jax.tree.leaves(shapes), strict=True)
     ]
