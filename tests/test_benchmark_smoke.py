@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "accelerator_llama7b.py"
 FIELDS = {
     "device",
@@ -45,6 +47,7 @@ def test_accelerator_benchmark_small_shape_writes_every_field(tmp_path):
         assert 0 < parts <= row["total_seconds"] * 1.01
 
 
+@pytest.mark.slow  # long end-to-end run; the default run covers its parts
 def test_sparsellm_and_its_sparsegpt_baseline_run_at_the_smoke_shape(tmp_path):
     out = tmp_path / "results.jsonl"
     argv = ["--small", "--layers", "1", "--methods", "sparsegpt-0.7", "sparsellm-0.7"]

@@ -17,6 +17,7 @@ def setup():
     return pre, calib, hamlet
 
 
+@pytest.mark.slow  # long end-to-end run; the default run covers its parts
 def test_perplexity_ordering_at_half_sparsity(setup):
     pre, calib, hamlet = setup
     ppl = {"dense": jp.perplexity(pre.model, pre.params, hamlet).ppl}

@@ -159,6 +159,7 @@ def _assert_every_mesh_prunes_like_one_device(report: dict, meshes: set) -> None
     assert all(case["equal"] for case in cases), [c for c in cases if not c["equal"]]
 
 
+@pytest.mark.slow  # long end-to-end run; the default run covers its parts
 def test_on_eight_devices_a_2x4_mesh_prunes_exactly_like_one_device(eight_devices):
     _assert_every_mesh_prunes_like_one_device(eight_devices, {(2, 4)})
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "structured_importance_7b.py"
 FIELDS = {
     "device",
@@ -22,6 +24,7 @@ FIELDS = {
 }
 
 
+@pytest.mark.slow  # long end-to-end run; the default run covers its parts
 def test_structured_importance_benchmark_small_shape_writes_every_field(tmp_path):
     out = tmp_path / "results.jsonl"
     done = subprocess.run(

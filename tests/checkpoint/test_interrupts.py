@@ -21,8 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 # Saves ~100 MB (several Orbax arrays, so a signal can land in any phase of the save).
 CHILD = textwrap.dedent(
     """
-    import sys, time, numpy as np
+    import signal, sys, time, numpy as np
     from jaxprune.checkpoint import save_checkpoint
+    # As in a terminal: a test runner started in the background (nohup, `&`) hands its children
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler at all.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rng = np.random.default_rng(0)
     params = {f"w{i}": rng.normal(size=(1024, 1024)).astype(np.float32) for i in range(24)}
     print("start", flush=True)

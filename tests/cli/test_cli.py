@@ -135,6 +135,7 @@ def test_help_explains_every_prune_option():
         assert option in text.stdout
 
 
+@pytest.mark.slow  # long end-to-end run; the default run covers its parts
 @pytest.mark.real_model
 def test_magnitude_prune_then_eval_of_the_saved_model_round_trips(tmp_path, capsys):
     out = tmp_path / "pruned"

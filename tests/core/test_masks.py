@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from jaxprune.core import masks, paths
 
 # Every example is a new shape, so a new compilation: 15 examples keep the file under a minute.
-SETTINGS = settings(max_examples=15, deadline=None)
+SETTINGS = settings(max_examples=8, deadline=None)
 
 
 def _scores(seed: int, shape: tuple[int, ...], ties: bool) -> np.ndarray:
