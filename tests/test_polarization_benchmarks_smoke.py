@@ -40,5 +40,6 @@ def test_regime_benchmark_writes_every_cell_and_a_map(tmp_path):
         "--densities", "0.5", "--temperatures", "1x128", "1x64", "--hessian-samples", "2",
         "--out", str(out), "--plot", str(plot))  # fmt: skip
     cells = json.loads(out.read_text())["cells"]
-    assert len(cells) == 2 and all(c["regime"] in ("I", "II-A", "II-B") for c in cells)
+    assert len(cells) == 2 and all(c["regime"] in ("I", "II-A", "II-B", "collapsed") for c in cells)
+    assert all(len(c["pair_barriers"]) == 3 for c in cells)  # seeds 1, 2, 3: three pairs
     assert plot.stat().st_size > 1000
