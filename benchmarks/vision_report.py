@@ -32,7 +32,10 @@ LABELS = {
     "hrank": "HRank",
     "scratch-e": "Scratch-E",
     "scratch-b": "Scratch-B",
+    "scratch-e-dense-init": "Scratch-E, dense init masked",
+    "scratch-b-dense-init": "Scratch-B, dense init masked",
 }
+SCRATCH = ("scratch-e", "scratch-b", "scratch-e-dense-init", "scratch-b-dense-init")
 
 
 def load(paths: list[Path]) -> tuple[list[dict], list[dict]]:
@@ -100,9 +103,9 @@ def rethinking_table(runs: list[dict], source: str, finetune: str, label: str) -
         "|---|---|---|---|---|---|---|",
     ]
     for dataset in DATASETS:
-        keys = [k for k in groups if k[0] == dataset and k[1] in ("scratch-e", "scratch-b")]
+        keys = [k for k in groups if k[0] == dataset and k[1] in SCRATCH]
         for sparsity in sorted({k[2] for k in keys}):
-            for method in (finetune, "scratch-e", "scratch-b"):
+            for method in (finetune, *SCRATCH):
                 rows = groups.get((dataset, method, sparsity), [])
                 if not rows:
                     continue
