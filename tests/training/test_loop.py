@@ -121,3 +121,18 @@ def test_reference_scratch_init_redraws_with_kaiming_std_over_the_kept_fan_out()
     )
     with pytest.raises(ValueError, match="init"):
         fresh_masked_init(model, {}, seed=0, init="kaiming")
+
+
+def test_imbalanced_split_keeps_a_fraction_of_the_minority_classes():
+    labels = np.repeat(np.arange(4), [10, 20, 30, 7]).astype(np.int32)
+    split = Split(np.arange(len(labels), dtype=np.float32)[:, None, None, None], labels)
+    small = split.imbalanced(minority=(1, 3), fraction=0.25, seed=0)
+    counts = np.bincount(small.labels, minlength=4)
+    np.testing.assert_array_equal(counts, [10, 5, 30, 1])  # floor(0.25 n), at least one
+    # Images stay with their labels and in order; a different seed draws other minority examples.
+    np.testing.assert_array_equal(labels[small.images[:, 0, 0, 0].astype(int)], small.labels)
+    assert np.all(np.diff(small.images[:, 0, 0, 0]) > 0)
+    other = split.imbalanced(minority=(1, 3), fraction=0.25, seed=1)
+    assert not np.array_equal(other.images, small.images)
+    with pytest.raises(ValueError, match="fraction"):
+        split.imbalanced((1,), 0.0)
