@@ -177,6 +177,8 @@ def scratch_runs(args, results, data, seed, dense, model):
 def main() -> None:
     args = parse_args()
     skip = ("out", "work_dir", "datasets", "seeds", "methods", "no_scratch", "ref_batch")
+    # Balanced runs keep the settings of files written before --imbalance existed.
+    skip += ("imbalance", "minority") if args.imbalance is None else ()
     settings = {k: v for k, v in vars(args).items() if k not in skip}
     results = Results(args.out, settings)
     widths = tuple(w if w == "M" else int(w) for w in args.widths)
