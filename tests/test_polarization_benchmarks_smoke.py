@@ -29,7 +29,11 @@ def test_polarization_benchmark_writes_three_methods_and_a_histogram(tmp_path):
     run("polarization.py", "--datasets", "mnist", "--archs", "cnn", "--train-size", "512",
         "--epochs", "2", "--out", str(out), "--plot", str(plot))  # fmt: skip
     runs = json.loads(out.read_text())["runs"]
-    assert [r["method"] for r in runs] == ["dense", "polarization", "l1-ft"]
+    assert [r["method"] for r in runs] == [
+        "dense", "polarization", "l1-ft", "bn-polar", "bn-polar-ref"
+    ]  # fmt: skip
+    bn = runs[3]
+    assert {"masked_accuracy", "unfolded_accuracy", "regularized_accuracy"} <= set(bn)
     assert plot.stat().st_size > 1000
 
 
