@@ -4,7 +4,14 @@ One run per (dataset, Dirichlet α, seed, method, density): 100 clients from a D
 of a subsample of the training set, 10 sampled per round, one local epoch of SGD, FedAvg weighted
 by example counts; test accuracy every ``--eval-every`` rounds on a test subsample; bytes up/down
 per round and the client peak parameter memory (:mod:`jaxprune.federated.accounting`). Results go
-to one JSON file, rewritten after each run; runs already in it are skipped (resumable)::
+to one JSON file, rewritten after each run; runs already in it are skipped (resumable).
+
+FedTiny's candidates are random ERK masks by default, the random baseline's distribution (like
+with like; ``--candidate-distributions erk uniform`` restores the first sweep's mixed pool), and
+each trains ``--warmup-rounds`` FedAvg rounds before the selection (those rounds count against
+``--rounds``). FedTiny runs also record ``gradient_step_memory``: XLA's memory analysis of the
+simulation's growth-gradient step, which computes every leaf's dense gradient at once, beside the
+analytic ``client_peak_bytes`` of a block-by-block client::
 
     python benchmarks/federated.py --out benchmarks/results/federated_cpu.json
     python benchmarks/federated.py --report benchmarks/results/federated_cpu.json   # table, plots
@@ -52,13 +59,21 @@ def run_one(model, data, args, dataset, alpha, seed, method, density) -> dict:
         client_loop=args.client_loop,
     )
     tiny = fl.FedTinyConfig(
-        candidates=2, alpha=args.swap_alpha, every=args.every, end=args.end or args.rounds * 2 // 3
-    )
+        candidates=2, alpha=args.swap_alpha, every=args.every,
+        end=args.end or args.rounds * 2 // 3,
+        distributions=tuple(args.candidate_distributions), warmup_rounds=args.warmup_rounds,
+    )  # fmt: skip
     start, cpu = time.perf_counter(), time.process_time()
     result = fl.federated_train(
         model, train, clients, config, method, density, fedtiny_config=tiny, eval_set=test
     )
     history = result.history
+    measured = None
+    if method == "fedtiny":  # what the simulation's growth-gradient step holds (XLA's analysis)
+        n = tiny.grad_batches * args.batch_size
+        x = train.images[:n].reshape(tiny.grad_batches, args.batch_size, *train.images.shape[1:])
+        y = train.labels[:n].reshape(tiny.grad_batches, args.batch_size)
+        measured = fl.fedtiny.gradient_memory(model, *model.init(seed), x, y)
     return {
         "dataset": dataset,
         "alpha": alpha,
@@ -70,6 +85,7 @@ def run_one(model, data, args, dataset, alpha, seed, method, density) -> dict:
         "bytes_up_total": sum(h["bytes_up"] for h in history),
         "bytes_down_total": sum(h["bytes_down"] for h in history),
         "client_peak_bytes": max(h["client_peak_bytes"] for h in history),
+        "gradient_step_memory": measured,
         "selection": result.selection,
         "seconds": time.perf_counter() - start,
         "cpu_seconds": time.process_time() - cpu,
@@ -94,6 +110,12 @@ def sweep(args) -> None:
             "eval_every",
         )
     } | {"model": list(WIDTHS)}
+    if args.candidate_distributions != ["erk", "uniform"] or args.warmup_rounds:
+        # Recorded only when they differ from the first sweep's (mixed candidates, no warm-up).
+        settings |= {
+            "candidate_distributions": args.candidate_distributions,
+            "warmup_rounds": args.warmup_rounds,
+        }
     results = FedResults(Path(args.out), settings)
     model = VisionModel(VGGConfig(widths=WIDTHS))
     for seed in args.seeds:
@@ -101,6 +123,7 @@ def sweep(args) -> None:
             data = ImageData.load(dataset)
             for alpha in args.alphas:
                 todo = [("dense", 1.0)] + [(m, d) for d in args.densities for m in SPARSE]
+                todo = [(m, d) for m, d in todo if m in args.methods]
                 for method, density in todo:
                     key = dict(dataset=dataset, alpha=alpha, seed=seed, method=method)
                     if results.has(**key, density=density):
@@ -113,7 +136,7 @@ def _cell(values: list[float], scale: float = 100.0) -> str:
     if not values:
         return "—"
     v = np.asarray(values) * scale
-    return f"{v.mean():.1f} ± {v.std():.1f}" if len(v) > 1 else f"{v.mean():.1f}"
+    return f"{v.mean():.1f} ± {v.std(ddof=1):.1f}" if len(v) > 1 else f"{v.mean():.1f}"
 
 
 def table(runs: list[dict]) -> str:
@@ -183,7 +206,8 @@ def plot(runs: list[dict], out: Path) -> None:
             acc = np.asarray(
                 [[h["test_accuracy"] for h in r["history"] if "test_accuracy" in h] for r in rows]
             )
-            mean, std = acc.mean(0) * 100, acc.std(0) * 100
+            std = acc.std(0, ddof=1) if len(acc) > 1 else np.zeros(acc.shape[1])
+            mean, std = acc.mean(0) * 100, std * 100
             ax.plot(rounds, mean, color=colors[m], label=m, lw=1.4)
             ax.fill_between(rounds, mean - std, mean + std, color=colors[m], alpha=0.15)
         ax.set_title(f"{ds}, α={a}, density {d:.0%}", fontsize=9)
@@ -217,6 +241,12 @@ def main() -> None:
     p.add_argument("--every", type=int, default=3)
     p.add_argument("--end", type=int, default=0, help="T_end (default 2/3 of the rounds)")
     p.add_argument("--eval-every", type=int, default=3)
+    p.add_argument("--methods", nargs="+", default=["dense", *SPARSE])
+    p.add_argument(
+        "--candidate-distributions", nargs="+", default=["erk"], choices=["erk", "uniform"],
+        help="FedTiny's candidates (erk: the random baseline's distribution, like with like)",
+    )  # fmt: skip
+    p.add_argument("--warmup-rounds", type=int, default=2, help="candidates' FedAvg rounds")
     p.add_argument(
         "--client-loop", choices=["vmap", "map"], default="map", help="map is faster on CPU"
     )

@@ -13,8 +13,14 @@ Per dataset, architecture and seed (training set subsampled to ``--train-size`` 
 - ``bn-polar``: Zhuang et al.'s BatchNorm-γ polarization regulariser
   (:func:`jaxprune.structured.gates.bn_polarization`, ``--bn-t``, ``--bn-strength``) on the plain
   network for ``--epochs`` epochs, the γ threshold whose FLOPs come closest to the polarized
-  model's, the channels below it removed (:func:`~jaxprune.structured.gates.bn_keep`), no
-  fine-tuning. The BatchNorm scales get their own Adam learning rate (``--bn-lr``): at the weights'
+  model's, the channels below it removed (:func:`~jaxprune.structured.gates.bn_keep`) with their
+  β constants folded into the next layer (:func:`~jaxprune.structured.bn_export.bn_export`), no
+  fine-tuning;
+- ``bn-polar-ref``: the reference's variant (γ start at 0.5 and are clamped to [0, 1] after every
+  step; ``--epochs − --ft-epochs`` epochs with the regulariser, the channels removed as the
+  reference does, γ and β alike, then ``--ft-epochs`` of fine-tuning: equal total epochs).
+
+  The BatchNorm scales get their own Adam learning rate (``--bn-lr``): at the weights'
   1e-3, a few hundred cosine-decayed steps move a γ by at most ~0.2 from its initial 1, too little
   to reach 0 (the gates have ``--gate-lr`` for the same reason).
 
@@ -42,11 +48,11 @@ from vision_common import adam_cosine, timed
 
 from jaxprune.core.paths import flat_leaves
 from jaxprune.models.vision import ResNetConfig, VGGConfig, VisionModel
-from jaxprune.structured import filters, gates
+from jaxprune.structured import bn_export, filters, gates
 from jaxprune.training.loop import ImageData, evaluate, train
 
 LR = 1e-3
-METHODS = ("dense", "polarization", "l1-ft", "bn-polar")
+METHODS = ("dense", "polarization", "l1-ft", "bn-polar", "bn-polar-ref")
 # Per-method hyperparameters: recorded in each run, not in the file's shared settings.
 METHOD_ARGS = ("methods", "bn_t", "bn_strength", "bn_lr")
 ARCHS = {
@@ -184,32 +190,80 @@ def bn_threshold(model: VisionModel, params, target: int) -> float:
     return best
 
 
-def bn_run(args, data, train_set, arch, seed, model, target_flops):
-    steps = args.epochs * (len(train_set) // args.batch_size)
+def bn_optimizer(args, steps: int, model: VisionModel, clamp: bool):
+    """The polarization penalty's gradient, Adam for the weights and (at ``--bn-lr``) the γ;
+    with ``clamp``, every γ then clamped to [0, 1] (the reference variant)."""
     penalty = lambda p: gates.bn_polarization(model, p, args.bn_t, args.bn_strength)
     gamma = lambda path, _: "gamma" if jax.tree_util.keystr(path).endswith("'scale']") else "w"
-    tx = optax.chain(
+    parts = [
         gates.add_penalty_gradient(penalty),
         optax.multi_transform(
             {"w": adam_cosine(LR, steps), "gamma": adam_cosine(args.bn_lr, steps)},
             lambda params: jax.tree_util.tree_map_with_path(gamma, params),
         ),
-    )
+    ]
+    return optax.chain(*parts, *([bn_export.clamp_scales(model)] if clamp else []))
+
+
+def bn_run(args, data, train_set, arch, seed, model, target_flops):
+    """Ours: γ from 1, ``--epochs`` with the regulariser, removal with β's constant folded
+    forward (:func:`~jaxprune.structured.bn_export.bn_export`), no fine-tuning."""
+    steps = args.epochs * (len(train_set) // args.batch_size)
+    tx = bn_optimizer(args, steps, model, clamp=False)
 
     def pipeline():
         run = train(model, *model.init(seed), tx, train_set, epochs=args.epochs,
                     batch_size=args.batch_size, seed=seed, progress=False)  # fmt: skip
         threshold = bn_threshold(model, run.params, target_flops)
         keep = gates.bn_keep(model, run.params, threshold)
-        small, params, stats = filters.shrink(model, run.params, run.stats, keep)
-        return run, threshold, keep, small, params, stats
+        return run, threshold, keep, bn_export.bn_export(model, run.params, run.stats, keep)
 
-    (run, threshold, keep, small, params, stats), wall, cpu = timed(pipeline)
+    (run, threshold, keep, result), wall, cpu = timed(pipeline)
+    unfolded = filters.shrink(model, run.params, run.stats, keep)
+    masked = bn_export.bn_masked(model, run.params, keep)
+    return record(
+        data, arch, seed, "bn-polar", result.model, result.params, result.stats, (wall, cpu),
+        regularized_accuracy=evaluate(model, run.params, run.stats, data.test),
+        masked_accuracy=evaluate(model, masked, run.stats, data.test),
+        unfolded_accuracy=evaluate(*unfolded, data.test),
+        **bn_fields(args, run, model, keep, threshold),
+    )  # fmt: skip
+
+
+def bn_reference_run(args, data, train_set, arch, seed, model, target_flops):
+    """The reference's variant: γ from 0.5 clamped to [0, 1], ``--epochs − --ft-epochs`` with
+    the regulariser, removal with γ and β zeroed (its ``set_bn_zero``: no fold), then
+    ``--ft-epochs`` of fine-tuning the smaller model (equal total epochs)."""
+    steps = (args.epochs - args.ft_epochs) * (len(train_set) // args.batch_size)
+    ft_steps = args.ft_epochs * (len(train_set) // args.batch_size)
+    tx = bn_optimizer(args, steps, model, clamp=True)
+    params, stats = model.init(seed)
+    params = bn_export.set_scales(model, params, 0.5)
+
+    def pipeline():
+        run = train(model, params, stats, tx, train_set, epochs=args.epochs - args.ft_epochs,
+                    batch_size=args.batch_size, seed=seed, progress=False)  # fmt: skip
+        threshold = bn_threshold(model, run.params, target_flops)
+        keep = gates.bn_keep(model, run.params, threshold)
+        small = filters.shrink(model, run.params, run.stats, keep)
+        tuned = train(small[0], small[1], small[2], adam_cosine(LR, ft_steps), train_set,
+                      epochs=args.ft_epochs, batch_size=args.batch_size, seed=seed + 1000,
+                      progress=False)  # fmt: skip
+        return run, threshold, keep, small, tuned
+
+    (run, threshold, keep, small, tuned), wall, cpu = timed(pipeline)
+    return record(
+        data, arch, seed, "bn-polar-ref", small[0], tuned.params, tuned.stats, (wall, cpu),
+        regularized_accuracy=evaluate(model, run.params, run.stats, data.test),
+        pruned_accuracy=evaluate(*small, data.test),
+        **bn_fields(args, run, model, keep, threshold),
+    )  # fmt: skip
+
+
+def bn_fields(args, run, model, keep, threshold) -> dict:
     leaves = flat_leaves(run.params)
     gammas = np.concatenate([np.ravel(v) for k, v in sorted(leaves.items()) if k.endswith("scale")])
-    return record(
-        data, arch, seed, "bn-polar", small, params, stats, (wall, cpu),
-        regularized_accuracy=evaluate(model, run.params, run.stats, data.test),
+    return dict(
         threshold=threshold, gammas=np.abs(gammas).tolist(), flops_dense=model.flops(),
         density=sum(int(k.sum()) for k in keep.values()) / sum(k.size for k in keep.values()),
         bn_t=args.bn_t, bn_strength=args.bn_strength, bn_lr=args.bn_lr,
@@ -254,7 +308,7 @@ def main() -> None:
     skip = ("out", "plot", "datasets", "seeds", "archs", *METHOD_ARGS)
     results = Results(args.out, {k: v for k, v in vars(args).items() if k not in skip})
     for r in results.data["runs"]:
-        if r["method"] == "bn-polar" and "bn-polar" in args.methods:
+        if r["method"] in ("bn-polar", "bn-polar-ref") and r["method"] in args.methods:
             other = {k: r[k] for k in ("bn_t", "bn_strength", "bn_lr") if r[k] != vars(args)[k]}
             if other:
                 raise SystemExit(
@@ -271,7 +325,9 @@ def main() -> None:
                 todo = [m for m in args.methods if not results.has(**key, method=m)]
                 if "dense" in todo:
                     results.add(dense_run(args, data, train_set, arch, seed, model))
-                if {"polarization", "l1-ft", "bn-polar"} & set(todo) and not results.has(
+                if {"polarization", "l1-ft", "bn-polar", "bn-polar-ref"} & set(
+                    todo
+                ) and not results.has(
                     **key, method="polarization"
                 ):  # the FLOPs target of the other two
                     results.add(polarization_run(args, data, train_set, arch, seed, model))
@@ -283,6 +339,10 @@ def main() -> None:
                     results.add(l1_run(args, data, train_set, arch, seed, model, polar["flops"]))
                 if "bn-polar" in todo:
                     results.add(bn_run(args, data, train_set, arch, seed, model, polar["flops"]))
+                if "bn-polar-ref" in todo:
+                    results.add(
+                        bn_reference_run(args, data, train_set, arch, seed, model, polar["flops"])
+                    )
     if args.plot is not None:
         plot(args.plot, results.data["runs"])
     print(json.dumps({"runs": len(results.data["runs"])}))

@@ -31,6 +31,8 @@ def polarization(data: dict) -> str:
             acc += f" (after pruning {r['pruned_accuracy']:.4f})"
         if "regularized_accuracy" in r:
             acc += f" (before removal {r['regularized_accuracy']:.4f})"
+        if "unfolded_accuracy" in r:
+            acc += f" (without the β fold {r['unfolded_accuracy']:.4f})"
         lines.append(
             f"| {r['dataset']} | {r['arch']} | {r['method']} | {acc} | {r['flops'] / 1e6:.3f} | "
             f"{100 * r['flops'] / base:.1f} | {kept} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} |"
@@ -39,7 +41,8 @@ def polarization(data: dict) -> str:
 
 
 def seeds_summary(data: dict) -> str:
-    """Mean ± std over seeds of test accuracy and FLOPs (% of dense) per dataset, model, method."""
+    """Mean ± std (ddof 1; the seeds column says how many) over seeds of test accuracy and FLOPs
+    (% of dense) per dataset, model, method."""
     dense = {(r["dataset"], r["arch"], r["seed"]): r["flops"] for r in data["runs"]
              if r["method"] == "dense"}  # fmt: skip
     cells = defaultdict(list)
@@ -55,8 +58,9 @@ def seeds_summary(data: dict) -> str:
     for (dataset, arch, method), rows in cells.items():
         acc, flops = np.array([a for a, _, _ in rows]) * 100, np.array([f for _, f, _ in rows])
         seeds = ",".join(str(s) for *_, s in sorted(rows, key=lambda x: x[2]))
+        std = acc.std(ddof=1) if len(acc) > 1 else float("nan")
         lines.append(
-            f"| {dataset} | {arch} | {method} | {seeds} | {acc.mean():.2f} ± {acc.std():.2f} | "
+            f"| {dataset} | {arch} | {method} | {seeds} | {acc.mean():.2f} ± {std:.2f} | "
             f"{flops.mean():.1f} |"
         )
     return "\n".join(lines)

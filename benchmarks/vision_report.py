@@ -19,7 +19,7 @@ import numpy as np
 
 DATASETS = ("mnist", "fashion-mnist")
 SPARSE_METHODS = ("oneshot", "gmp", "rigl", "set")
-FILTER_METHODS = ("l1", "beta-rank", "hrank", "beta-rank-ref")
+FILTER_METHODS = ("l1", "beta-rank", "hrank", "beta-rank-ref", "beta-rank-ref-slice")
 LABELS = {
     "dense": "dense",
     "oneshot": "one-shot magnitude + fine-tune",
@@ -29,10 +29,14 @@ LABELS = {
     "l1": "L1-norm",
     "beta-rank": "Beta-Rank (σ_in/σ_out, paper)",
     "beta-rank-ref": "Beta-Rank (σ_out/σ_in, reference code)",
+    "beta-rank-ref-slice": "Beta-Rank (reference code: ratio, NCHW slice, one batch)",
     "hrank": "HRank",
     "scratch-e": "Scratch-E",
     "scratch-b": "Scratch-B",
+    "scratch-e-dense-init": "Scratch-E, dense init masked",
+    "scratch-b-dense-init": "Scratch-B, dense init masked",
 }
+SCRATCH = ("scratch-e", "scratch-b", "scratch-e-dense-init", "scratch-b-dense-init")
 
 
 def load(paths: list[Path]) -> tuple[list[dict], list[dict]]:
@@ -100,9 +104,9 @@ def rethinking_table(runs: list[dict], source: str, finetune: str, label: str) -
         "|---|---|---|---|---|---|---|",
     ]
     for dataset in DATASETS:
-        keys = [k for k in groups if k[0] == dataset and k[1] in ("scratch-e", "scratch-b")]
+        keys = [k for k in groups if k[0] == dataset and k[1] in SCRATCH]
         for sparsity in sorted({k[2] for k in keys}):
-            for method in (finetune, "scratch-e", "scratch-b"):
+            for method in (finetune, *SCRATCH):
                 rows = groups.get((dataset, method, sparsity), [])
                 if not rows:
                     continue
@@ -144,6 +148,33 @@ def filter_table(runs: list[dict], source: str) -> str:
                     f"{cell(rows, 'pruned_accuracy')} | {cell(rows)} | "
                     f"{np.mean([r['score_s'] for r in rows]):.1f} | {seconds(rows)} |"
                 )
+    return "\n".join(lines)
+
+
+def imbalanced_table(runs: list[dict], source: str) -> str:
+    """Filter pruning on class-imbalanced training data: overall and minority-class accuracy."""
+    groups = grouped(runs, source)
+    lines = [
+        "| dataset | filters removed | method | pruned, no fine-tune % | fine-tuned % | "
+        "minority classes, fine-tuned % |",
+        "|---|---|---|---|---|---|",
+    ]
+    for dataset in sorted({k[0] for k in groups}):
+        dense = groups.get((dataset, "dense", 0.0), [])
+        if dense:
+            lines.append(
+                f"| {dataset} | 0% | dense | – | {cell(dense)} | "
+                f"{cell(dense, 'minority_accuracy')} |"
+            )
+        for fraction in sorted({k[2] for k in groups if k[0] == dataset and k[2] > 0}):
+            for method in FILTER_METHODS:
+                rows = groups.get((dataset, method, fraction), [])
+                if rows:
+                    lines.append(
+                        f"| {dataset} | {fraction:.0%} | {LABELS[method]} | "
+                        f"{cell(rows, 'pruned_accuracy')} | {cell(rows)} | "
+                        f"{cell(rows, 'minority_accuracy')} |"
+                    )
     return "\n".join(lines)
 
 
@@ -259,7 +290,8 @@ def main() -> None:
     sources = {}
     for h in headers:
         stem = Path(h["file"]).stem
-        sources["sparse" if "sparse" in stem else "structured"] = stem
+        kind = "sparse" if "sparse" in stem else "structured"
+        sources["imbalanced" if "imbalanced" in stem else kind] = stem
         print(f"<!-- {h['file']}: {json.dumps(h['machine'])} {json.dumps(h['settings'])} -->")
     if "sparse" in sources:
         print(sparse_table(runs, sources["sparse"]), "\n")
@@ -267,6 +299,8 @@ def main() -> None:
     if "structured" in sources:
         print(filter_table(runs, sources["structured"]), "\n")
         print(rethinking_table(runs, sources["structured"], "l1", "structured"), "\n")
+    if "imbalanced" in sources:
+        print(imbalanced_table(runs, sources["imbalanced"]), "\n")
     if args.plots is not None:
         for path in plots(runs, sources, args.plots):
             print(f"<!-- wrote {path} -->")

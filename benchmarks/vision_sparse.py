@@ -10,7 +10,12 @@ Per dataset and seed, every sparse run targets the same ERK distribution over th
 - ``rigl`` / ``set``: from scratch at the target sparsity (random ERK masks), drop fraction 0.3
   cosine-decayed to 0 at 3/4 of the run, masks updated every 100 steps;
 - ``scratch-e`` / ``scratch-b`` (at ``--rethink-sparsity``): the one-shot mask kept on a fresh
-  initialisation, trained ``--epochs`` epochs (E) or ``--epochs`` × FLOPs ratio (B).
+  initialisation, trained ``--epochs`` epochs (E) or ``--epochs`` × FLOPs ratio (B). The fresh
+  init is the reference's (every masked kernel redrawn with std √(2/n), n its kept fan-out:
+  :func:`jaxprune.training.scratch.fresh_masked_init`); ``--scratch-init dense`` masks the dense
+  init instead (recorded as ``scratch-e-dense-init`` / ``scratch-b-dense-init``). The one-shot
+  baseline trains ``--epochs`` dense + ``--ft-epochs``; Scratch-E trains ``--epochs`` in all,
+  Scratch-B the same computation as the dense training.
 
     python benchmarks/vision_sparse.py --out benchmarks/results/vision_sparse_cpu.json
     python benchmarks/vision_sparse.py --datasets digits --seeds 0 --epochs 1 --out /tmp/s.json
@@ -39,7 +44,7 @@ from jaxprune.training import (
     updaters,
 )
 from jaxprune.training.loop import ImageData, evaluate, train
-from jaxprune.training.scratch import fresh_masked_init, scratch_b_epochs
+from jaxprune.training.scratch import INITS, fresh_masked_init, scratch_b_epochs
 
 LR = 1e-3
 
@@ -53,6 +58,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--ft-epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--rethink-sparsity", type=float, default=0.9)
+    p.add_argument("--scratch-init", default="reference", choices=INITS)
     p.add_argument("--hidden", nargs="+", type=int, default=[300, 100])
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/vision_sparse_cpu.json"))
     p.add_argument("--work-dir", type=Path, default=Path("/tmp/jaxprune-vision-sparse"))
@@ -112,10 +118,11 @@ def sparse_run(args, data, model, seed, method, sparsity, start, epochs, results
 def scratch_runs(args, data, model, seed, masks, results, paths):
     sparsity = args.rethink_sparsity
     dense_flops = model.flops()
-    fresh, stats = fresh_masked_init(model, masks, seed + 1000)
+    fresh, stats = fresh_masked_init(model, masks, seed + 1000, args.scratch_init)
+    suffix = "" if args.scratch_init == "reference" else f"-{args.scratch_init}-init"
     budgets = {
-        "scratch-e": args.epochs,
-        "scratch-b": scratch_b_epochs(args.epochs, dense_flops, model.flops(fresh)),
+        f"scratch-e{suffix}": args.epochs,
+        f"scratch-b{suffix}": scratch_b_epochs(args.epochs, dense_flops, model.flops(fresh)),
     }
     for method, epochs in budgets.items():
         if results.has(dataset=data.name, seed=seed, method=method, sparsity=sparsity):
@@ -143,7 +150,9 @@ def main() -> None:
     args = parse_args()
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     settings = {
-        k: v for k, v in settings.items() if k not in ("out", "work_dir", "datasets", "seeds")
+        k: v
+        for k, v in settings.items()
+        if k not in ("out", "work_dir", "datasets", "seeds", "scratch_init")
     }
     results = Results(args.out, settings)
     for name in args.datasets:

@@ -9,8 +9,17 @@ Per dataset and seed:
   every convolution's filters removed by each score (calibration: ``--calib`` training images),
   the model physically shrunk, accuracy taken right after pruning (``pruned_accuracy``) and
   after ``--ft-epochs`` of fine-tuning;
+- ``beta-rank-ref-slice``: the reference code's whole recipe (σ_out/σ_in over its NCHW slice,
+  channels × rows, unpadded, from one calibration batch of ``--ref-batch`` images; see
+  :mod:`jaxprune.structured.beta_rank`), at ``--ref-fractions`` only;
 - ``scratch-e`` / ``scratch-b``: the architecture L1 pruning gives at ``--rethink-fraction``,
-  re-initialised and trained ``--epochs`` epochs (E) or ``--epochs`` × FLOPs ratio (B).
+  re-initialised and trained ``--epochs`` epochs (E) or ``--epochs`` × FLOPs ratio (B)
+  (``--no-scratch`` skips them).
+
+``--imbalance F`` trains on a class-imbalanced training set (Beta-Rank's headline setting): the
+classes ``--minority`` keep a fraction ``F`` of their examples
+(:meth:`jaxprune.training.loop.Split.imbalanced`); the dataset is recorded as ``NAME-imbF`` and
+every run also records ``minority_accuracy``, the accuracy on the minority classes' test images.
 
     python benchmarks/vision_structured.py --out benchmarks/results/vision_structured_cpu.json
 
@@ -20,13 +29,15 @@ Results go to ``--out`` after every run (see ``vision_common.Results``); rerunni
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
+import numpy as np
 from vision_common import Results, adam_cosine, epoch_seconds, timed
 
 from jaxprune.models.vision import VGGConfig, VisionModel
 from jaxprune.structured import beta_rank, filters
-from jaxprune.training.loop import ImageData, evaluate, train
+from jaxprune.training.loop import ImageData, Split, evaluate, train
 from jaxprune.training.scratch import scratch_b_epochs
 
 LR = 1e-3
@@ -48,6 +59,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--calib", type=int, default=512)
     p.add_argument("--rethink-fraction", type=float, default=0.5)
+    p.add_argument("--no-scratch", action="store_true")
+    p.add_argument("--ref-batch", type=int, default=256, help="beta-rank-ref-slice's one batch")
+    p.add_argument("--imbalance", type=float, default=None, help="minority classes' fraction")
+    p.add_argument("--minority", nargs="+", type=int, default=[5, 6, 7, 8, 9])
     p.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/vision_structured_cpu.json")
     )
@@ -55,13 +70,28 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def scores_for(method, model, params, stats, calib):
+REFERENCE_ONLY = ("beta-rank-ref", "beta-rank-ref-slice")
+
+
+def scores_for(method, model, params, stats, calib, ref_batch):
     if method == "l1":
         return filters.l1_scores(model, params)
     if method == "hrank":
         return beta_rank.hrank_scores(model, params, stats, calib)
+    if method == "beta-rank-ref-slice":
+        return beta_rank.beta_rank_scores(
+            model, params, stats, calib, ratio="reference", slicing="reference",
+            batch_size=ref_batch,
+        )  # fmt: skip
     ratio = "reference" if method == "beta-rank-ref" else "paper"
     return beta_rank.beta_rank_scores(model, params, stats, calib, ratio=ratio)
+
+
+def minority_accuracy(args, model, params, stats, test) -> float | None:
+    if args.imbalance is None:
+        return None
+    keep = np.isin(test.labels, args.minority)
+    return evaluate(model, params, stats, Split(test.images[keep], test.labels[keep]))
 
 
 def finetune_run(args, results, data, seed, method, fraction, dense, model, scores, score_s):
@@ -90,6 +120,9 @@ def finetune_run(args, results, data, seed, method, fraction, dense, model, scor
             "steps": run.steps,
             "pruned_accuracy": evaluate(pruned.model, pruned.params, pruned.stats, data.test),
             "test_accuracy": evaluate(pruned.model, run.params, run.stats, data.test),
+            "minority_accuracy": minority_accuracy(
+                args, pruned.model, run.params, run.stats, data.test
+            ),
             "flops": pruned.flops,
             "flops_dense": pruned.flops_dense,
             "params": pruned.model.num_params(),
@@ -143,11 +176,20 @@ def scratch_runs(args, results, data, seed, dense, model):
 
 def main() -> None:
     args = parse_args()
-    skip = ("out", "work_dir", "datasets", "seeds", "methods")
+    skip = ("out", "work_dir", "datasets", "seeds", "methods", "no_scratch", "ref_batch")
+    # Balanced runs keep the settings of files written before --imbalance existed.
+    skip += ("imbalance", "minority") if args.imbalance is None else ()
     settings = {k: v for k, v in vars(args).items() if k not in skip}
     results = Results(args.out, settings)
     widths = tuple(w if w == "M" else int(w) for w in args.widths)
-    datasets = {name: ImageData.load(name) for name in args.datasets}
+    datasets = {}
+    for name in args.datasets:
+        data = ImageData.load(name)
+        if args.imbalance is not None:
+            name = f"{name}-imb{args.imbalance:g}"
+            train_set = data.train.imbalanced(args.minority, args.imbalance, seed=0)
+            data = dataclasses.replace(data, train=train_set, name=name)
+        datasets[name] = data
     # Seeds outermost: an interrupted sweep still has every dataset for the seeds it finished.
     for seed in args.seeds:
         for name, data in datasets.items():
@@ -174,14 +216,17 @@ def main() -> None:
                         "dataset": name, "seed": seed, "method": "dense", "sparsity": 0.0,
                         "model": model.to_dict(), "epochs": args.epochs, "steps": dense.steps,
                         "test_accuracy": evaluate(model, dense.params, dense.stats, data.test),
+                        "minority_accuracy": minority_accuracy(
+                            args, model, dense.params, dense.stats, data.test),
                         "flops": model.flops(), "params": model.num_params(),
                         "wall_s": wall, "cpu_s": cpu,
                     }
                 )  # fmt: skip
-            scratch_runs(args, results, data, seed, dense, model)
+            if not args.no_scratch:
+                scratch_runs(args, results, data, seed, dense, model)
             calib = data.train.take(args.calib, seed).images
             for method in args.methods:
-                fractions = args.ref_fractions if method == "beta-rank-ref" else args.fractions
+                fractions = args.ref_fractions if method in REFERENCE_ONLY else args.fractions
                 todo = [
                     f for f in fractions
                     if not results.has(dataset=name, seed=seed, method=method, sparsity=f)
@@ -189,7 +234,7 @@ def main() -> None:
                 if not todo:
                     continue
                 scores, score_s, _ = timed(scores_for, method, model, dense.params, dense.stats,
-                                           calib)  # fmt: skip
+                                           calib, args.ref_batch)  # fmt: skip
                 for fraction in todo:
                     finetune_run(
                         args, results, data, seed, method, fraction, dense, model, scores, score_s

@@ -29,7 +29,11 @@ def test_polarization_benchmark_writes_three_methods_and_a_histogram(tmp_path):
     run("polarization.py", "--datasets", "mnist", "--archs", "cnn", "--train-size", "512",
         "--epochs", "2", "--out", str(out), "--plot", str(plot))  # fmt: skip
     runs = json.loads(out.read_text())["runs"]
-    assert [r["method"] for r in runs] == ["dense", "polarization", "l1-ft"]
+    assert [r["method"] for r in runs] == [
+        "dense", "polarization", "l1-ft", "bn-polar", "bn-polar-ref"
+    ]  # fmt: skip
+    bn = runs[3]
+    assert {"masked_accuracy", "unfolded_accuracy", "regularized_accuracy"} <= set(bn)
     assert plot.stat().st_size > 1000
 
 
@@ -40,5 +44,6 @@ def test_regime_benchmark_writes_every_cell_and_a_map(tmp_path):
         "--densities", "0.5", "--temperatures", "1x128", "1x64", "--hessian-samples", "2",
         "--out", str(out), "--plot", str(plot))  # fmt: skip
     cells = json.loads(out.read_text())["cells"]
-    assert len(cells) == 2 and all(c["regime"] in ("I", "II-A", "II-B") for c in cells)
+    assert len(cells) == 2 and all(c["regime"] in ("I", "II-A", "II-B", "collapsed") for c in cells)
+    assert all(len(c["pair_barriers"]) == 3 for c in cells)  # seeds 1, 2, 3: three pairs
     assert plot.stat().st_size > 1000

@@ -5,7 +5,7 @@
 - :mod:`~.cka`: linear CKA between two representations;
 - :mod:`~.hessian`: Hutchinson's estimate of a Hessian's trace;
 - :mod:`~.regimes`: sweeps over load (density) and temperature (epochs, batch size), the regime
-  of each cell, the recommendation and the map (a matplotlib figure).
+  (or collapsed) of each cell, the recommendation and the map (a matplotlib figure).
 
 Everything returns arrays, dataclasses or figures (no files, no CLI), for notebooks.
 """
@@ -20,17 +20,20 @@ from jaxprune.analysis.lmc import (
     recompute_batch_stats,
 )
 from jaxprune.analysis.regimes import (
+    COLLAPSED,
     RECOMMENDATIONS,
     REGIMES,
     RegimeCell,
     RegimeMap,
     Temperature,
     classify,
+    collapsed,
     plot_regime_map,
     sweep,
 )
 
 __all__ = [
+    "COLLAPSED",
     "RECOMMENDATIONS",
     "REGIMES",
     "HutchinsonResult",
@@ -40,6 +43,7 @@ __all__ = [
     "Temperature",
     "barrier",
     "classify",
+    "collapsed",
     "evaluate_loss",
     "hutchinson_trace",
     "interpolate",

@@ -2,17 +2,25 @@
 
 **Selection.** The server draws candidate sparse models at the target density (random keep-masks
 with ERK or uniform per-layer densities, :mod:`jaxprune.training.distributions`) over the same
-initial weights. For each candidate the clients re-estimate the BatchNorm statistics; the server
-pools them exactly (:func:`jaxprune.federated.bn.pooled_statistics`), the clients report their loss
-under the pooled statistics, and the candidate with the lowest example-weighted loss wins.
+initial weights. With ``warmup_rounds`` each candidate is first trained that many FedAvg rounds by
+the clients (sparse, its mask kept; the same clients and batches for every candidate), so the
+selection compares trained candidates rather than initialisations whose losses are all ≈ ln C.
+For each candidate the clients re-estimate the BatchNorm statistics; the server pools them exactly
+(:func:`jaxprune.federated.bn.pooled_statistics`), the clients report their loss under the pooled
+statistics, and the candidate with the lowest example-weighted loss wins (and keeps its warm-up).
 
 **Progressive pruning.** Every ``every`` rounds until ``end`` (``ΔT`` and ``T_end``) each pruned
 leaf (a block) swaps ``k_t = ⌊α/2·(1 + cos(πt/T_end))·n_active⌋`` entries: the server prunes the
 ``k_t`` smallest-magnitude active weights of the aggregated model and grows the ``k_t`` inactive
-entries with the largest aggregated gradient magnitude. Each client computes the gradient at the
-global model one block at a time and sends only its own top-``k_t`` inactive entries (value and
-index); the server sums them weighted by the clients' example counts. Grown weights start at 0, so
-the density is exactly the same before and after.
+entries with the largest aggregated gradient magnitude. Each client sends only its own top-``k_t``
+inactive entries (value and index); the server sums them weighted by the clients' example counts.
+Grown weights start at 0, so the density is exactly the same before and after.
+
+**Memory.** The paper's clients compute the growth gradient one block at a time, holding one dense
+block gradient. This simulation does not: :func:`client_gradient` computes the full dense gradient
+of every leaf in one backward pass. :mod:`jaxprune.federated.accounting` counts the paper's
+deployment (analytic, one dense block); :func:`gradient_memory` measures what this simulation's
+compiled gradient step actually holds (XLA's memory analysis), so the two can be compared.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -43,6 +51,7 @@ __all__ = [
     "Candidate",
     "FedTinyConfig",
     "client_topk",
+    "gradient_memory",
     "initial_masks",
     "prune_and_grow",
     "select_candidate",
@@ -63,6 +72,8 @@ class FedTinyConfig(ConfigIO):
       every: rounds between adjustments (``ΔT``).
       end: the last round that adjusts (``T_end``).
       grad_batches: batches of its data each client averages the growth gradient over.
+      warmup_rounds: FedAvg rounds each candidate trains before the selection (0: select at
+        initialisation); the winner's count against the run's rounds.
     """
 
     candidates: int = 2
@@ -71,6 +82,7 @@ class FedTinyConfig(ConfigIO):
     every: int = 5
     end: int = 50
     grad_batches: int = 2
+    warmup_rounds: int = 0
 
     NAME = "FedTiny config"
 
@@ -81,6 +93,8 @@ class FedTinyConfig(ConfigIO):
             raise ValueError(f"distributions must be 'erk'/'uniform', got {self.distributions}")
         if self.candidates < 1 or self.every < 1 or self.end < 0 or self.grad_batches < 1:
             raise ValueError(f"need candidates, every, grad_batches >= 1 and end >= 0: {self}")
+        if self.warmup_rounds < 0:
+            raise ValueError(f"warmup_rounds must be >= 0, got {self.warmup_rounds}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
 
@@ -91,12 +105,14 @@ class FedTinyConfig(ConfigIO):
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """A candidate's ``name`` (distribution and seed), ``masks``, pooled ``stats`` and ``loss``."""
+    """A candidate's ``name`` (distribution and seed), ``masks``, pooled ``stats``, ``loss`` and
+    ``params`` (after its warm-up, if any)."""
 
     name: str
     masks: Masks
     stats: Any
     loss: float
+    params: Any = None
 
 
 def targets(params: Any, density: float, distribution: str) -> dict[str, Unstructured]:
@@ -152,6 +168,7 @@ def select_candidate(
     config: FedTinyConfig,
     client_data: Sequence[tuple[np.ndarray, np.ndarray]],
     seed: int = 0,
+    warm_up: Callable[[Any, Any, Masks], tuple[Any, Any, dict[str, int]]] | None = None,
 ) -> tuple[Candidate, list[Candidate], dict[str, int]]:
     """Adaptive BatchNorm selection over ``config``'s candidates (see the module docstring).
 
@@ -161,6 +178,8 @@ def select_candidate(
       config: the candidates' count and distributions.
       client_data: ``(images, labels)`` of each client taking part.
       seed: seeds the candidates' random masks.
+      warm_up: ``(params, stats, masks) -> (params, stats, bytes)``, the candidates' training
+        before they are compared (``config.warmup_rounds``; the caller runs the rounds).
 
     Returns:
       ``(winner, all candidates, bytes)``, bytes: ``{"down", "up"}`` summed over clients.
@@ -170,11 +189,14 @@ def select_candidate(
     for dist in config.distributions:
         for c in range(config.candidates):
             masks = initial_masks(params, density, dist, "random", seed=seed * 1000 + c)
-            sparse = apply(params, masks)
-            pooled, sent = pooled_statistics(model, sparse, stats, images)
+            sparse, start = apply(params, masks), stats
+            if warm_up is not None:
+                sparse, start, cost = warm_up(sparse, stats, masks)
+                down, up = down + cost["down"], up + cost["up"]
+            pooled, sent = pooled_statistics(model, sparse, start, images)
             loss = sum(client_loss(model, sparse, pooled, x, y) for x, y in client_data)
             n = sum(len(y) for _, y in client_data)
-            candidates.append(Candidate(f"{dist}/{c}", masks, pooled, loss / n))
+            candidates.append(Candidate(f"{dist}/{c}", masks, pooled, loss / n, sparse))
             # The candidate goes down, then its pooled statistics layer by layer.
             down += len(client_data) * model_bytes(sparse, masks, pooled)
             up += sent + 4 * len(client_data)
@@ -219,8 +241,25 @@ def prune_and_grow(
 
 
 def client_gradient(model: VisionModel, params, stats, images, labels) -> Any:
-    """The mean gradient of the training-mode loss over a client's batches ``(b, B, ...)``."""
+    """The mean gradient of the training-mode loss over a client's batches ``(b, B, ...)``:
+    every leaf's dense gradient at once (not block by block; see the module docstring)."""
     return _client_gradient(model, params, stats, jnp.asarray(images), jnp.asarray(labels))
+
+
+def gradient_memory(model: VisionModel, params, stats, images, labels) -> dict[str, int]:
+    """XLA's memory analysis of :func:`client_gradient`'s compiled step for these shapes:
+    ``{"arguments", "outputs", "temporaries", "peak"}`` bytes, ``peak`` their sum (an upper
+    bound on what the step holds at once; the analysis does not give the live maximum)."""
+    compiled = _client_gradient.lower(
+        model, params, stats, jnp.asarray(images), jnp.asarray(labels)
+    ).compile()
+    m = compiled.memory_analysis()
+    out = {
+        "arguments": int(m.argument_size_in_bytes),
+        "outputs": int(m.output_size_in_bytes),
+        "temporaries": int(m.temp_size_in_bytes),
+    }
+    return {**out, "peak": sum(out.values())}
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -117,7 +117,40 @@ def _density(masks: dict[str, jax.Array]) -> float:
     return kept / max(sum(int(m.size) for m in masks.values()), 1)
 
 
-def _start(model, params, stats, method, density, train_set, clients, config, tiny):
+def _plan(clients, config: FedConfig, t: int, length: int):
+    chosen = sample_clients(len(clients), config.clients_per_round, config.seed, t)
+    batches, steps = batch_plan(
+        clients,
+        chosen,
+        local_epochs=config.local_epochs,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        round_index=t,
+        length=length,
+    )
+    return chosen, batches, steps
+
+
+def _warm_up(round_fn, train_set, clients, config, tiny, length):
+    """``(params, stats, masks) -> (params, stats, bytes)``: rounds ``1 … warmup_rounds`` of
+    sparse FedAvg (the same clients and batches for every candidate)."""
+    images, labels = jnp.asarray(train_set.images), jnp.asarray(train_set.labels)
+    counts = np.asarray([len(c) for c in clients], np.float32)
+
+    def warm_up(params, stats, masks):
+        down = up = 0
+        for t in range(1, tiny.warmup_rounds + 1):
+            chosen, batches, steps = _plan(clients, config, t, length)
+            down += len(chosen) * accounting.model_bytes(params, masks, stats)
+            b, s, w = place_clients(batches, steps, counts[chosen])
+            params, stats, _ = round_fn(params, stats, masks, images, labels, b, s, w)
+            up += len(chosen) * accounting.model_bytes(params, masks, stats)
+        return params, stats, {"down": down, "up": up}
+
+    return warm_up
+
+
+def _start(model, params, stats, method, density, train_set, clients, config, tiny, warm_up):
     """The initial masks, params and stats of ``method``, and the selection's record/bytes."""
     if method == "dense":
         return {}, params, stats, None, {"down": 0, "up": 0}
@@ -127,10 +160,11 @@ def _start(model, params, stats, method, density, train_set, clients, config, ti
     chosen = sample_clients(len(clients), config.clients_per_round, config.seed, 0)
     data = [(train_set.images[clients[k]], train_set.labels[clients[k]]) for k in chosen]
     winner, cands, cost = fedtiny.select_candidate(
-        model, params, stats, density, tiny, data, seed=config.seed
-    )
+        model, params, stats, density, tiny, data, seed=config.seed,
+        warm_up=warm_up if tiny.warmup_rounds else None,
+    )  # fmt: skip
     record = {"winner": winner.name, "losses": {c.name: c.loss for c in cands}}
-    return winner.masks, fedtiny.apply(params, winner.masks), winner.stats, record, cost
+    return winner.masks, winner.params, winner.stats, record, cost
 
 
 def _adjust(model, params, sent, stats, masks, train_set, batches, steps, weights, t, tiny):
@@ -187,37 +221,33 @@ def federated_train(
     if method != "dense" and not 0.0 < density < 1.0:
         raise ValueError(f"a sparse method needs a density in (0, 1), got {density}")
     tiny = fedtiny_config or fedtiny.FedTinyConfig()
+    warmup = tiny.warmup_rounds if method == "fedtiny" else 0
+    if warmup >= config.rounds:
+        raise ValueError(f"warmup_rounds {warmup} leaves none of the {config.rounds} rounds")
     if params is None:
         params, stats = model.init(config.seed)
+    length = max_steps(clients, config.local_epochs, config.batch_size)
+    round_fn = _round_fn(model, config.learning_rate, config.momentum, config.client_loop)
+    warm_up = _warm_up(round_fn, train_set, clients, config, tiny, length)
     masks, params, stats, selection, first = _start(
-        model, params, stats, method, density, train_set, clients, config, tiny
+        model, params, stats, method, density, train_set, clients, config, tiny, warm_up
     )
     images, labels = jnp.asarray(train_set.images), jnp.asarray(train_set.labels)
     counts = np.asarray([len(c) for c in clients], np.float32)
-    length = max_steps(clients, config.local_epochs, config.batch_size)
-    round_fn = _round_fn(model, config.learning_rate, config.momentum, config.client_loop)
     slots = 1 if config.momentum else 0
     history = []
-    for t in range(1, config.rounds + 1):
-        chosen = sample_clients(len(clients), config.clients_per_round, config.seed, t)
-        batches, steps = batch_plan(
-            clients,
-            chosen,
-            local_epochs=config.local_epochs,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            round_index=t,
-            length=length,
-        )
+    # The winner's warm-up rounds are rounds 1 … warmup of its run (their bytes in ``first``).
+    for t in range(warmup + 1, config.rounds + 1):
+        chosen, batches, steps = _plan(clients, config, t, length)
         sent, sent_stats, message = params, stats, accounting.model_bytes(params, masks, stats)
         b, s, w = place_clients(batches, steps, counts[chosen])
         params, stats, losses = round_fn(params, stats, masks, images, labels, b, s, w)
         record = {
             "round": t,
             "train_loss": float(np.average(np.asarray(losses), weights=counts[chosen])),
-            "bytes_down": len(chosen) * message + (first["down"] if t == 1 else 0),
+            "bytes_down": len(chosen) * message + (first["down"] if t == warmup + 1 else 0),
             "bytes_up": len(chosen) * accounting.model_bytes(params, masks, stats)
-            + (first["up"] if t == 1 else 0),
+            + (first["up"] if t == warmup + 1 else 0),
             "client_peak_bytes": accounting.client_peak_bytes(params, masks or None, slots),
         }
         if method == "fedtiny" and tiny.adjusts(t):

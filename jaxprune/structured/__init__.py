@@ -20,11 +20,13 @@ CNN filter pruning works on the vision models of :mod:`jaxprune.models.vision`:
 - :mod:`~.beta_rank`: Beta-Rank and HRank scores from calibration images;
 - :mod:`~.gates`: polarization — channel gates trained jointly with the weights (straight-through,
   budget and polarizing penalties; BatchNorm-γ polarization) exported to the smaller model in
-  one call; :mod:`~.lm_gates`: the same gates on decoder heads and MLP channels.
+  one call; :mod:`~.lm_gates`: the same gates on decoder heads and MLP channels;
+- :mod:`~.bn_export`: BatchNorm-γ channel removal with the removed channels' constant ``relu(β)``
+  folded into the next layer, and the reference variant's γ init and clamp.
 """
 
 from jaxprune.core.deprecation import renamed
-from jaxprune.structured import beta_rank, experts, filters, gates, lm_gates
+from jaxprune.structured import beta_rank, bn_export, experts, filters, gates, lm_gates
 from jaxprune.structured.allocate import count_params, default_block_range, make_plan
 from jaxprune.structured.groups import ATTENTION_UNITS, REDUCTIONS, BlockKeep
 from jaxprune.structured.importance import KINDS
@@ -41,6 +43,7 @@ __all__ = [
     "StructuredRecipe",
     "StructuredResult",
     "beta_rank",
+    "bn_export",
     "count_params",
     "experts",
     "default_block_range",

@@ -13,6 +13,13 @@ spread of the data it sees. For a producer kernel ``W`` with output channel ``k`
   paper's ratio of input to output spread) or ``r = σ_out / σ_in`` (``ratio="reference"``, what
   the authors' reference code computes: it accumulates ``|W_k|·σ_out/σ_in`` over positions).
 
+``slicing="reference"`` reproduces the reference code's input slice instead of the receptive
+field: its ``std_filters`` indexes the NCHW input ``inp[:, i·s : i·s + k_h, j·s : j·s + k_w, :]``
+for output position ``(i, j)``, i.e. **channels** ``i·s …`` and **rows** ``j·s …``, every
+column, the input unpadded (an empty channel slice gives NaN, skipped); and it reads **one
+calibration batch** (``--limit 1``): with this slicing only the first ``batch_size`` images are
+used. Convolutions only (a linear producer is refused).
+
 Positions where either deviation is zero (an all-zero border patch of MNIST, a dead filter) add
 nothing, as the reference skips its NaNs; a filter whose output never varies therefore scores 0
 and goes first. Dense layers are convolutions with one position whose receptive field is the
@@ -43,9 +50,10 @@ from jaxprune.core.paths import flat_leaves
 from jaxprune.models.vision import ChannelGroup, VisionModel
 from jaxprune.structured.filters import combine_producers
 
-__all__ = ["beta_rank_scores", "hrank_scores", "merge_moments"]
+__all__ = ["beta_rank_scores", "hrank_scores", "merge_moments", "reference_sigma_in"]
 
 Ratio = Literal["paper", "reference"]
+Slicing = Literal["receptive_field", "reference"]
 
 
 def _tap(kernel_path: str) -> str:
@@ -106,6 +114,7 @@ def beta_rank_scores(
     batch_size: int = 256,
     include: str | None = None,
     progress: bool = False,
+    slicing: Slicing = "receptive_field",
 ) -> dict[str, np.ndarray]:
     """``{group: β per channel}`` from calibration ``images`` (see the module docstring).
 
@@ -116,16 +125,23 @@ def beta_rank_scores(
       batch_size: images per compiled pass (the last batch may be smaller).
       include: regex of the group names to score (default all).
       progress: show a progress bar.
+      slicing: ``"receptive_field"`` (σ_in over each output's padded field, every image) or
+        ``"reference"`` (the reference code's slice, its first batch only).
 
     Raises:
-      ValueError: an unknown ``ratio``, no images, or a pattern matching no group.
+      ValueError: an unknown ``ratio`` or ``slicing``, no images, a pattern matching no group,
+        or reference slicing of a linear layer.
     """
     if ratio not in ("paper", "reference"):
         raise ValueError(
             f"ratio must be 'paper' (σ_in/σ_out) or 'reference' (σ_out/σ_in), got {ratio!r}"
         )
+    if slicing not in ("receptive_field", "reference"):
+        raise ValueError(f"slicing must be 'receptive_field' or 'reference', got {slicing!r}")
     groups = _selected(model, include)
     producers = tuple(dict.fromkeys(p for g in groups for p in g.producers))
+    if slicing == "reference":
+        return _reference_scores(model, params, stats, images[:batch_size], groups, ratio)
     total = None
     for batch in tqdm(list(_batches(images, batch_size)), desc="beta-rank", disable=not progress):
         step = _spread_step(model, params, stats, jnp.asarray(batch), producers)
@@ -152,6 +168,53 @@ def _beta(kernel, moments_in, moments_out, ratio: Ratio) -> np.ndarray:
     mean_ratio = r.reshape(-1, r.shape[-1]).mean(axis=0)
     kernel = np.abs(np.asarray(kernel, np.float64))
     return (kernel.reshape(-1, kernel.shape[-1]).mean(axis=0) * mean_ratio).astype(np.float32)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _inputs_outputs(model, params, stats, images, producers):
+    _, taps = model.capture(params, stats, images)
+    return {p: (taps[f"{_tap(p)}:in"], taps[f"{_tap(p)}:out"]) for p in producers}
+
+
+def reference_sigma_in(x: np.ndarray, out_hw: tuple[int, int], kernel_hw: tuple[int, int]):
+    """``(H_out, W_out)`` σ_in of the reference's slice of the NHWC input ``x``: channels
+    ``i·s … i·s + k_h``, rows ``j·s … j·s + k_w``, every column (``s`` = the width ratio, as the
+    reference computes it); NaN where the channel slice is empty."""
+    x = np.asarray(x, np.float64)
+    (out_h, out_w), (k_h, k_w) = out_hw, kernel_hw
+    stride = x.shape[2] // out_w
+    sigma = np.full((out_h, out_w), np.nan)
+    for i in range(out_h):
+        channels = x[..., i * stride : i * stride + k_h]
+        if channels.shape[-1] == 0:
+            continue
+        for j in range(out_w):
+            block = channels[:, j * stride : j * stride + k_w]
+            if block.size:
+                sigma[i, j] = block.std()
+    return sigma
+
+
+def _reference_scores(model, params, stats, images, groups, ratio: Ratio) -> dict[str, np.ndarray]:
+    producers = tuple(dict.fromkeys(p for g in groups for p in g.producers))
+    kernels = flat_leaves(params)
+    flat = [p for p in producers if np.ndim(kernels[p]) != 4]
+    if flat:
+        raise ValueError(f"reference slicing is defined for convolutions, not {flat}")
+    taps = _inputs_outputs(model, params, stats, jnp.asarray(images), producers)
+    per_path = {}
+    for path in producers:
+        x, y = (np.asarray(t, np.float64) for t in taps[path])
+        kernel = np.asarray(kernels[path], np.float64)
+        sigma_in = reference_sigma_in(x, y.shape[1:3], kernel.shape[:2])[..., None]
+        sigma_out = y.std(axis=0)  # (h, w, channels)
+        valid = np.isfinite(sigma_in) & (sigma_in > 0) & (sigma_out > 0)
+        top, bottom = (sigma_in, sigma_out) if ratio == "paper" else (sigma_out, sigma_in)
+        r = np.where(valid, top / np.where(valid, bottom, 1.0), 0.0)
+        mean_ratio = r.reshape(-1, r.shape[-1]).mean(axis=0)
+        weight = np.abs(kernel).reshape(-1, kernel.shape[-1]).mean(axis=0)
+        per_path[path] = (weight * mean_ratio).astype(np.float32)
+    return {g.name: combine_producers([per_path[p] for p in g.producers]) for g in groups}
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))

@@ -12,7 +12,8 @@ penalties shape the gates (:func:`gate_penalty`):
 
 The BatchNorm-γ regulariser of Zhuang et al. ("Neuron-level Structured Pruning using Polarization
 Regularizer", NeurIPS 2020), ``λ·Σ(t·|γ| − |γ − mean γ|)`` over all the network's scaling factors,
-is :func:`bn_polarization`; :func:`bn_keep` prunes the channels whose γ fell below a threshold.
+is :func:`bn_polarization`; :func:`bn_keep` prunes the channels whose γ fell below a threshold
+(export with :func:`jaxprune.structured.bn_export.bn_export`).
 
 After training, :func:`export` turns the gates into keep-masks and shrinks the model physically
 (:func:`jaxprune.structured.filters.shrink`): the small model computes exactly what the gated one
@@ -237,8 +238,9 @@ def bn_scales(model: VisionModel, params: Params) -> dict[str, np.ndarray]:
 
 def bn_keep(model: VisionModel, params: Params, threshold: float) -> dict[str, np.ndarray]:
     """``{group: bool}``: channels whose largest |γ| is above ``threshold`` (and each group's
-    largest, so none closes). Removing the others drops their β's constant output too, which the
-    gates avoid; with polarized γ that constant is what the small γ left of the channel anyway."""
+    largest, so none closes). A removed channel still emitted its constant ``relu(β)``:
+    :func:`jaxprune.structured.bn_export.bn_export` folds it into the next layer before shrinking
+    (:func:`~jaxprune.structured.filters.shrink` alone drops it)."""
     keep = {}
     for name, scale in bn_scales(model, params).items():
         keep[name] = (scale > threshold) | (scale == scale.max())

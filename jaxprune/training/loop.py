@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,27 @@ class Split:
         """``n`` examples drawn without replacement (deterministic in ``seed``)."""
         index = np.random.default_rng(seed).permutation(len(self))[:n]
         return Split(self.images[index], self.labels[index])
+
+    def imbalanced(self, minority: Sequence[int], fraction: float, seed: int = 0) -> Split:
+        """Class-imbalanced: every example of the other classes, ``⌊fraction·n_c⌋`` (at least
+        one) drawn without replacement from each ``minority`` class ``c`` (Beta-Rank's headline
+        setting is imbalanced data); order as in ``self``.
+
+        Raises:
+          ValueError: ``fraction`` outside ``(0, 1]`` or a minority class with no examples.
+        """
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        rng = np.random.default_rng(seed)
+        keep = np.ones(len(self), bool)
+        for c in sorted(set(int(c) for c in minority)):
+            members = np.flatnonzero(self.labels == c)
+            if len(members) == 0:
+                raise ValueError(f"minority class {c} has no examples")
+            n = max(1, int(np.floor(fraction * len(members))))
+            keep[members] = False
+            keep[rng.choice(members, n, replace=False)] = True
+        return Split(self.images[keep], self.labels[keep])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,6 +3,8 @@ exact statistics of the images at every point, barriers against hand-computed va
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,12 +33,46 @@ def test_the_barrier_of_a_model_with_itself_is_zero():
     assert np.all(result.losses == result.losses[0])
 
 
-def test_two_random_networks_have_a_positive_barrier_curve_recorded():
-    model = VisionModel(VGG)
-    x, y = data()
-    result = barrier(model, model.init(0), model.init(1), x, y, points=13, batch_size=20)
-    assert len(result.losses) == 13 and result.barrier >= 0.0
-    assert result.to_dict()["barrier"] == result.barrier
+@dataclasses.dataclass(frozen=True)
+class TwoLayer:
+    """``relu(x W1) W2`` without BatchNorm: a model whose loss path NumPy can compute."""
+
+    def apply(self, params, stats, images, train=False):
+        hidden = jax.nn.relu(images.reshape(len(images), -1) @ params["w1"])
+        return hidden @ params["w2"], stats
+
+
+def _numpy_path_losses(a, b, x, y, alphas):
+    losses = []
+    for alpha in alphas:
+        w1 = a["w1"] + alpha * (b["w1"] - a["w1"])
+        w2 = a["w2"] + alpha * (b["w2"] - a["w2"])
+        logits = np.maximum(x @ w1, 0.0) @ w2
+        logits = logits - logits.max(1, keepdims=True)
+        log_p = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        losses.append(-log_p[np.arange(len(y)), y].mean())
+    return np.asarray(losses)
+
+
+def test_two_permuted_copies_of_one_network_have_the_known_barrier():
+    # Model b is model a with its hidden units swapped: the same function (equal endpoint
+    # losses), but halfway the first layer cancels to 0, the logits are 0 and the loss is ln C.
+    x = np.eye(3, dtype=np.float64).repeat(4, 0)  # 12 one-hot inputs, label = the hot index
+    y = np.arange(3).repeat(4).astype(np.int32)
+    w1 = np.concatenate([np.eye(3), -np.eye(3)], 1)  # hidden = [relu(x), relu(-x)]
+    w2 = np.concatenate([4.0 * np.eye(3), -np.eye(3)], 0)
+    a = {"w1": w1, "w2": w2}
+    b = {"w1": np.concatenate([-np.eye(3), np.eye(3)], 1), "w2": w2[[3, 4, 5, 0, 1, 2]]}
+    as_jax = lambda p: {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}
+    result = barrier(TwoLayer(), (as_jax(a), {}), (as_jax(b), {}), x.astype(np.float32), y)
+    want = _numpy_path_losses(a, b, x, y, result.alphas)
+    np.testing.assert_allclose(result.losses, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result.losses[5], np.log(3), rtol=1e-6)  # alpha = 0.5
+    end = want[0]
+    assert want[-1] == pytest.approx(end)
+    assert result.barrier == pytest.approx(np.max(want - end), rel=1e-5)
+    assert result.barrier >= np.log(3) - end - 1e-6 and result.barrier > 0.9
+    assert result.error_barrier == pytest.approx(2 / 3)  # halfway: argmax of equal logits
 
 
 @pytest.mark.parametrize("config", [VGG, ResNetConfig(widths=(4, 6), blocks=1, image_size=8)])

@@ -8,12 +8,20 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxprune.federated import FedConfig, FedTinyConfig, federated_train, select_candidate
 from jaxprune.federated.accounting import client_peak_bytes, model_bytes, topk_bytes
-from jaxprune.federated.fedtiny import apply, client_topk, initial_masks, prune_and_grow, swap_count
+from jaxprune.federated.fedtiny import (
+    apply,
+    client_topk,
+    gradient_memory,
+    initial_masks,
+    prune_and_grow,
+    swap_count,
+)
 
 
 def test_swap_count_follows_the_cosine_schedule():
@@ -111,6 +119,46 @@ def test_fedtiny_run_keeps_its_density_and_counts_its_bytes(tiny_model, tiny_dat
             leaf = leaf[int(part)] if part.isdigit() and int(part) in leaf else leaf[part]
         assert np.all(np.asarray(leaf)[~np.asarray(keep)] == 0)
     assert "test_accuracy" in last
+
+
+def test_warm_up_trains_every_candidate_before_the_selection(tiny_model, tiny_data):
+    clients = [np.arange(0, 40), np.arange(40, 70), np.arange(70, 96)]
+    config = FedConfig(rounds=3, clients_per_round=2, batch_size=8, seed=0, eval_every=1)
+    tiny = FedTinyConfig(candidates=2, distributions=("erk",), every=1, end=0, warmup_rounds=1)
+    result = federated_train(
+        tiny_model, tiny_data, clients, config, "fedtiny", 0.3, fedtiny_config=tiny,
+        eval_set=tiny_data,
+    )  # fmt: skip
+    # One warm-up round, then rounds 2 and 3 of the same budget.
+    assert [h["round"] for h in result.history] == [2, 3]
+    cold = FedTinyConfig(candidates=2, distributions=("erk",), every=1, end=0)
+    at_init = federated_train(
+        tiny_model, tiny_data, clients, config, "fedtiny", 0.3, fedtiny_config=cold
+    )
+    warm_losses, cold_losses = result.selection["losses"], at_init.selection["losses"]
+    assert set(warm_losses) == set(cold_losses) == {"erk/0", "erk/1"}
+    # Trained candidates have lower losses than the same masks at initialisation.
+    assert all(warm_losses[k] < cold_losses[k] for k in warm_losses)
+    # The warm-up's bytes (2 candidates x 1 round x 2 clients, down and up) arrive with round 2.
+    assert result.history[0]["bytes_down"] > at_init.history[1]["bytes_down"]
+    with pytest.raises(ValueError, match="warmup_rounds"):
+        federated_train(
+            tiny_model, tiny_data, clients, config, "fedtiny", 0.3,
+            fedtiny_config=FedTinyConfig(warmup_rounds=3),
+        )  # fmt: skip
+
+
+def test_gradient_memory_measures_the_full_dense_gradient(tiny_model, tiny_data):
+    params, stats = tiny_model.init(0)
+    x = tiny_data.images[:16].reshape(2, 8, 8, 8, 1)
+    y = tiny_data.labels[:16].reshape(2, 8)
+    memory = gradient_memory(tiny_model, params, stats, x, y)
+    # The step returns every leaf's dense gradient at once (not one block at a time).
+    leaves = jax.tree.leaves(params)
+    dense = sum(np.asarray(v).nbytes for v in leaves)
+    assert dense <= memory["outputs"] <= dense + 64 * len(leaves)  # XLA pads small buffers
+    assert memory["peak"] == memory["arguments"] + memory["outputs"] + memory["temporaries"]
+    assert memory["arguments"] >= dense + x.astype(np.float32).nbytes
 
 
 def test_accounting_by_hand():

@@ -110,3 +110,60 @@ def test_bad_requests_are_named():
         hrank_scores(model, params, stats, calibration_images(), include="stage.*")
     with pytest.raises(ValueError, match="at least one image"):
         beta_rank_scores(model, params, stats, calibration_images()[:0])
+
+
+def numpy_reference_slicing(x, kernel):
+    """The reference's ``std_filters`` transcribed on NCHW arrays: output position ``(i, j)``
+    compares ``std(out[:, k, i, j])`` with ``std(inp[:, i:i+3, j:j+3, :])`` (channels i.., rows
+    j.., every column; unpadded input), summed over positions with a finite input std."""
+    n, h, w, c = x.shape
+    padded = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    k = kernel.astype(np.float64)
+    out = np.stack(
+        [
+            np.einsum("nabc,abcf->nf", padded[:, i : i + 3, j : j + 3], k)
+            for i in range(h)
+            for j in range(w)
+        ],
+        2,
+    ).reshape(n, k.shape[-1], h, w)  # NCHW
+    inp = x.astype(np.float64).transpose(0, 3, 1, 2)  # NCHW
+    scores = []
+    for f in range(k.shape[-1]):
+        total = 0.0
+        for i in range(h):
+            for j in range(w):
+                piece = inp[:, i : i + 3, j : j + 3, :]
+                if piece.size == 0:
+                    continue  # the reference's NaN
+                total += np.std(out[:, f, i, j]) / np.std(piece)
+        scores.append(np.mean(np.abs(k[..., f])) * total)
+    return np.asarray(scores)
+
+
+def test_reference_slicing_equals_the_reference_loop_on_nchw_arrays():
+    model = VisionModel(VGGConfig(widths=(5,), image_size=6, in_channels=3))
+    params, stats = model.init(2)
+    x = np.random.default_rng(4).normal(size=(9, 6, 6, 3)).astype(np.float32)
+    got = beta_rank_scores(
+        model, params, stats, x, ratio="reference", slicing="reference", batch_size=9
+    )
+    want = numpy_reference_slicing(x, np.asarray(params["convs"][0]["conv"]["kernel"]))
+    # Ours is the mean over the 36 positions, the reference's the sum: one constant per layer.
+    np.testing.assert_allclose(got["convs/0"] * 36, want, rtol=2e-4)
+    # It differs from the receptive-field definition (channels 1.. and rows, not a 3x3 field).
+    field = beta_rank_scores(model, params, stats, x, ratio="reference", batch_size=9)
+    assert not np.allclose(field["convs/0"], got["convs/0"], rtol=1e-2)
+    # One calibration batch: images past the first batch are not read.
+    more = np.concatenate([x, 100 * x])
+    again = beta_rank_scores(
+        model, params, stats, more, ratio="reference", slicing="reference", batch_size=9
+    )
+    np.testing.assert_array_equal(again["convs/0"], got["convs/0"])
+
+
+def test_reference_slicing_refuses_linear_layers():
+    model = VisionModel(MLPConfig(hidden=(6,), image_size=4))
+    params, stats = model.init(0)
+    with pytest.raises(ValueError, match="convolutions"):
+        beta_rank_scores(model, params, stats, np.ones((2, 4, 4, 1)), slicing="reference")

@@ -10,7 +10,7 @@ import pytest
 from jaxprune.models.vision import MLPConfig, VGGConfig, VisionModel
 from jaxprune.training import distributions, final_params, schedules, sparse_training, updaters
 from jaxprune.training.loop import ImageData, Split, evaluate, train
-from jaxprune.training.scratch import fresh_masked_init, scratch_b_epochs
+from jaxprune.training.scratch import fresh_masked_init, kept_fan_out, scratch_b_epochs
 
 pytest.importorskip("sklearn")
 
@@ -90,10 +90,49 @@ def test_scratch_b_scales_epochs_by_the_flops_ratio():
 def test_fresh_masked_init_is_a_new_draw_with_the_mask_applied():
     params, _ = MLP.init(0)
     keep = np.random.default_rng(0).random(params["layers"][0]["kernel"].shape) < 0.3
-    fresh, _ = fresh_masked_init(MLP, {"layers/0/kernel": keep}, seed=7)
+    fresh, _ = fresh_masked_init(MLP, {"layers/0/kernel": keep}, seed=7, init="dense")
     kernel, seeded = (
         np.asarray(fresh["layers"][0]["kernel"]),
         np.asarray(MLP.init(7)[0]["layers"][0]["kernel"]),
     )
     np.testing.assert_array_equal(kernel, np.where(keep, seeded, 0.0))
     assert not np.allclose(kernel[keep], np.asarray(params["layers"][0]["kernel"])[keep])
+
+
+def test_reference_scratch_init_redraws_with_kaiming_std_over_the_kept_fan_out():
+    # The reference (Rethinking, cifar_E.py): std = sqrt(2 / n), n = kept weights / c_in.
+    model = VisionModel(VGGConfig(widths=(16, "M", 64), image_size=8))
+    keep = np.random.default_rng(0).random((3, 3, 16, 64)) < 0.1
+    masks = {"convs/1/conv/kernel": keep}
+    fresh, _ = fresh_masked_init(model, masks, seed=3)
+    kernel = np.asarray(fresh["convs"][1]["conv"]["kernel"])
+    n = keep.sum() / 16
+    assert kept_fan_out(keep) == pytest.approx(n)
+    assert np.all(kernel[~keep] == 0.0)
+    # ~920 kept draws: the sample std is within 3 standard errors (about 7%) of the closed form.
+    np.testing.assert_allclose(kernel[keep].std(), np.sqrt(2.0 / n), rtol=0.07)
+    # The dense init (LeCun, std sqrt(1 / (9 c_in))) masked is sqrt(2 c_in / (c_out d)) smaller.
+    dense, _ = fresh_masked_init(model, masks, seed=3, init="dense")
+    ratio = kernel[keep].std() / np.asarray(dense["convs"][1]["conv"]["kernel"])[keep].std()
+    np.testing.assert_allclose(ratio, np.sqrt(2 * 16 / (64 * keep.mean())), rtol=0.1)
+    # Unmasked leaves are the seed's init.
+    np.testing.assert_array_equal(
+        fresh["convs"][0]["conv"]["kernel"], dense["convs"][0]["conv"]["kernel"]
+    )
+    with pytest.raises(ValueError, match="init"):
+        fresh_masked_init(model, {}, seed=0, init="kaiming")
+
+
+def test_imbalanced_split_keeps_a_fraction_of_the_minority_classes():
+    labels = np.repeat(np.arange(4), [10, 20, 30, 7]).astype(np.int32)
+    split = Split(np.arange(len(labels), dtype=np.float32)[:, None, None, None], labels)
+    small = split.imbalanced(minority=(1, 3), fraction=0.25, seed=0)
+    counts = np.bincount(small.labels, minlength=4)
+    np.testing.assert_array_equal(counts, [10, 5, 30, 1])  # floor(0.25 n), at least one
+    # Images stay with their labels and in order; a different seed draws other minority examples.
+    np.testing.assert_array_equal(labels[small.images[:, 0, 0, 0].astype(int)], small.labels)
+    assert np.all(np.diff(small.images[:, 0, 0, 0]) > 0)
+    other = split.imbalanced(minority=(1, 3), fraction=0.25, seed=1)
+    assert not np.array_equal(other.images, small.images)
+    with pytest.raises(ValueError, match="fraction"):
+        split.imbalanced((1,), 0.0)

@@ -86,10 +86,11 @@ class ConvBN(nnx.Module):
 
 
 def tapped_conv(conv: nnx.Conv, x: jax.Array, taps: dict | None, name: str) -> jax.Array:
-    """``conv(x)``; with ``taps``, records ``name:patches`` (each output's receptive field)
-    and ``name:out``."""
+    """``conv(x)``; with ``taps``, records ``name:in`` (the input, unpadded), ``name:patches``
+    (each output's receptive field) and ``name:out``."""
     y = conv(x)
     if taps is not None:
+        taps[f"{name}:in"] = x
         strides = conv.strides
         strides = (strides, strides) if isinstance(strides, int) else tuple(strides)
         taps[f"{name}:patches"] = jax.lax.conv_general_dilated_patches(
