@@ -27,7 +27,9 @@ def test_hf_directory_loads_with_its_tokenizer(tmp_path, trained_tokenizer):
 
 def test_unsupported_model_type_is_named(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt_neox"}))
-    with pytest.raises(ValueError, match="'gpt_neox' is not supported.*llama, mistral, mixtral, opt"):
+    with pytest.raises(
+        ValueError, match="'gpt_neox' is not supported.*llama, mistral, mixtral, opt"
+    ):
         load_pretrained(tmp_path)
 
 
