@@ -37,7 +37,7 @@ from _common import write_json
 
 import jaxprune as jp
 from jaxprune.models.export import hf_config, hf_tensors
-from jaxprune.models.export_formats import export_model
+from jaxprune.models.export_formats import check_format, export_model
 
 STRUCTURED = ["llm-pruner:0.2", "llm-pruner:0.5", "flap:0.2", "flap:0.5"]
 SPARSE = ["sparsegpt:0.5", "sparsegpt:2:4"]
@@ -150,7 +150,9 @@ def structured_row(
     pruned = result.pruned
     ours = jp.perplexity(pruned.model, pruned.params, evalw, progress=False).ppl
     with tempfile.TemporaryDirectory() as tmp:
-        summary = export_model(Path(tmp) / "export", pruned.model, pruned.params, pruned.tokenizer)
+        fmt = check_format(None, pruned.model.config)  # gguf is one file: name it so
+        target = Path(tmp) / ("export.gguf" if fmt == "gguf" else "export")
+        summary = export_model(target, pruned.model, pruned.params, pruned.tokenizer)
         target = Path(summary["path"])
         row = {
             "method": method,
