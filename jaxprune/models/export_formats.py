@@ -30,9 +30,7 @@ _UNIFORM_ONLY = ("hf", "compressed-tensors")
 __all__ = [
     "FORMATS",
     "check_format",
-    "check_llama_writer",
     "export_model",
-    "llama_block_widths",
     "uneven_blocks",
 ]
 
@@ -47,35 +45,6 @@ def uneven_blocks(config: Any) -> tuple[int, Any, Any] | None:
         if widths(i) != first:
             return i, widths(i), first
     return None
-
-
-def check_llama_writer(config: Any, name: str) -> None:
-    """Refuses, for the writers of the llama family only (``name``: GGUF, Nemotron-NAS), another
-    family or RoPE scaling (neither llama.cpp's loader nor DeciLM reads LLaMA-3.1's).
-
-    Raises:
-      ValueError: naming the family, or the RoPE scaling, and ``format='hf'``.
-    """
-    family = getattr(config, "family", None)
-    if family != "llama":
-        raise ValueError(
-            f"{name} export supports the llama family (LLaMA, Mistral, SmolLM); this model is "
-            f"{family!r}"
-        )
-    if config.rope_scaling:
-        raise ValueError(
-            f"{name} export of RoPE scaling (LLaMA-3.1 style) is not supported; use format='hf'"
-        )
-
-
-def llama_block_widths(block: Params, head_dim: int) -> tuple[int, int, int]:
-    """Query heads, key/value heads and MLP width of a LLaMA block, read from its params."""
-    attn = block["self_attn"]
-    return (
-        attn["q_proj"]["kernel"].shape[1] // head_dim,
-        attn["k_proj"]["kernel"].shape[1] // head_dim,
-        block["mlp"]["gate_proj"]["kernel"].shape[1],
-    )
 
 
 def check_format(fmt: str | None, config: Any) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxprune.core.files import atomic_target, new_target
 from jaxprune.models.base import Params
-from jaxprune.models.export_formats import check_llama_writer, llama_block_widths
+from jaxprune.models.export_llama import check_llama_writer, llama_block_widths
 
 _LOG = logging.getLogger("jaxprune")
 _BLOCK = {

@@ -29,7 +29,7 @@ import numpy as np
 
 from jaxprune.core.files import atomic_target, new_target, write_json, written_directory
 from jaxprune.models.base import Params
-from jaxprune.models.export_formats import check_llama_writer, llama_block_widths
+from jaxprune.models.export_llama import check_llama_writer, llama_block_widths
 
 MLP_QUANTUM = 256  # DeciLM's _ffn_mult_to_intermediate_size rounds up to this
 
