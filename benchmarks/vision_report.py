@@ -97,6 +97,14 @@ def sparse_table(runs: list[dict], source: str) -> str:
     return "\n".join(lines)
 
 
+def scratch_label(method: str, pruning: str) -> str:
+    """An unstructured scratch run names its init (``vision_sparse.py --scratch-init``); a
+    structured one is the smaller model's own fresh init."""
+    if pruning == "unstructured" and method in ("scratch-e", "scratch-b"):
+        return f"{LABELS[method]}, reference init"
+    return LABELS[method]
+
+
 def rethinking_table(runs: list[dict], source: str, finetune: str, label: str) -> str:
     groups = grouped(runs, source)
     lines = [
@@ -110,7 +118,7 @@ def rethinking_table(runs: list[dict], source: str, finetune: str, label: str) -
                 rows = groups.get((dataset, method, sparsity), [])
                 if not rows:
                     continue
-                name = f"{LABELS[method]}" if method != finetune else "prune + fine-tune"
+                name = scratch_label(method, label) if method != finetune else "prune + fine-tune"
                 epochs = rows[0]["epochs"]
                 if method == finetune:
                     dense = groups.get((dataset, "dense", 0.0), [{}])[0].get("epochs", "?")
@@ -201,7 +209,7 @@ def plots(runs: list[dict], sources: dict[str, str], out: Path) -> list[Path]:
         fig.tight_layout()
         written.append(_save(fig, out / "filter_pruning.png", plt))
     if {"sparse", "structured"} <= set(sources):
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
         for ax, dataset in zip(axes, DATASETS, strict=True):
             _rethinking_panel(ax, runs, sources, dataset)
         fig.tight_layout()
@@ -267,15 +275,19 @@ def _rethinking_panel(ax, runs, sources, dataset: str) -> None:
     ):
         groups = grouped(runs, source)
         for sparsity in sorted({k[2] for k in groups if k[0] == dataset and k[1] == "scratch-e"}):
-            for method in (finetune, "scratch-e", "scratch-b"):
+            for method in (finetune, *SCRATCH):
                 rows = groups.get((dataset, method, sparsity), [])
                 if rows:
-                    name = "fine-tune" if method == finetune else LABELS[method]
-                    bars.append((f"{label} {sparsity:.0%}\n{name}", *_mean_std(rows)))
+                    name = "fine-tune" if method == finetune else scratch_label(method, label)
+                    colour = "C0" if method == finetune else "C1" if "-e" in method else "C2"
+                    hatch = "//" if method.endswith("dense-init") else ""
+                    bars.append(
+                        (f"{label} {sparsity:.0%}: {name}", *_mean_std(rows), colour, hatch)
+                    )
     if bars:
-        ax.bar(range(len(bars)), [b[1] for b in bars], yerr=[b[2] for b in bars], capsize=3,
-               color=["C0", "C1", "C2"] * (len(bars) // 3 + 1))  # fmt: skip
-        ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=7)
+        for i, (_, mean, std, colour, hatch) in enumerate(bars):
+            ax.bar(i, mean, yerr=std, capsize=3, color=colour, hatch=hatch, edgecolor="white")
+        ax.set_xticks(range(len(bars)), [b[0] for b in bars], fontsize=7, rotation=35, ha="right")
         low = min(b[1] - b[2] for b in bars)
         ax.set_ylim(max(0.0, low - 2.0), 100.0)
     ax.set(title=f"{dataset}: inherited weights vs scratch", ylabel="test accuracy %")
