@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -58,7 +59,8 @@ def by_hand(model, params, tokenizer, context, continuation):
     head = tokenizer.encode(context.rstrip())
     whole = tokenizer.encode(context + continuation)
     tokens = np.asarray(whole)
-    logits = np.asarray(model.logits(params, jnp.asarray(tokens[None, :-1])), np.float64)[0]
+    forward = jax.jit(model.logits)  # compiled per length: eager dispatch compiles every op
+    logits = np.asarray(forward(params, jnp.asarray(tokens[None, :-1])), np.float64)[0]
     shifted = logits - logits.max(-1, keepdims=True)
     logp = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
     return sum(logp[t - 1, tokens[t]] for t in range(len(head), len(tokens)))
