@@ -279,7 +279,13 @@ def _rethinking_panel(ax, runs, sources, dataset: str) -> None:
                 rows = groups.get((dataset, method, sparsity), [])
                 if rows:
                     name = "fine-tune" if method == finetune else scratch_label(method, label)
-                    colour = "C0" if method == finetune else "C1" if "-e" in method else "C2"
+                    colour = (
+                        "C0"
+                        if method == finetune
+                        else "C1"
+                        if method.startswith("scratch-e")
+                        else "C2"
+                    )
                     hatch = "//" if method.endswith("dense-init") else ""
                     bars.append(
                         (f"{label} {sparsity:.0%}: {name}", *_mean_std(rows), colour, hatch)
