@@ -16,7 +16,10 @@ It runs in a temporary working directory (the script writes ``prune_log/``).
 ``--pruning-ratio`` is the original's per-block ratio; jaxprune's ``--sparsity`` is the fraction
 of non-embedding parameters removed overall (0.2 over blocks 4–27 of 30 = 0.25 per block). The
 kept MLP channels and key/value heads of each block are matched to the dense weights and
-compared with jaxprune's as overlap (|kept by both| / |kept|).
+compared with jaxprune's as overlap (|kept by both| / |kept|). When the original prunes no
+attention (see :func:`prunes_kv_heads`), the row ``jaxprune_mlp_only`` is the like-for-like
+perplexity: the dense model shrunk by jaxprune to jaxprune's own kept MLP channels with every head
+kept, so the two perplexities differ only by the MLP channels each side chose.
 
     python -m benchmarks.xcheck.llm_pruner --repo-dir /tmp/LLM-Pruner \\
         --out benchmarks/results/xcheck_llm_pruner_cpu.json
@@ -51,6 +54,25 @@ def prunes_kv_heads(tm, args) -> bool:
     channels = config.num_key_value_heads * config.head_dim
     removed = channels - int(channels * (1 - args.pruning_ratio))
     return removed // config.head_dim >= 1
+
+
+def mlp_only(pre: Any, keeps: list[dict], evalw: np.ndarray) -> dict[str, Any]:
+    """Hamlet ppl of the dense model shrunk to ``keeps``' MLP channels, every head kept."""
+    import jaxprune as jp
+    from jaxprune.structured.allocate import count_params
+    from jaxprune.structured.groups import BlockKeep
+    from jaxprune.structured.shrink import shrink
+
+    widths = pre.model.config.layer_widths
+    blocks = {}
+    for i, keep in enumerate(keeps):
+        full = BlockKeep.full(widths(i))
+        blocks[i] = BlockKeep(full.heads, full.kv_heads, tuple(keep["mlp"]))
+    model, params = shrink(pre.model, pre.params, blocks)
+    return {
+        "ppl": jp.perplexity(model, params, evalw).ppl,
+        "params_after": count_params(model, params),
+    }
 
 
 def original_llm_pruner(args, tm, calib, evalw) -> dict[str, Any]:
@@ -177,6 +199,9 @@ def main() -> None:
         "overlap_mlp_channels": protocol.overlap(ours["keeps"], theirs["keeps"], "mlp"),
         "overlap_kv_heads": protocol.overlap(ours["keeps"], theirs["keeps"], "kv_heads"),
     }
+    if not theirs["attention_pruned"]:
+        doc["jaxprune_mlp_only"] = mlp_only(pre, ours["keeps"], evalw)
+        print({"jaxprune_mlp_only": doc["jaxprune_mlp_only"]}, flush=True)
     write_json(args.out, doc)
     print({k: doc[k] for k in ("overlap_mlp_channels", "overlap_kv_heads")}, flush=True)
 
