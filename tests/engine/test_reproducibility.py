@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _start(hash_seed: str, **env: str) -> subprocess.Popen:
-    environ = {k: v for k, v in os.environ.items() if k not in ("NPROC", FIXED_ORDER)}
+    # Without the run's compilation cache: each process compiles its own programs.
+    dropped = ("NPROC", FIXED_ORDER, "JAX_COMPILATION_CACHE_DIR")
+    environ = {k: v for k, v in os.environ.items() if k not in dropped}
     environ.update(
         PYTHONHASHSEED=hash_seed,
         PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
