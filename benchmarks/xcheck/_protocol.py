@@ -280,3 +280,42 @@ def overlap(ours: list[dict], theirs: list[dict], key: str) -> float:
     """|kept by both| / |kept by the original| over all blocks (1.0: the same units)."""
     both = sum(len(set(o[key]) & set(t[key])) for o, t in zip(ours, theirs, strict=True))
     return both / max(1, sum(len(t[key]) for t in theirs))
+
+
+def torch_linears(model: Any) -> dict[str, np.ndarray]:
+    """The decoder layers' linear weights of a transformers model, ``(out, in)``, by HF name."""
+    import torch
+
+    return {
+        f"{name}.weight": module.weight.detach().float().numpy()
+        for name, module in model.named_modules()
+        if name.startswith("model.layers.") and isinstance(module, torch.nn.Linear)
+    }
+
+
+def jaxprune_linears(pre: Any, params: Any) -> dict[str, np.ndarray]:
+    """jaxprune's ``params`` under the same HF names and layout (``jaxprune export``'s mapping)."""
+    from jaxprune.models.export import hf_tensors
+
+    return {k: np.asarray(v) for k, v in hf_tensors(params, pre.model.config).items()}
+
+
+def kept_overlap(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per linear of ``theirs``: |non-zero in both| / |non-zero in theirs| (1.0: the original's
+    kept weights are all kept by ours too). Mean and min over the linears, and the mean by
+    projection name (``q_proj``, …, ``down_proj``), and every linear's share."""
+    shares: dict[str, float] = {}
+    for name, weight in theirs.items():
+        kept = weight != 0
+        shares[name] = float((kept & (ours[name] != 0)).sum() / max(1, kept.sum()))
+    by_kind: dict[str, list[float]] = {}
+    for name, share in shares.items():
+        by_kind.setdefault(name.split(".")[-2], []).append(share)
+    values = list(shares.values())
+    return {
+        "mean": float(np.mean(values)),
+        "min": float(np.min(values)),
+        "linears": len(values),
+        "by_projection": {k: float(np.mean(v)) for k, v in sorted(by_kind.items())},
+        "per_linear": shares,
+    }
