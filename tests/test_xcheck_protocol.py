@@ -94,3 +94,35 @@ def test_hf_export_is_the_given_directory_or_a_temporary_export_removed_afterwar
         exported = Path(hf_dir)
         assert (exported / "config.json").is_file() and (exported / "model.safetensors").is_file()
     assert not exported.exists()
+
+
+def test_kept_overlap_is_per_linear_share_of_the_originals_kept_weights_also_kept_by_ours():
+    theirs = {
+        "model.layers.0.self_attn.q_proj.weight": np.array([[1.0, 0.0], [2.0, 3.0]]),
+        "model.layers.0.mlp.down_proj.weight": np.array([[0.0, 4.0], [0.0, 5.0]]),
+    }
+    ours = {
+        "model.layers.0.self_attn.q_proj.weight": np.array([[1.5, 7.0], [0.0, 3.0]]),  # 2 of 3
+        "model.layers.0.mlp.down_proj.weight": np.array([[9.0, 4.0], [0.0, 5.0]]),  # 2 of 2
+    }
+    share = protocol.kept_overlap(ours, theirs)
+    assert share["mean"] == pytest.approx((2 / 3 + 1) / 2)
+    assert share["min"] == pytest.approx(2 / 3) and share["linears"] == 2
+    assert share["by_projection"] == pytest.approx({"down_proj": 1.0, "q_proj": 2 / 3})
+    assert share["per_linear"]["model.layers.0.mlp.down_proj.weight"] == 1.0
+
+
+def test_torch_and_jaxprune_linears_name_and_lay_out_the_same_weights():
+    from tiny_checkpoint import CONFIG, tiny_tokenizer
+
+    from jaxprune.models import LanguageModel
+    from jaxprune.models.loaders import Pretrained
+
+    model = LanguageModel(CONFIG)
+    pre = Pretrained(model, model.init_params(0), tiny_tokenizer(), "tiny")
+    ours = protocol.jaxprune_linears(pre, pre.params)
+    theirs = protocol.torch_linears(protocol.TorchModel(pre, None).load())
+    assert len(theirs) == 7 * CONFIG.num_hidden_layers
+    for name, weight in theirs.items():
+        np.testing.assert_allclose(ours[name], weight, rtol=1e-6)
+    assert protocol.kept_overlap(ours, theirs)["min"] == 1.0
