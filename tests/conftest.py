@@ -28,17 +28,17 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[_CACHE] = tempfile.mkdtemp(prefix="jaxprune-test-xla-")
         _OWNED_CACHE.append(os.environ[_CACHE])
     if _CACHE in os.environ:
-        # Every program, however small or quick to compile (the defaults skip those); a size
-        # bound makes JAX lock the directory, which several writing workers need.
+        # Every program, however small or quick to compile (the defaults skip those). No size
+        # bound: with one, JAX locks the directory and re-reads every entry on each write, which
+        # grows quadratic over a run's thousands of programs. Without the lock two workers may
+        # write one key at once; a torn entry fails its read, which JAX reports and recompiles.
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-        os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
         import jax
 
         jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE])
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-        jax.config.update("jax_compilation_cache_max_size", 8 << 30)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
