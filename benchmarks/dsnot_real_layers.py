@@ -12,7 +12,8 @@ token; and the smallest ratio σ²/E[x²] of the inputs (how much float32 cancel
 ``--propagate`` chooses the kernel that goes on (and so the inputs of later blocks): ``wanda``,
 ``dsnot`` (every linear refined), ``dsnot-attn`` (attention linears refined, MLP linears left to
 Wanda: the authors' default ``--skip_layer mlp``), ``dsnot-writers`` (only o_proj and down_proj,
-the linears that write the residual stream) or ``dsnot-tail``; ``--authors-rule`` propagates the
+the linears that write the residual stream), ``dsnot-no-qk`` (all but q_proj and k_proj, whose
+outputs meet only in the attention logits) or ``dsnot-tail``; ``--authors-rule`` propagates the
 authors' rule instead of the monotone one; ``--eval`` adds the Hamlet perplexity of the result.
 
     python benchmarks/dsnot_real_layers.py --propagate dsnot-attn --eval --out /tmp/layers.json
@@ -105,6 +106,7 @@ def probe(propagate: str, log: dict, authors_rule: bool = False) -> Method:
             propagate == "wanda"
             or (propagate == "dsnot-attn" and "mlp" in path)
             or (propagate == "dsnot-writers" and not writer)
+            or (propagate == "dsnot-no-qk" and re.search(r"(q_proj|k_proj)/kernel$", path))
         ):
             return base, keep
         if propagate == "dsnot-tail":
@@ -121,7 +123,7 @@ def main() -> None:
     parser.add_argument("--target", default="0.7")
     parser.add_argument(
         "--propagate",
-        choices=["wanda", "dsnot", "dsnot-attn", "dsnot-tail", "dsnot-writers"],
+        choices=["wanda", "dsnot", "dsnot-attn", "dsnot-tail", "dsnot-writers", "dsnot-no-qk"],
         default="wanda",
     )
     parser.add_argument(
