@@ -40,7 +40,8 @@ path never checks the sign of ``r_j`` (``--without_same_sign`` is ``type=bool``,
 
 On a real model the target does not carry to perplexity. SmolLM2-135M, Wanda 70%, public
 protocol: Hamlet perplexity 349.66 → 427.48 with every linear refined, 469.66 with the attention
-linears only, 403.85 with o_proj and down_proj only (``benchmarks/dsnot_real_layers.py``,
+linears only, 424.44 with those and the authors' rule (their defaults, up to the departures above),
+403.85 with o_proj and down_proj only (``benchmarks/dsnot_real_layers.py``,
 ``results/dsnot_cause_cpu.json``). On the captured inputs of all 210 linears DSnoT does what it
 promises: ``|r_j|`` → ~0 and the layer error ‖X(W − Ŵ)‖² down by a median 22% (up in 3; 2× on
 block 0's q_proj), because it removes the mean-output part of the error (a median 23% of
