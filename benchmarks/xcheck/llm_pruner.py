@@ -28,6 +28,7 @@ kept, so the two perplexities differ only by the MLP channels each side chose.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -64,10 +65,10 @@ def mlp_only(pre: Any, keeps: list[dict], evalw: np.ndarray) -> dict[str, Any]:
     from jaxprune.structured.shrink import shrink
 
     widths = pre.model.config.layer_widths
-    blocks = {}
-    for i, keep in enumerate(keeps):
-        full = BlockKeep.full(widths(i))
-        blocks[i] = BlockKeep(full.heads, full.kv_heads, tuple(keep["mlp"]))
+    blocks = {
+        i: dataclasses.replace(BlockKeep.full(widths(i)), mlp=tuple(keep["mlp"]))
+        for i, keep in enumerate(keeps)
+    }
     model, params = shrink(pre.model, pre.params, blocks)
     return {
         "ppl": jp.perplexity(model, params, evalw).ppl,
