@@ -126,3 +126,18 @@ def test_torch_and_jaxprune_linears_name_and_lay_out_the_same_weights():
     for name, weight in theirs.items():
         np.testing.assert_allclose(ours[name], weight, rtol=1e-6)
     assert protocol.kept_overlap(ours, theirs)["min"] == 1.0
+
+
+def test_tensor_to_rewritten_rewrites_device_and_dtype_arguments_then_restores_to():
+    to = torch.Tensor.to
+    x = torch.ones(2, dtype=torch.float32)
+    keep32 = lambda a: torch.float32 if a is torch.float16 else a  # noqa: E731
+    with protocol.tensor_to_rewritten(keep32):
+        assert x.to(torch.float16).dtype == torch.float32
+        assert x.to(dtype=torch.float16).dtype == torch.float32
+        assert x.to("cpu", torch.float16).dtype == torch.float32
+        assert x.to(torch.float64).dtype == torch.float64  # other arguments pass unchanged
+    assert torch.Tensor.to is to and x.to(torch.float16).dtype == torch.float16
+    with pytest.raises(RuntimeError), protocol.tensor_to_rewritten(keep32):
+        raise RuntimeError  # restored on error too
+    assert torch.Tensor.to is to

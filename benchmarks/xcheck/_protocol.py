@@ -101,6 +101,26 @@ def cpu_shims() -> None:
         torch.Tensor.cuda = lambda self, *_a, **_k: self
 
 
+@contextlib.contextmanager
+def tensor_to_rewritten(rewrite: Callable[[Any], Any]) -> Iterator[None]:
+    """For the block, every argument of ``Tensor.to`` (positional, ``device=``, ``dtype=``) passes
+    through ``rewrite`` first; ``Tensor.to`` is restored afterwards."""
+    import torch
+
+    to = torch.Tensor.to
+
+    def rewritten(self, *args, **kwargs):
+        args = tuple(rewrite(a) for a in args)
+        kwargs = {k: rewrite(v) if k in ("device", "dtype") else v for k, v in kwargs.items()}
+        return to(self, *args, **kwargs)
+
+    torch.Tensor.to = rewritten
+    try:
+        yield
+    finally:
+        torch.Tensor.to = to
+
+
 def torch_perplexity(model: Any, evalw: np.ndarray) -> dict[str, float]:
     """exp(mean next-token NLL) over all predicted tokens (as ``jaxprune.perplexity``)."""
     import torch

@@ -54,25 +54,17 @@ def authors_args(args: argparse.Namespace, nsamples: int) -> types.SimpleNamespa
 @contextlib.contextmanager
 def cuda_moves_on_cpu(alps: Any) -> Iterator[None]:
     """``Tensor.to('cuda…')`` → the CPU and ``alps.dev = 'cpu'`` for the block, then restored."""
-    import torch
-
-    to, dev = torch.Tensor.to, alps.dev
 
     def on_cpu(device: Any) -> Any:
         cuda = isinstance(device, str) and device.startswith("cuda")
         return "cpu" if cuda or getattr(device, "type", None) == "cuda" else device
 
-    def to_cpu(self, *args, **kwargs):
-        args = tuple(on_cpu(a) for a in args)
-        if "device" in kwargs:
-            kwargs["device"] = on_cpu(kwargs["device"])
-        return to(self, *args, **kwargs)
-
-    torch.Tensor.to, alps.dev = to_cpu, "cpu"
+    dev, alps.dev = alps.dev, "cpu"
     try:
-        yield
+        with protocol.tensor_to_rewritten(on_cpu):
+            yield
     finally:
-        torch.Tensor.to, alps.dev = to, dev
+        alps.dev = dev
 
 
 def original_alps(args, tm, calib, evalw) -> tuple[dict[str, Any], Any]:
