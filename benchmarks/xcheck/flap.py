@@ -14,15 +14,26 @@ decoder layer gets the rotary embeddings its loop does
 not pass (``_protocol.with_layer_context``); CUDA-only calls pass on the CPU.
 
 **Limits of the original**: ``prune_flap`` and ``compress`` hard-code LLaMA-7B's head size (128:
-``reshape(-1, 128)``, ``repeat_interleave(128)``, the 512/3 head-vs-channel weight) and slice
-``q_proj``, ``k_proj`` and ``v_proj`` with one head mask (multi-head attention only). A model with
-another head size or grouped-query attention (SmolLM2-135M: 9 query / 3 key-value heads of 64)
-cannot run through it; the driver refuses such a model before any work. ``--tiny-mha`` builds a
-random two-block multi-head LLaMA with 128-wide heads (SmolLM2's tokenizer and vocabulary), on
-which both implementations run: the kept heads / channels are then compared as overlap
-(|kept by both| / |kept by the original|) and the perplexities on the same windows.
+``reshape(-1, 128)``, ``repeat_interleave(128)``, the 512/3 head-vs-channel weight, which is
+4 · 128 / 3, a head's parameters over a channel's) and slice ``q_proj``, ``k_proj`` and ``v_proj``
+with one head mask (multi-head attention only). SmolLM2-135M (9 query / 3 key-value heads of 64)
+cannot run through it unmodified; the driver refuses such a model before any work. Two ways round:
 
-    python -m benchmarks.xcheck.flap --repo-dir /tmp/FLAP --tiny-mha /tmp/tiny_mha \\
+- ``--tiny-mha DIR`` builds a random two-block multi-head LLaMA with 128-wide heads (SmolLM2's
+  tokenizer and vocabulary), on which the original runs **unmodified**.
+- ``--mha DIR`` writes SmolLM2 (any LLaMA export) as the same function with multi-head attention:
+  each key/value head repeated for the query heads that share it (dense perplexity unchanged,
+  recorded), and runs the original's ``lib/prune.py`` with its **head-size literals set to the
+  model's** (:func:`import_prune_flap`: the five expressions above, each replacement counted; the
+  text is read from the checkout at run time, nothing is copied here). Both sides prune this
+  multi-head model, so heads compare unit for unit on real weights.
+
+The kept heads / channels are compared as overlap (|kept by both| / |kept by the original|), and
+the perplexities on the same windows.
+
+    python -m benchmarks.xcheck.flap --repo-dir /tmp/FLAP --mha /tmp/smollm2_mha \
+        --out benchmarks/results/xcheck_flap_cpu.json
+    python -m benchmarks.xcheck.flap --repo-dir /tmp/FLAP --tiny-mha /tmp/tiny_mha \
         --out benchmarks/results/xcheck_flap_tiny_cpu.json
 """
 
@@ -70,14 +81,77 @@ def make_tiny_mha(directory: Path, tokenizer_from: str) -> str:
     return str(directory)
 
 
-def check_supported(config: Any) -> None:
-    """Refuse a model the original cannot run (head size 128, multi-head attention only)."""
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    if head_dim != HEAD or config.num_key_value_heads != config.num_attention_heads:
+def make_mha(directory: Path, hf_dir: str) -> str:
+    """``hf_dir``'s LLaMA as the same function with multi-head attention: each key/value head's
+    rows of ``k_proj`` / ``v_proj`` repeated for every query head of its group; tokenizer copied."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+    source = AutoModelForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32)
+    config = source.config
+    heads, groups = config.num_attention_heads, config.num_key_value_heads
+    head_dim = head_size(config)
+    mha_config = type(config).from_dict({**config.to_dict(), "num_key_value_heads": heads})
+    model = LlamaForCausalLM(mha_config).to(torch.float32)
+    state = source.state_dict()
+    for name, weight in list(state.items()):
+        if name.endswith(("k_proj.weight", "v_proj.weight")):
+            rows = weight.reshape(groups, head_dim, -1)
+            state[name] = rows.repeat_interleave(heads // groups, dim=0).reshape(
+                -1, weight.shape[1]
+            )
+    model.load_state_dict(state)
+    model.save_pretrained(directory)
+    for name in ("tokenizer.json", "tokenizer_config.json", "jaxprune_tokenizer.json"):
+        if (Path(hf_dir) / name).exists():
+            shutil.copy(Path(hf_dir) / name, directory / name)
+    return str(directory)
+
+
+def head_size(config: Any) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+# The original's LLaMA-7B head-size literals in ``lib/prune.py`` and how many times each occurs.
+HEAD_LITERALS = {
+    "reshape(-1, 128)": 4,
+    "repeat_interleave(128)": 2,
+    "retain_heads * 128": 1,
+    "reshape(len(layers), -1, 128)": 1,
+    "512.0 / 3": 1,
+}
+
+
+def import_prune_flap(repo_dir: str, head: int) -> Any:
+    """The original ``lib.prune``: unmodified for 128-wide heads, else its text from the checkout
+    with :data:`HEAD_LITERALS` set to ``head`` (4 · head / 3 for the weight), executed as a module
+    of the checkout's ``lib`` package. Refuses a checkout whose text does not match the counts."""
+    prune = import_original(repo_dir, "lib.prune")
+    if head == HEAD:
+        return prune
+    path = Path(prune.__file__)
+    text = path.read_text()
+    for literal, count in HEAD_LITERALS.items():
+        if text.count(literal) != count:
+            raise SystemExit(f"{path}: {literal!r} occurs {text.count(literal)}×, not {count}×")
+        new = f"{4 * head}.0 / 3" if literal == "512.0 / 3" else literal.replace("128", str(head))
+        text = text.replace(literal, new)
+    module = types.ModuleType(f"lib.prune_head{head}")
+    module.__package__, module.__file__ = "lib", str(path)
+    exec(compile(text, str(path), "exec"), module.__dict__)
+    return module
+
+
+def check_supported(config: Any, *, rewritten: bool = False) -> None:
+    """Refuse a model the original cannot run (head size 128 unless ``rewritten``; multi-head)."""
+    head_dim = head_size(config)
+    if (
+        head_dim != HEAD and not rewritten
+    ) or config.num_key_value_heads != config.num_attention_heads:
         raise SystemExit(
             f"the original prune_flap needs 128-wide heads and multi-head attention; this model "
             f"has head_dim {head_dim} and {config.num_attention_heads} query / "
-            f"{config.num_key_value_heads} key-value heads (try --tiny-mha DIR)"
+            f"{config.num_key_value_heads} key-value heads (try --mha DIR or --tiny-mha DIR)"
         )
 
 
@@ -98,11 +172,12 @@ def original_flap(args, tm, calib, evalw) -> dict[str, Any]:
     """The original ``prune_flap`` on a fresh torch model; ppl and each block's kept units."""
     import torch
 
-    prune = import_original(args.repo_dir, "lib.prune")
+    dense, model = tm.load().half(), tm.load()
+    head = head_size(model.config)
+    check_supported(model.config, rewritten=args.mha is not None)
+    prune = import_prune_flap(args.repo_dir, head)
     windows = [(torch.as_tensor(w[None].astype("int64")), None) for w in calib]
     prune.get_loaders = lambda *_a, **_k: (windows, None)
-    dense, model = tm.load().half(), tm.load()
-    check_supported(model.config)
     with_output_biases(model)
     model.half()  # as FLAP's main.py loads it: compress() mixes float16 statistics with weights
     model.seqlen = calib.shape[1]
@@ -120,7 +195,7 @@ def original_flap(args, tm, calib, evalw) -> dict[str, Any]:
     )
     keeps = [
         {
-            "heads": protocol.kept_rows(d.self_attn.q_proj.weight, p.self_attn.q_proj.weight, HEAD),
+            "heads": protocol.kept_rows(d.self_attn.q_proj.weight, p.self_attn.q_proj.weight, head),
             "mlp": protocol.kept_rows(d.mlp.gate_proj.weight, p.mlp.gate_proj.weight),
         }
         for d, p in zip(dense.model.layers, model.model.layers, strict=True)
@@ -138,21 +213,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repo-dir", required=True, help="checkout of CASIA-IVA-Lab/FLAP")
     parser.add_argument("--sparsity", type=float, default=0.2)
-    parser.add_argument("--tiny-mha", type=Path, help="build and use a tiny MHA LLaMA here")
+    built = parser.add_mutually_exclusive_group()
+    built.add_argument("--tiny-mha", type=Path, help="build and use a tiny MHA LLaMA here")
+    built.add_argument("--mha", type=Path, help="write --model with multi-head attention here")
     protocol.add_protocol_args(parser)
     args = parser.parse_args()
     import_original(args.repo_dir, "lib.prune")  # refuse a wrong checkout before loading
-    if args.tiny_mha is not None:
-        if args.hf_dir is None:
-            raise SystemExit("--tiny-mha needs --hf-dir: an export whose tokenizer it borrows")
-        args.model = args.hf_dir = make_tiny_mha(args.tiny_mha, args.hf_dir)
+    if args.tiny_mha is not None and args.hf_dir is None:
+        raise SystemExit("--tiny-mha needs --hf-dir: an export whose tokenizer it borrows")
 
     import jaxprune as jp
+
+    source_dense_ppl = None
+    if args.tiny_mha is not None:
+        args.model = args.hf_dir = make_tiny_mha(args.tiny_mha, args.hf_dir)
+    elif args.mha is not None:
+        source = jp.load_pretrained(args.model)
+        with protocol.hf_export(source, args.hf_dir) as hf_dir:
+            args.model = args.hf_dir = make_mha(args.mha, hf_dir)
+        source_dense_ppl = jp.perplexity(
+            source.model, source.params, protocol.windows(source, args)[1]
+        ).ppl
+        del source
 
     pre = jp.load_pretrained(args.model)
     calib, evalw = protocol.windows(pre, args)
     tm = protocol.TorchModel(pre, args.hf_dir, "sdpa")
-    check_supported(tm.load().config)
+    check_supported(tm.load().config, rewritten=args.mha is not None)
     recipe = jp.StructuredRecipe(method="flap", sparsity=args.sparsity)
     ours = protocol.jaxprune_structured(
         pre, calib, evalw, recipe, lambda k: {"heads": list(k.heads), "mlp": list(k.mlp)}
@@ -162,6 +249,8 @@ def main() -> None:
         "what": f"{args.model}: jaxprune's FLAP vs the original prune_flap (WIFV, AL-AM)",
         **protocol.provenance(FLAP, args),
         "dense_ppl": jp.perplexity(pre.model, pre.params, evalw).ppl,
+        "source_dense_ppl": source_dense_ppl,  # --mha: the model before the heads were repeated
+        "head_literals_rewritten": args.mha is not None,
         "jaxprune": ours,
         "original_result": theirs,
         "overlap_heads": protocol.overlap(ours["keeps"], theirs["keeps"], "heads"),
