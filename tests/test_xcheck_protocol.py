@@ -141,3 +141,14 @@ def test_tensor_to_rewritten_rewrites_device_and_dtype_arguments_then_restores_t
     with pytest.raises(RuntimeError), protocol.tensor_to_rewritten(keep32):
         raise RuntimeError  # restored on error too
     assert torch.Tensor.to is to
+
+
+def test_float16_casts_keep_float32_inside_the_block_only():
+    x = torch.ones(2, dtype=torch.float32)
+    with protocol.float16_casts_kept_float32():
+        halved = x.half()
+        assert halved.dtype == torch.float32 and halved.data_ptr() != x.data_ptr()  # a copy
+        assert x.to(dtype=torch.float16).dtype == torch.float32
+        assert x.type(torch.half).dtype == torch.float32
+        assert x.type(torch.float64).dtype == torch.float64 and x.type() == "torch.FloatTensor"
+    assert x.half().dtype == torch.float16 and x.type(torch.half).dtype == torch.float16

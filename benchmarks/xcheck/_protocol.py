@@ -121,6 +121,28 @@ def tensor_to_rewritten(rewrite: Callable[[Any], Any]) -> Iterator[None]:
         torch.Tensor.to = to
 
 
+@contextlib.contextmanager
+def float16_casts_kept_float32() -> Iterator[None]:
+    """For the block, an original's float16 casts of a float32 model's tensors keep float32:
+    ``Tensor.half()``, ``Tensor.to(float16)`` and ``Tensor.type(torch.half)`` (restored after)."""
+    import torch
+
+    half, as_type = torch.Tensor.half, torch.Tensor.type
+
+    def typed(self, dtype=None, *args, **kwargs):
+        if dtype is None:
+            return as_type(self)
+        return as_type(self, torch.float32 if dtype is torch.float16 else dtype, *args, **kwargs)
+
+    torch.Tensor.half = lambda self, *_a, **_k: self.to(torch.float32, copy=True)
+    torch.Tensor.type = typed
+    try:
+        with tensor_to_rewritten(lambda a: torch.float32 if a is torch.float16 else a):
+            yield
+    finally:
+        torch.Tensor.half, torch.Tensor.type = half, as_type
+
+
 def torch_perplexity(model: Any, evalw: np.ndarray) -> dict[str, float]:
     """exp(mean next-token NLL) over all predicted tokens (as ``jaxprune.perplexity``)."""
     import torch

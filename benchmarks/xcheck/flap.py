@@ -8,7 +8,10 @@ https://github.com/CASIA-IVA-Lab/FLAP, commit 3bb57db3449dd2fa04a5c2192de80e87e3
 What the driver changes around it, not in it: ``lib.prune.get_loaders`` (WikiText-2) returns our
 calibration windows; the torch model is transformers' LLaMA on the ``jaxprune export`` in float16
 (as FLAP's ``main.py`` loads it; its ``compress`` mixes float16 statistics with the weights;
-perplexity is then computed in float32) with zero biases added to ``o_proj`` and ``down_proj``
+perplexity is then computed in float32), or with ``--float32`` in float32 with the original's
+float16 casts kept float32 (``_protocol.float16_casts_kept_float32``; jaxprune's precision; on
+the shared 2-core CPU a float16 MLP-sized product took 4.7× the float32 one, and the original's
+float16 pass 219 s per block of 64 × 512 tokens), with zero biases added to ``o_proj`` and ``down_proj``
 (FLAP's own ``models/hf_llama`` declares them, the compensation is written into them); every
 decoder layer gets the rotary embeddings its loop does
 not pass (``_protocol.with_layer_context``); CUDA-only calls pass on the CPU.
@@ -31,15 +34,16 @@ cannot run through it unmodified; the driver refuses such a model before any wor
 The kept heads / channels are compared as overlap (|kept by both| / |kept by the original|), and
 the perplexities on the same windows.
 
-    python -m benchmarks.xcheck.flap --repo-dir /tmp/FLAP --mha /tmp/smollm2_mha \
+    python -m benchmarks.xcheck.flap --repo-dir /tmp/FLAP --mha /tmp/smollm2_mha --float32 \
         --out benchmarks/results/xcheck_flap_cpu.json
     python -m benchmarks.xcheck.flap --repo-dir /tmp/FLAP --tiny-mha /tmp/tiny_mha \
-        --out benchmarks/results/xcheck_flap_tiny_cpu.json
+        --hf-dir SMOLLM2_EXPORT --out benchmarks/results/xcheck_tiny/flap.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import types
@@ -172,14 +176,15 @@ def original_flap(args, tm, calib, evalw) -> dict[str, Any]:
     """The original ``prune_flap`` on a fresh torch model; ppl and each block's kept units."""
     import torch
 
-    dense, model = tm.load().half(), tm.load()
+    dtype = torch.float32 if args.float32 else torch.float16
+    dense, model = tm.load().to(dtype), tm.load()
     head = head_size(model.config)
     check_supported(model.config, rewritten=args.mha is not None)
     prune = import_prune_flap(args.repo_dir, head)
     windows = [(torch.as_tensor(w[None].astype("int64")), None) for w in calib]
     prune.get_loaders = lambda *_a, **_k: (windows, None)
     with_output_biases(model)
-    model.half()  # as FLAP's main.py loads it: compress() mixes float16 statistics with weights
+    model.to(dtype)  # FLAP's main.py loads float16: compress() mixes float16 statistics in
     model.seqlen = calib.shape[1]
     options = types.SimpleNamespace(
         nsamples=len(calib),
@@ -190,9 +195,12 @@ def original_flap(args, tm, calib, evalw) -> dict[str, Any]:
         structure="AL-AM",
         unstr=False,
     )
-    seconds = protocol.run_original(
-        model, calib, lambda: prune.prune_flap(options, model, None, torch.device("cpu"))
-    )
+
+    def run() -> None:
+        with protocol.float16_casts_kept_float32() if args.float32 else contextlib.nullcontext():
+            prune.prune_flap(options, model, None, torch.device("cpu"))
+
+    seconds = protocol.run_original(model, calib, run)
     keeps = [
         {
             "heads": protocol.kept_rows(d.self_attn.q_proj.weight, p.self_attn.q_proj.weight, head),
@@ -216,6 +224,9 @@ def main() -> None:
     built = parser.add_mutually_exclusive_group()
     built.add_argument("--tiny-mha", type=Path, help="build and use a tiny MHA LLaMA here")
     built.add_argument("--mha", type=Path, help="write --model with multi-head attention here")
+    parser.add_argument(
+        "--float32", action="store_true", help="run the original in float32 (its casts kept)"
+    )
     protocol.add_protocol_args(parser)
     args = parser.parse_args()
     import_original(args.repo_dir, "lib.prune")  # refuse a wrong checkout before loading

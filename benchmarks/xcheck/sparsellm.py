@@ -8,7 +8,7 @@ our calibration windows as its ``dataloader`` and ``dev=cpu``; every decoder lay
 embeddings its loop does not pass (``_protocol.with_layer_context``). The torch model is
 transformers' LLaMA on the ``jaxprune export`` in float32, as on jaxprune's side, and the
 original's own float16 casts (``.half()``, ``.to(dtype=torch.float16)``, written for a float16
-LLaMA-7B) keep float32 while it runs (:func:`float16_casts_kept_float32`): in float16 its
+LLaMA-7B) keep float32 while it runs (``_protocol.float16_casts_kept_float32``): in float16 its
 activation update overflows on SmolLM2 (``beta * W_down^T Y`` reaches 743,228 at block 11, where
 the MLP's output carries a 24,288 massive activation, and 423,585 / 114,842 at blocks 28 / 29;
 float16 ends at 65,504, measured on 4 calibration windows), then ``pinverse`` fails on
@@ -28,29 +28,13 @@ It is slow on a CPU: about 90 minutes alone for SmolLM2 at 64 × 512. ``--nsampl
 from __future__ import annotations
 
 import argparse
-import contextlib
 import types
-from collections.abc import Iterator
 from typing import Any
 
 from benchmarks._common import import_original, write_json
 from benchmarks.xcheck import _protocol as protocol
 
 SPARSELLM = ("https://github.com/BaiTheBest/SparseLLM", "27fe26a0caea5c42e91cbeddaee9711be6e17205")
-
-
-@contextlib.contextmanager
-def float16_casts_kept_float32() -> Iterator[None]:
-    """``Tensor.half()`` and ``Tensor.to(float16)`` give float32 for the block, then restored."""
-    import torch
-
-    half = torch.Tensor.half
-    torch.Tensor.half = lambda self, *_a, **_k: self.to(torch.float32, copy=True)
-    try:
-        with protocol.tensor_to_rewritten(lambda a: torch.float32 if a is torch.float16 else a):
-            yield
-    finally:
-        torch.Tensor.half = half
 
 
 def original_sparsellm(args, tm, calib, evalw) -> dict[str, Any]:
@@ -77,7 +61,7 @@ def original_sparsellm(args, tm, calib, evalw) -> dict[str, Any]:
     windows = [(torch.as_tensor(w[None].astype("int64")), None) for w in calib]
 
     def prune() -> None:
-        with float16_casts_kept_float32():
+        with protocol.float16_casts_kept_float32():
             utils.llama_sparsellm(model, windows, torch.device("cpu"), options)
 
     return protocol.original_unstructured(model, calib, evalw, prune)
