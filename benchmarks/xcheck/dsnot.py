@@ -18,14 +18,18 @@ statistics are float32 either way). Each decoder layer gets the rotary embedding
 not pass (``_protocol.with_layer_context``); its ``torch.cuda.empty_cache()`` calls are no-ops
 without CUDA and the ``device`` argument is the CPU.
 
-jaxprune runs ``wanda`` and ``wanda+dsnot`` (its defaults: every linear refined, the monotone
-stop rule). The configuration closest to the authors' defaults, DSnoT on the attention linears
-only with ``monotone=False``, is not a recipe: ``jp.Recipe`` gives every target one method
-(``overrides`` set sparsities only) and a refinement sees no layer names, so the driver does not
-run it; its row holds the perplexity ``benchmarks/dsnot_real_layers.py --propagate dsnot-attn
---authors-rule`` recorded on the same model and windows (``results/dsnot_cause_cpu.json``), when
-the protocol arguments are the defaults. Every row has the share of the authors' kept weights the
-jaxprune side keeps too, per linear (mean, min, by projection).
+The driver also runs the authors' code with their own ``--without_DSnoT`` flag (the same
+``prune_DSnoT``: Wanda's mask on every linear, no cycles), the Wanda baseline on the torch side.
+jaxprune runs ``wanda`` (compared with that baseline) and ``wanda+dsnot`` (its defaults: every
+linear refined, the monotone stop rule; compared with their DSnoT). The configuration closest to
+the authors' defaults, DSnoT on the attention linears only with ``monotone=False``, is not a
+recipe: ``jp.Recipe`` gives every target one method (``overrides`` set sparsities only) and a
+refinement sees no layer names, so the driver does not run it; its row holds the perplexity
+``benchmarks/dsnot_real_layers.py --propagate dsnot-attn --authors-rule`` recorded on the same
+model and windows (``results/dsnot_cause_cpu.json``), when the protocol arguments are the
+defaults. Every row has the share of the authors' kept weights the
+jaxprune side keeps too, per linear (mean, min, by projection), against the run it is compared
+with (``kept_overlap``) and the other one (``kept_overlap_of_original``).
 
     mkdir -p /tmp/dsnot && git --git-dir=$(fetch zyxxmu/DSnoT) archive 4c029df \\
         | tar -x -C /tmp/dsnot
@@ -49,8 +53,11 @@ RECORDED = Path(__file__).resolve().parents[1] / "results" / "dsnot_cause_cpu.js
 RECORDED_RUN = "dsnot-attn authors-rule"
 
 
-def authors_args(args: argparse.Namespace, nsamples: int) -> types.SimpleNamespace:
-    """``main.py``'s argparse defaults for ``--prune_method DSnoT``, with our sparsity and count."""
+def authors_args(
+    args: argparse.Namespace, nsamples: int, without_dsnot: bool = False
+) -> types.SimpleNamespace:
+    """``main.py``'s argparse defaults for ``--prune_method DSnoT``, with our sparsity and count
+    (and their ``--without_DSnoT`` flag when ``without_dsnot``)."""
     return types.SimpleNamespace(
         model=args.model,
         model_type="llama",
@@ -61,7 +68,7 @@ def authors_args(args: argparse.Namespace, nsamples: int) -> types.SimpleNamespa
         prune_method="DSnoT",
         initial_method="wanda",
         max_cycle_time=50,
-        without_DSnoT=False,
+        without_DSnoT=without_dsnot,
         update_threshold=0.1,
         pow_of_var_regrowing=1.0,
         pow_of_var_pruning=1.0,
@@ -73,7 +80,7 @@ def authors_args(args: argparse.Namespace, nsamples: int) -> types.SimpleNamespa
     )
 
 
-def original_dsnot(args, tm, calib, evalw) -> tuple[dict[str, Any], Any]:
+def original_dsnot(args, tm, calib, evalw, without_dsnot: bool) -> tuple[dict[str, Any], Any]:
     """The authors' ``prune_DSnoT`` on a fresh torch model: its ppl and sparsity; the model."""
     import torch
 
@@ -82,7 +89,7 @@ def original_dsnot(args, tm, calib, evalw) -> tuple[dict[str, Any], Any]:
     prune.get_loaders = lambda *_a, **_k: (windows, None)
     model = tm.load()
     model.seqlen, model.hf_device_map = args.seqlen, {}
-    options = authors_args(args, len(calib))
+    options = authors_args(args, len(calib), without_dsnot)
     theirs = protocol.original_unstructured(
         model,
         calib,
@@ -135,26 +142,38 @@ def main() -> None:
         },
         "rows": [],
     }
-    theirs, model = original_dsnot(args, tm, calib, evalw)
-    theirs_kept = protocol.torch_linears(model)
-    del model
-    doc["original"] = theirs
-    write_json(args.out, {**doc, "partial": True})
-    print({"original": theirs}, flush=True)
+    originals: dict[str, dict[str, Any]] = {}
+    kept: dict[str, dict[str, Any]] = {}
+    for name, without_dsnot in (("DSnoT", False), ("without_DSnoT", True)):
+        originals[name], model = original_dsnot(args, tm, calib, evalw, without_dsnot)
+        kept[name] = protocol.torch_linears(model)
+        del model
+        doc["original"] = originals
+        write_json(args.out, {**doc, "partial": True})
+        print({name: originals[name]}, flush=True)
+    # the share of their Wanda's kept weights their DSnoT keeps (what its cycles swapped)
+    doc["original_dsnot_kept_of_without"] = protocol.kept_overlap(
+        kept["DSnoT"], kept["without_DSnoT"]
+    )
 
-    for method in ("wanda", "wanda+dsnot"):
+    # jaxprune's Wanda beside their --without_DSnoT, its Wanda+DSnoT beside their DSnoT
+    for method, name in (("wanda", "without_DSnoT"), ("wanda+dsnot", "DSnoT")):
         recipe = jp.Recipe(
             method=method, sparsity=args.sparsity, nsamples=args.nsamples, seqlen=args.seqlen
         )
         ours = protocol.jaxprune_unstructured(pre, calib, evalw, recipe)
-        row = protocol.comparison_row(f"{method}:{args.sparsity}", ours, theirs)
-        row["kept_overlap"] = protocol.kept_overlap(
-            protocol.jaxprune_linears(pre, ours.pop("params")), theirs_kept
-        )
+        row = protocol.comparison_row(f"{method}:{args.sparsity}", ours, originals[name])
+        row["original_config"] = f"prune_DSnoT, {name}"
+        ours_kept = protocol.jaxprune_linears(pre, ours.pop("params"))
+        row["kept_overlap"] = protocol.kept_overlap(ours_kept, kept[name])
+        row["kept_overlap_of_original"] = {
+            other: protocol.kept_overlap(ours_kept, kept[other]) for other in kept if other != name
+        }
         doc["rows"].append(row)
         write_json(args.out, {**doc, "partial": method != "wanda+dsnot"})
-        print({k: v for k, v in row.items() if k != "kept_overlap"}, flush=True)
+        print({k: v for k, v in row.items() if not k.startswith("kept_overlap")}, flush=True)
 
+    theirs = originals["DSnoT"]
     recorded = recorded_attention_only(args)
     doc["rows"].append(
         {
@@ -167,6 +186,7 @@ def main() -> None:
             "jaxprune_seconds": None,
             "original_seconds": theirs["seconds"],
             "kept_overlap": None,
+            "original_config": "prune_DSnoT, DSnoT",
             "note": "not run here: jp.Recipe gives every target one method (overrides set "
             "sparsities only) and a refinement sees no layer names, so DSnoT cannot be limited to "
             "the attention linears without a new engine feature; jaxprune_ppl is the one "
