@@ -11,10 +11,10 @@ calibration windows; the torch model is transformers' LLaMA on the ``jaxprune ex
 perplexity is then computed in float32), or with ``--float32`` in float32 with the original's
 float16 casts kept float32 (``_protocol.float16_casts_kept_float32``; jaxprune's precision; on
 the shared 2-core CPU a float16 MLP-sized product took 4.7× the float32 one, and the original's
-float16 pass 219 s per block of 64 × 512 tokens), with zero biases added to ``o_proj`` and ``down_proj``
-(FLAP's own ``models/hf_llama`` declares them, the compensation is written into them); every
-decoder layer gets the rotary embeddings its loop does
-not pass (``_protocol.with_layer_context``); CUDA-only calls pass on the CPU.
+float16 pass 219 s per block of 64 × 512 tokens, its float32 pass 13 s), with zero biases added
+to ``o_proj`` and ``down_proj`` (FLAP's own ``models/hf_llama`` declares them, the compensation is
+written into them); every decoder layer gets the rotary embeddings its loop does not pass
+(``_protocol.with_layer_context``); CUDA-only calls pass on the CPU.
 
 **Limits of the original**: ``prune_flap`` and ``compress`` hard-code LLaMA-7B's head size (128:
 ``reshape(-1, 128)``, ``repeat_interleave(128)``, the 512/3 head-vs-channel weight, which is
@@ -250,7 +250,8 @@ def main() -> None:
     pre = jp.load_pretrained(args.model)
     calib, evalw = protocol.windows(pre, args)
     tm = protocol.TorchModel(pre, args.hf_dir, "sdpa")
-    check_supported(tm.load().config, rewritten=args.mha is not None)
+    config = tm.load().config
+    check_supported(config, rewritten=args.mha is not None)
     recipe = jp.StructuredRecipe(method="flap", sparsity=args.sparsity)
     ours = protocol.jaxprune_structured(
         pre, calib, evalw, recipe, lambda k: {"heads": list(k.heads), "mlp": list(k.mlp)}
@@ -261,7 +262,7 @@ def main() -> None:
         **protocol.provenance(FLAP, args),
         "dense_ppl": jp.perplexity(pre.model, pre.params, evalw).ppl,
         "source_dense_ppl": source_dense_ppl,  # --mha: the model before the heads were repeated
-        "head_literals_rewritten": args.mha is not None,
+        "head_literals_rewritten": head_size(config) != HEAD,
         "jaxprune": ours,
         "original_result": theirs,
         "overlap_heads": protocol.overlap(ours["keeps"], theirs["keeps"], "heads"),
