@@ -152,3 +152,11 @@ def test_float16_casts_keep_float32_inside_the_block_only():
         assert x.type(torch.half).dtype == torch.float32
         assert x.type(torch.float64).dtype == torch.float64 and x.type() == "torch.FloatTensor"
     assert x.half().dtype == torch.float16 and x.type(torch.half).dtype == torch.float16
+
+
+def test_loader_batches_are_one_int64_row_per_window_without_targets():
+    calib = np.arange(12, dtype=np.int32).reshape(3, 4)
+    batches = protocol.loader_batches(calib)
+    assert len(batches) == 3 and all(target is None for _, target in batches)
+    assert all(ids.dtype == torch.int64 and ids.shape == (1, 4) for ids, _ in batches)
+    np.testing.assert_array_equal(torch.cat([ids for ids, _ in batches]).numpy(), calib)

@@ -88,6 +88,14 @@ class TorchModel:
         return model
 
 
+def loader_batches(calib: np.ndarray) -> list[tuple[Any, None]]:
+    """The calibration windows as the originals' ``get_loaders`` yields them: one ``(1, L)`` int64
+    tensor per window, with no target."""
+    import torch
+
+    return [(torch.as_tensor(w[None].astype("int64")), None) for w in calib]
+
+
 def cpu_shims() -> None:
     """Let the originals' CUDA-only calls pass on a CPU-only torch.
 
@@ -129,15 +137,16 @@ def float16_casts_kept_float32() -> Iterator[None]:
 
     half, as_type = torch.Tensor.half, torch.Tensor.type
 
+    def keep32(a: Any) -> Any:
+        return torch.float32 if a is torch.float16 else a
+
     def typed(self, dtype=None, *args, **kwargs):
-        if dtype is None:
-            return as_type(self)
-        return as_type(self, torch.float32 if dtype is torch.float16 else dtype, *args, **kwargs)
+        return as_type(self) if dtype is None else as_type(self, keep32(dtype), *args, **kwargs)
 
     torch.Tensor.half = lambda self, *_a, **_k: self.to(torch.float32, copy=True)
     torch.Tensor.type = typed
     try:
-        with tensor_to_rewritten(lambda a: torch.float32 if a is torch.float16 else a):
+        with tensor_to_rewritten(keep32):
             yield
     finally:
         torch.Tensor.half, torch.Tensor.type = half, as_type

@@ -76,7 +76,7 @@ def original_alps(args, tm, calib, evalw) -> tuple[dict[str, Any], Any]:
     llama.args = authors_args(args, len(calib))
     model = tm.load()
     model.seqlen = args.seqlen
-    windows = [(torch.as_tensor(w[None].astype("int64")), None) for w in calib]
+    windows = protocol.loader_batches(calib)
     density = []
 
     def prune() -> None:

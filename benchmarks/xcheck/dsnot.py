@@ -85,7 +85,7 @@ def original_dsnot(args, tm, calib, evalw, without_dsnot: bool) -> tuple[dict[st
     import torch
 
     prune = import_original(args.repo_dir, "lib.prune")
-    windows = [(torch.as_tensor(w[None].astype("int64")), None) for w in calib]
+    windows = protocol.loader_batches(calib)
     prune.get_loaders = lambda *_a, **_k: (windows, None)
     model = tm.load()
     model.seqlen, model.hf_device_map = args.seqlen, {}

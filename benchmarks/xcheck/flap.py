@@ -57,6 +57,13 @@ FLAP = ("https://github.com/CASIA-IVA-Lab/FLAP", "3bb57db3449dd2fa04a5c2192de80e
 HEAD = 128  # the original's hard-coded head size
 
 
+def copy_tokenizer(source: str, directory: Path) -> None:
+    """Copy the tokenizer files present in the HF directory ``source`` into ``directory``."""
+    for name in ("tokenizer.json", "tokenizer_config.json", "jaxprune_tokenizer.json"):
+        if (Path(source) / name).exists():
+            shutil.copy(Path(source) / name, directory / name)
+
+
 def make_tiny_mha(directory: Path, tokenizer_from: str) -> str:
     """A random 2-block multi-head LLaMA with 128-wide heads, SmolLM2's tokenizer and vocabulary."""
     import torch
@@ -79,9 +86,7 @@ def make_tiny_mha(directory: Path, tokenizer_from: str) -> str:
         )
     )
     model.save_pretrained(directory)
-    for name in ("tokenizer.json", "tokenizer_config.json", "jaxprune_tokenizer.json"):
-        if (Path(tokenizer_from) / name).exists():
-            shutil.copy(Path(tokenizer_from) / name, directory / name)
+    copy_tokenizer(tokenizer_from, directory)
     return str(directory)
 
 
@@ -106,9 +111,7 @@ def make_mha(directory: Path, hf_dir: str) -> str:
             )
     model.load_state_dict(state)
     model.save_pretrained(directory)
-    for name in ("tokenizer.json", "tokenizer_config.json", "jaxprune_tokenizer.json"):
-        if (Path(hf_dir) / name).exists():
-            shutil.copy(Path(hf_dir) / name, directory / name)
+    copy_tokenizer(hf_dir, directory)
     return str(directory)
 
 
@@ -181,7 +184,7 @@ def original_flap(args, tm, calib, evalw) -> dict[str, Any]:
     head = head_size(model.config)
     check_supported(model.config, rewritten=args.mha is not None)
     prune = import_prune_flap(args.repo_dir, head)
-    windows = [(torch.as_tensor(w[None].astype("int64")), None) for w in calib]
+    windows = protocol.loader_batches(calib)
     prune.get_loaders = lambda *_a, **_k: (windows, None)
     with_output_biases(model)
     model.to(dtype)  # FLAP's main.py loads float16: compress() mixes float16 statistics in

@@ -58,7 +58,7 @@ def original_sparsellm(args, tm, calib, evalw) -> dict[str, Any]:
         invert=False,
         true_sequential=False,
     )
-    windows = [(torch.as_tensor(w[None].astype("int64")), None) for w in calib]
+    windows = protocol.loader_batches(calib)
 
     def prune() -> None:
         with protocol.float16_casts_kept_float32():

@@ -55,7 +55,7 @@ def original_prune(args, tm, calib, evalw, method: str) -> dict[str, Any]:
     prune = import_original(args.repo_dir, "lib.prune")
     if args.sparsegpt_dir:
         prune.SparseGPT = authors_sparsegpt(args.sparsegpt_dir)
-    windows = [(torch.as_tensor(w[None].astype("int64")), None) for w in calib]
+    windows = protocol.loader_batches(calib)
     prune.get_loaders = lambda *_a, **_k: (windows, None)
     model = tm.load()
     model.seqlen, model.hf_device_map = args.seqlen, {}
