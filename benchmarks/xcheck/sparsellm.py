@@ -16,10 +16,12 @@ non-finite values. Its opt-epoch rule (one epoch
 for layers 1, 30 and 31, LLaMA-7B's indices) runs unchanged: of SmolLM2's 30 layers only layer 1
 gets one epoch. Its own hyper-parameters
 (α, β, γ, iterations) are the ones hard-coded in that function; jaxprune's are its defaults.
-Perplexity on both sides: the same Hamlet windows.
+Perplexity on both sides: the same Hamlet windows. The JSON also keeps the SparseGPT error the
+original prints for each pruning pass (``original_errors``: ``"block.linear"`` → one per pass),
+which shows where its iterates grow; ``sparsellm_sstep.py`` measures why they can.
 
-It is slow on a CPU: about 90 minutes alone for SmolLM2 at 64 × 512. ``--nsamples`` and
-``--seqlen`` shrink a run (the row records them).
+It is slow on a CPU: on SmolLM2 at 64 × 512, beside one other job, jaxprune's side took 25 min and
+the original's 48 min. ``--nsamples`` and ``--seqlen`` shrink a run (the row records them).
 
     python -m benchmarks.xcheck.sparsellm --repo-dir /tmp/SparseLLM --sparsity 0.7 \\
         --out benchmarks/results/xcheck_sparsellm_cpu.json
@@ -28,6 +30,10 @@ It is slow on a CPU: about 90 minutes alone for SmolLM2 at 64 × 512. ``--nsampl
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import re
+import sys
 import types
 from typing import Any
 
@@ -60,11 +66,43 @@ def original_sparsellm(args, tm, calib, evalw) -> dict[str, Any]:
     )
     windows = protocol.loader_batches(calib)
 
+    printed = io.StringIO()
+
     def prune() -> None:
-        with protocol.float16_casts_kept_float32():
+        with protocol.float16_casts_kept_float32(), contextlib.redirect_stdout(_Tee(printed)):
             utils.llama_sparsellm(model, windows, torch.device("cpu"), options)
 
-    return protocol.original_unstructured(model, calib, evalw, prune)
+    result = protocol.original_unstructured(model, calib, evalw, prune)
+    return {**result, "errors": pass_errors(printed.getvalue())}
+
+
+class _Tee(io.TextIOBase):
+    """Writes to ``sink`` and to the real stdout (the original's progress stays visible)."""
+
+    def __init__(self, sink: io.StringIO):
+        self.sink, self.out = sink, sys.stdout
+
+    def write(self, text: str) -> int:
+        self.out.write(text)
+        return self.sink.write(text)
+
+
+def pass_errors(printed: str) -> dict[str, list[float]]:
+    """The original's printed SparseGPT errors, ``"block.linear"`` → one per pruning pass.
+
+    ``llama_sparsellm`` prints ``"<block> <linear>"`` before each ``fasterprune`` and that prints
+    ``"error <value>"``: the attention linears get one pass, the MLP's one per opt epoch, so the
+    lists show where its iterates grow (the error is against the auxiliary targets it refits to).
+    """
+    errors: dict[str, list[float]] = {}
+    current = None
+    for line in printed.splitlines():
+        named = re.fullmatch(r"(\d+) (\S+)", line.strip())
+        if named:
+            current = f"{named.group(1)}.{named.group(2)}"
+        elif line.startswith("error ") and current is not None:
+            errors.setdefault(current, []).append(float(line.split()[1]))
+    return errors
 
 
 def main() -> None:
@@ -92,6 +130,7 @@ def main() -> None:
             "what": f"{args.model}: jaxprune's SparseLLM vs the original llama_sparsellm",
             **protocol.provenance(SPARSELLM, args),
             "rows": [row],
+            "original_errors": theirs["errors"],
         },
     )
     print(row, flush=True)
