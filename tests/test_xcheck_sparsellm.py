@@ -89,3 +89,46 @@ def test_a_gradient_step_grows_a_deviation_exactly_where_the_factor_passes_two(x
     assert list(grows) == list(factor > 2)
     stats = sstep.block_stats(factor, z)
     assert stats["entries_past_2"] == int((factor > 2).sum()) and stats["max_abs_z"] == 60.0
+
+
+def test_s_steps_ablation_rewrites_the_one_literal_or_refuses(xcheck, tmp_path, monkeypatch):
+    import sys
+
+    sparsellm, _ = xcheck
+    monkeypatch.setattr(sys, "path", list(sys.path))  # import_original puts checkouts first
+    monkeypatch.delitem(sys.modules, "model_utils", raising=False)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "model_utils.py").write_text(
+        "def steps():\n    s_update_epochs = 2\n    return s_update_epochs\n"
+    )
+    assert sparsellm.import_model_utils(str(checkout), 0).steps() == 0
+    assert sparsellm.import_model_utils(str(checkout), 5).steps() == 5
+    assert sparsellm.import_model_utils(str(checkout), None).steps() == 2
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "model_utils.py").write_text("s_update_epochs = 2\ns_update_epochs = 2\n")
+    monkeypatch.delitem(sys.modules, "model_utils")  # one checkout per process, as in a run
+    with pytest.raises(SystemExit, match="occurs 2×, not 1×"):
+        sparsellm.import_model_utils(str(other), 0)
+
+
+def test_jaxprune_side_is_reused_only_from_a_run_on_the_same_windows(xcheck, tmp_path):
+    import argparse
+    import json
+
+    sparsellm, _ = xcheck
+    args = argparse.Namespace(
+        model="smollm2-135m", sparsity=0.7, nsamples=64, seqlen=512, eval_nsamples=32, seed=0,
+        bos=False,
+    )  # fmt: skip
+    recorded = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "rows": [{"jaxprune_ppl": 97.2, "jaxprune_sparsity": 0.7, "jaxprune_seconds": 1.0}],
+    }
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(recorded))
+    assert sparsellm.recorded_jaxprune(path, args) == {"ppl": 97.2, "sparsity": 0.7, "seconds": 1.0}
+    args.seqlen = 256
+    with pytest.raises(SystemExit, match="seqlen differ"):
+        sparsellm.recorded_jaxprune(path, args)

@@ -32,9 +32,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import re
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
 from benchmarks._common import import_original, write_json
@@ -42,12 +44,52 @@ from benchmarks.xcheck import _protocol as protocol
 
 SPARSELLM = ("https://github.com/BaiTheBest/SparseLLM", "27fe26a0caea5c42e91cbeddaee9711be6e17205")
 
+# The original's number of gradient steps on s per opt epoch, as ``model_utils.py`` writes it.
+S_STEPS_LITERAL = "s_update_epochs = 2"
+
+
+def import_model_utils(repo_dir: str, s_steps: int | None) -> Any:
+    """The original ``model_utils``: unmodified when ``s_steps`` is None, else its text from the
+    checkout with :data:`S_STEPS_LITERAL`'s 2 set to ``s_steps`` (an ablation: 0 turns the
+    gradient step on ``s`` off), executed as a module beside it. Refuses a checkout whose text
+    does not hold the literal exactly once."""
+    utils = import_original(repo_dir, "model_utils")
+    if s_steps is None:
+        return utils
+    path = Path(utils.__file__)
+    text = path.read_text()
+    if text.count(S_STEPS_LITERAL) != 1:
+        raise SystemExit(
+            f"{path}: {S_STEPS_LITERAL!r} occurs {text.count(S_STEPS_LITERAL)}×, not 1×"
+        )
+    text = text.replace(S_STEPS_LITERAL, f"s_update_epochs = {int(s_steps)}")
+    module = types.ModuleType(f"model_utils_s{s_steps}")
+    module.__file__ = str(path)
+    exec(compile(text, str(path), "exec"), module.__dict__)
+    return module
+
+
+def recorded_jaxprune(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """jaxprune's side of an earlier run of this driver (``--jaxprune-from``), refused unless that
+    run used the same model, sparsity and windows."""
+    data = json.loads(Path(path).read_text())
+    keys = ("model", "sparsity", "nsamples", "seqlen", "eval_nsamples", "seed", "bos")
+    differ = [k for k in keys if data["args"].get(k) != str(getattr(args, k))]
+    if differ:
+        raise SystemExit(f"--jaxprune-from {path}: another run ({', '.join(differ)} differ)")
+    row = data["rows"][0]
+    return {
+        "ppl": row["jaxprune_ppl"],
+        "sparsity": row["jaxprune_sparsity"],
+        "seconds": row["jaxprune_seconds"],
+    }
+
 
 def original_sparsellm(args, tm, calib, evalw) -> dict[str, Any]:
     """The original ``llama_sparsellm`` on a fresh torch model; its ppl and sparsity."""
     import torch
 
-    utils = import_original(args.repo_dir, "model_utils")
+    utils = import_model_utils(args.repo_dir, args.s_steps)
     model = tm.load()
     model.seqlen = args.seqlen
     options = types.SimpleNamespace(
@@ -109,9 +151,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repo-dir", required=True, help="checkout of BaiTheBest/SparseLLM")
     parser.add_argument("--sparsity", type=float, default=0.7)
+    parser.add_argument(
+        "--s-steps",
+        type=int,
+        help="ablation: the original's gradient steps on s per opt epoch (its code says 2)",
+    )
+    parser.add_argument(
+        "--jaxprune-from",
+        type=Path,
+        help="take jaxprune's side from this earlier output of the driver (same windows)",
+    )
     protocol.add_protocol_args(parser)
     args = parser.parse_args()
-    import_original(args.repo_dir, "model_utils")  # refuse a wrong checkout before loading
+    if args.s_steps is not None and args.s_steps < 0:
+        parser.error(f"--s-steps must be 0 or more, got {args.s_steps}")
+    import_model_utils(args.repo_dir, args.s_steps)  # refuse a wrong checkout before loading
+    if args.jaxprune_from is not None:
+        recorded_jaxprune(args.jaxprune_from, args)
 
     import jaxprune as jp
 
@@ -121,7 +177,10 @@ def main() -> None:
     recipe = jp.Recipe(
         method="sparsellm", sparsity=args.sparsity, nsamples=args.nsamples, seqlen=args.seqlen
     )
-    ours = protocol.jaxprune_unstructured(pre, calib, evalw, recipe)
+    if args.jaxprune_from is None:
+        ours = protocol.jaxprune_unstructured(pre, calib, evalw, recipe)
+    else:
+        ours = recorded_jaxprune(args.jaxprune_from, args)
     theirs = original_sparsellm(args, tm, calib, evalw)
     row = protocol.comparison_row(f"sparsellm:{args.sparsity}", ours, theirs)
     write_json(
