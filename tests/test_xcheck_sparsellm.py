@@ -91,7 +91,7 @@ def test_a_gradient_step_grows_a_deviation_exactly_where_the_factor_passes_two(x
     assert stats["entries_past_2"] == int((factor > 2).sum()) and stats["max_abs_z"] == 60.0
 
 
-def test_s_steps_ablation_rewrites_the_one_literal_or_refuses(xcheck, tmp_path, monkeypatch):
+def test_s_lr_ablation_rewrites_the_one_literal_or_refuses(xcheck, tmp_path, monkeypatch):
     import sys
 
     sparsellm, _ = xcheck
@@ -100,14 +100,14 @@ def test_s_steps_ablation_rewrites_the_one_literal_or_refuses(xcheck, tmp_path, 
     checkout = tmp_path / "checkout"
     checkout.mkdir()
     (checkout / "model_utils.py").write_text(
-        "def steps():\n    s_update_epochs = 2\n    return s_update_epochs\n"
+        "def rate():\n    s_learning_rate = 0.01\n    return s_learning_rate\n"
     )
-    assert sparsellm.import_model_utils(str(checkout), 0).steps() == 0
-    assert sparsellm.import_model_utils(str(checkout), 5).steps() == 5
-    assert sparsellm.import_model_utils(str(checkout), None).steps() == 2
+    assert sparsellm.import_model_utils(str(checkout), 0).rate() == 0.0
+    assert sparsellm.import_model_utils(str(checkout), 3e-5).rate() == 3e-5
+    assert sparsellm.import_model_utils(str(checkout), None).rate() == 0.01
     other = tmp_path / "other"
     other.mkdir()
-    (other / "model_utils.py").write_text("s_update_epochs = 2\ns_update_epochs = 2\n")
+    (other / "model_utils.py").write_text("s_learning_rate = 0.01\ns_learning_rate = 0.01\n")
     monkeypatch.delitem(sys.modules, "model_utils")  # one checkout per process, as in a run
     with pytest.raises(SystemExit, match="occurs 2×, not 1×"):
         sparsellm.import_model_utils(str(other), 0)

@@ -44,26 +44,24 @@ from benchmarks.xcheck import _protocol as protocol
 
 SPARSELLM = ("https://github.com/BaiTheBest/SparseLLM", "27fe26a0caea5c42e91cbeddaee9711be6e17205")
 
-# The original's number of gradient steps on s per opt epoch, as ``model_utils.py`` writes it.
-S_STEPS_LITERAL = "s_update_epochs = 2"
+# The original's learning rate of its gradient steps on s, as ``model_utils.py`` writes it.
+S_LR_LITERAL = "s_learning_rate = 0.01"
 
 
-def import_model_utils(repo_dir: str, s_steps: int | None) -> Any:
-    """The original ``model_utils``: unmodified when ``s_steps`` is None, else its text from the
-    checkout with :data:`S_STEPS_LITERAL`'s 2 set to ``s_steps`` (an ablation: 0 turns the
-    gradient step on ``s`` off), executed as a module beside it. Refuses a checkout whose text
-    does not hold the literal exactly once."""
+def import_model_utils(repo_dir: str, s_lr: float | None) -> Any:
+    """The original ``model_utils``: unmodified when ``s_lr`` is None, else its text from the
+    checkout with :data:`S_LR_LITERAL`'s 0.01 set to ``s_lr`` (an ablation: 0 leaves ``s`` at
+    its entry value, every other line running as written), executed as a module beside it.
+    Refuses a checkout whose text does not hold the literal exactly once."""
     utils = import_original(repo_dir, "model_utils")
-    if s_steps is None:
+    if s_lr is None:
         return utils
     path = Path(utils.__file__)
     text = path.read_text()
-    if text.count(S_STEPS_LITERAL) != 1:
-        raise SystemExit(
-            f"{path}: {S_STEPS_LITERAL!r} occurs {text.count(S_STEPS_LITERAL)}×, not 1×"
-        )
-    text = text.replace(S_STEPS_LITERAL, f"s_update_epochs = {int(s_steps)}")
-    module = types.ModuleType(f"model_utils_s{s_steps}")
+    if text.count(S_LR_LITERAL) != 1:
+        raise SystemExit(f"{path}: {S_LR_LITERAL!r} occurs {text.count(S_LR_LITERAL)}×, not 1×")
+    text = text.replace(S_LR_LITERAL, f"s_learning_rate = {float(s_lr)!r}")
+    module = types.ModuleType("model_utils_s_lr")
     module.__file__ = str(path)
     exec(compile(text, str(path), "exec"), module.__dict__)
     return module
@@ -89,7 +87,7 @@ def original_sparsellm(args, tm, calib, evalw) -> dict[str, Any]:
     """The original ``llama_sparsellm`` on a fresh torch model; its ppl and sparsity."""
     import torch
 
-    utils = import_model_utils(args.repo_dir, args.s_steps)
+    utils = import_model_utils(args.repo_dir, args.s_lr)
     model = tm.load()
     model.seqlen = args.seqlen
     options = types.SimpleNamespace(
@@ -152,9 +150,9 @@ def main() -> None:
     parser.add_argument("--repo-dir", required=True, help="checkout of BaiTheBest/SparseLLM")
     parser.add_argument("--sparsity", type=float, default=0.7)
     parser.add_argument(
-        "--s-steps",
-        type=int,
-        help="ablation: the original's gradient steps on s per opt epoch (its code says 2)",
+        "--s-lr",
+        type=float,
+        help="ablation: the learning rate of the original's gradient steps on s (its code: 0.01)",
     )
     parser.add_argument(
         "--jaxprune-from",
@@ -163,9 +161,9 @@ def main() -> None:
     )
     protocol.add_protocol_args(parser)
     args = parser.parse_args()
-    if args.s_steps is not None and args.s_steps < 0:
-        parser.error(f"--s-steps must be 0 or more, got {args.s_steps}")
-    import_model_utils(args.repo_dir, args.s_steps)  # refuse a wrong checkout before loading
+    if args.s_lr is not None and not args.s_lr >= 0:
+        parser.error(f"--s-lr must be 0 or more, got {args.s_lr}")
+    import_model_utils(args.repo_dir, args.s_lr)  # refuse a wrong checkout before loading
     if args.jaxprune_from is not None:
         recorded_jaxprune(args.jaxprune_from, args)
 
