@@ -70,7 +70,9 @@ def test_vector_importance_is_the_derivative_of_scaling_the_channel(model64):
             up = mean_loss(model, scaled(params, path, index, axis, 1 + eps), tokens)
             down = mean_loss(model, scaled(params, path, index, axis, 1 - eps), tokens)
             derivative = (up - down) / (2 * eps)
-            assert ours[index] == pytest.approx(abs(derivative), rel=1e-6, abs=1e-10), path
+            # rel 2e-6: a 2-core AMD EPYC with AVX-512 (same package versions) gave 1.03e-6 on
+            # DOWN's channel 22, other CPUs under 1e-6; a wrong score is off by far more.
+            assert ours[index] == pytest.approx(abs(derivative), rel=2e-6, abs=1e-10), path
 
 
 def test_window_by_window_gradients_equal_the_gradient_of_the_batch_loss():
