@@ -13,6 +13,7 @@ import contextlib
 import math
 import tempfile
 import time
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,26 @@ def cpu_shims() -> None:
     if not torch.cuda.is_available():
         torch.cuda.synchronize = lambda *_a, **_k: None
         torch.Tensor.cuda = lambda self, *_a, **_k: self
+
+
+def with_literals_rewritten(
+    original: Any, rewrites: dict[str, tuple[int, str]], name: str, package: str | None = None
+) -> Any:
+    """An original module's text from its checkout with each ``literal`` (occurring exactly
+    ``count`` times, else refused) replaced by ``new`` (``rewrites[literal] = (count, new)``),
+    executed as module ``name`` (of ``package``); nothing is written to the checkout."""
+    path = Path(original.__file__)
+    text = path.read_text()
+    for literal, (count, new) in rewrites.items():
+        if text.count(literal) != count:
+            raise SystemExit(f"{path}: {literal!r} occurs {text.count(literal)}×, not {count}×")
+        text = text.replace(literal, new)
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
+    if package is not None:
+        module.__package__ = package
+    exec(compile(text, str(path), "exec"), module.__dict__)
+    return module
 
 
 @contextlib.contextmanager

@@ -136,17 +136,14 @@ def import_prune_flap(repo_dir: str, head: int) -> Any:
     prune = import_original(repo_dir, "lib.prune")
     if head == HEAD:
         return prune
-    path = Path(prune.__file__)
-    text = path.read_text()
-    for literal, count in HEAD_LITERALS.items():
-        if text.count(literal) != count:
-            raise SystemExit(f"{path}: {literal!r} occurs {text.count(literal)}×, not {count}×")
-        new = f"{4 * head}.0 / 3" if literal == "512.0 / 3" else literal.replace("128", str(head))
-        text = text.replace(literal, new)
-    module = types.ModuleType(f"lib.prune_head{head}")
-    module.__package__, module.__file__ = "lib", str(path)
-    exec(compile(text, str(path), "exec"), module.__dict__)
-    return module
+    rewrites = {
+        literal: (
+            count,
+            f"{4 * head}.0 / 3" if literal == "512.0 / 3" else literal.replace("128", str(head)),
+        )
+        for literal, count in HEAD_LITERALS.items()
+    }
+    return protocol.with_literals_rewritten(prune, rewrites, f"lib.prune_head{head}", "lib")
 
 
 def check_supported(config: Any, *, rewritten: bool = False) -> None:

@@ -56,15 +56,8 @@ def import_model_utils(repo_dir: str, s_lr: float | None) -> Any:
     utils = import_original(repo_dir, "model_utils")
     if s_lr is None:
         return utils
-    path = Path(utils.__file__)
-    text = path.read_text()
-    if text.count(S_LR_LITERAL) != 1:
-        raise SystemExit(f"{path}: {S_LR_LITERAL!r} occurs {text.count(S_LR_LITERAL)}×, not 1×")
-    text = text.replace(S_LR_LITERAL, f"s_learning_rate = {float(s_lr)!r}")
-    module = types.ModuleType("model_utils_s_lr")
-    module.__file__ = str(path)
-    exec(compile(text, str(path), "exec"), module.__dict__)
-    return module
+    rewrites = {S_LR_LITERAL: (1, f"s_learning_rate = {float(s_lr)!r}")}
+    return protocol.with_literals_rewritten(utils, rewrites, "model_utils_s_lr")
 
 
 def recorded_jaxprune(path: Path, args: argparse.Namespace) -> dict[str, Any]:
