@@ -157,8 +157,8 @@ def main() -> None:
     if args.s_lr is not None and not args.s_lr >= 0:
         parser.error(f"--s-lr must be 0 or more, got {args.s_lr}")
     import_model_utils(args.repo_dir, args.s_lr)  # refuse a wrong checkout before loading
-    if args.jaxprune_from is not None:
-        recorded_jaxprune(args.jaxprune_from, args)
+    # jaxprune's side of an earlier run, read (and refused if another run's) before loading
+    recorded = None if args.jaxprune_from is None else recorded_jaxprune(args.jaxprune_from, args)
 
     import jaxprune as jp
 
@@ -168,10 +168,7 @@ def main() -> None:
     recipe = jp.Recipe(
         method="sparsellm", sparsity=args.sparsity, nsamples=args.nsamples, seqlen=args.seqlen
     )
-    if args.jaxprune_from is None:
-        ours = protocol.jaxprune_unstructured(pre, calib, evalw, recipe)
-    else:
-        ours = recorded_jaxprune(args.jaxprune_from, args)
+    ours = recorded or protocol.jaxprune_unstructured(pre, calib, evalw, recipe)
     theirs = original_sparsellm(args, tm, calib, evalw)
     row = protocol.comparison_row(f"sparsellm:{args.sparsity}", ours, theirs)
     write_json(
