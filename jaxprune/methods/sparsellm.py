@@ -13,8 +13,9 @@ intermediate activations become free variables tying the layers together. In tok
 over sparse kernels and dense ``s, z, p``, by alternating closed-form steps. Each iteration:
 
 1. **refit** (from the second iteration on) the dense kernels to the current variables by damped
-   least squares (Cholesky of the Gram matrix): ``W_up = argmin ‖X W − z‖``, ``W_gate`` from
-   ``s``, ``W_down = argmin ‖p W − Y‖``;
+   least squares (Cholesky of the Gram matrix ``G`` plus ``λI``,
+   ``λ = refit_percdamp·mean(diag G)``): ``W_up = argmin ‖X W − z‖``, ``W_gate`` from ``s``,
+   ``W_down = argmin ‖p W − Y‖``;
 2. **prune** each with SparseGPT, ``W_up``/``W_gate`` with ``H = XᵀX``, ``W_down`` with ``H = pᵀp``;
    as SparseGPT minimises ‖X(W − Ŵ)‖ and the refit residual is orthogonal to the span of ``X``,
    this is the pruned least-squares fit to the variables;
@@ -103,9 +104,13 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "iterations": 6,
     # Gauss-Newton steps of the gate pre-activation s per iteration (gated MLPs only).
     "s_steps": 3,
-    # SparseGPT's options; percdamp also damps the least-squares refits.
+    # SparseGPT's options.
     "percdamp": 0.01,
     "blocksize": 128,
+    # Ridge of the least-squares refits, as a fraction of the Gram matrix's mean diagonal (the
+    # scale of SparseGPT's percdamp). The refits' targets are the variables themselves, so a
+    # ridge biases every refit kernel toward zero; see the module docstring.
+    "refit_percdamp": 0.01,
     # Token rows per chunk of the variable updates (bounds the temporaries, see the docstring).
     "chunk_tokens": 8192,
 }
@@ -132,10 +137,11 @@ def _validate(kernels, x, y, targets, kind, activation, biases, options) -> dict
     if unknown:
         raise ValueError(f"sparsellm has no options {unknown}; known: {sorted(DEFAULT_OPTIONS)}")
     opts = {**DEFAULT_OPTIONS, **options}
-    for name in ("alpha", "beta", "gamma"):
+    for name in ("alpha", "beta", "gamma", "refit_percdamp"):
         if not (math.isfinite(opts[name]) and opts[name] > 0):
             raise ValueError(
-                f"alpha, beta and gamma must be positive and finite, got {name}={opts[name]!r}"
+                "alpha, beta, gamma and refit_percdamp must be positive and finite, "
+                f"got {name}={opts[name]!r}"
             )
     for name, low in (("iterations", 1), ("s_steps", 0), ("chunk_tokens", 1)):
         if not isinstance(opts[name], int) or opts[name] < low:
@@ -227,7 +233,7 @@ def prune_mlp(
     for it in range(opts["iterations"]):
         gram_p = sum(gram(pc, pc) for pc in state["p"])
         if it > 0:
-            w, b = refit(kind, x, y, spans, state, gram_x, gram_p, opts["percdamp"])
+            w, b = refit(kind, x, y, spans, state, gram_x, gram_p, opts["refit_percdamp"])
         # SparseGPT's H = (2/N) Σ xxᵀ of each kernel's inputs; the kernels reading X share it and
         # are swept together.
         solver = {"blocksize": opts["blocksize"], "percdamp": opts["percdamp"]}
@@ -270,7 +276,8 @@ def prune_mlp(
         if not math.isfinite(total):
             warnings.warn(
                 f"sparsellm: the auxiliary variables became non-finite in iteration {it}; "
-                "returning the best iterate so far (raise percdamp or lower gamma)",
+                "returning the best iterate so far "
+                "(raise refit_percdamp or percdamp, or lower gamma)",
                 RuntimeWarning,
                 stacklevel=2,
             )

@@ -241,6 +241,53 @@ def test_variable_updates_match_their_closed_forms(variant):
     assert float(obj) == pytest.approx(obj_ref, rel=1e-3)
 
 
+@pytest.mark.parametrize("variant", ["swiglu", "relu"])
+@pytest.mark.parametrize("percdamp", [1e-4, 0.01, 1.0])
+def test_refits_are_ridge_least_squares_with_the_given_damping(variant, percdamp):
+    kind = VARIANTS[variant][0]
+    _, x, y, _ = make_mlp(variant, seed=8)
+    rng = np.random.default_rng(1)
+    names = "szp" if kind == "gated" else "zp"
+    state = {n: [jnp.asarray(rng.standard_normal((T, F)), jnp.float32)] for n in names}
+    state.setdefault("s", [None])
+    gram_x = sparsellm_steps.gram(x, x)
+    gram_p = sparsellm_steps.gram(state["p"][0], state["p"][0])
+    w, b = sparsellm_steps.refit(kind, x, y, [(0, T)], state, gram_x, gram_p, percdamp)
+
+    def ridge(inputs, targets, bias):
+        a = np.asarray(inputs, np.float64)
+        if bias:
+            a = np.concatenate([a, np.ones((len(a), 1))], axis=1)
+        g = a.T @ a
+        lam = percdamp * np.mean(np.diag(g)) + 1e-8
+        return np.linalg.solve(g + lam * np.eye(len(g)), a.T @ np.asarray(targets, np.float64))
+
+    if kind == "gated":
+        expected = {
+            "up": ridge(x, state["z"][0], False),
+            "gate": ridge(x, state["s"][0], False),
+            "down": ridge(state["p"][0], y, False),
+        }
+        got = w
+    else:
+        expected = {"in": ridge(x, state["z"][0], True), "out": ridge(state["p"][0], y, True)}
+        got = {k: np.concatenate([w[k], b[k][None]], axis=0) for k in w}
+    for key, ref in expected.items():
+        np.testing.assert_allclose(got[key], ref, rtol=2e-3, atol=2e-3 * np.abs(ref).max())
+
+
+def test_refit_percdamp_damps_the_refits_not_sparsegpt():
+    kernels, x, y, _ = make_mlp("swiglu", seed=2)
+    targets = dict.fromkeys(kernels, Unstructured(0.7))
+    run = {"iterations": 3, **options("swiglu")}
+    light = sparsellm.prune_mlp(kernels, x, y, targets, refit_percdamp=1e-4, **run)
+    heavy = sparsellm.prune_mlp(kernels, x, y, targets, refit_percdamp=1.0, **run)
+    # Iterate 0 (SparseGPT on the dense kernels) does not refit: the same on both.
+    assert light.output_error[0] == pytest.approx(heavy.output_error[0], rel=1e-6)
+    # A ridge as large as the mean diagonal pulls every refit kernel toward zero.
+    assert heavy.output_error[1] > 1.5 * light.output_error[1]
+
+
 @pytest.mark.parametrize("target", [Unstructured(0.5), Unstructured(0.8), NM(2, 4)])
 def test_masks_are_exact_and_respected(target):
     kernels, x, y, _ = make_mlp("swiglu", seed=2)
@@ -305,6 +352,8 @@ def test_chunking_does_not_change_the_result():
         ({"kind": "relu", "activation": "silu"}, "activation must be one of"),
         ({"iterations": 0}, "iterations"),
         ({"gamma": 0.0}, "positive"),
+        ({"refit_percdamp": 0.0}, "refit_percdamp must be positive"),
+        ({"refit_percdamp": float("inf")}, "positive and finite"),
         ({"lr": 0.1}, "no options"),
         ({"drop": "up"}, "needs kernels"),
         ({"s_steps": -1}, "s_steps"),
