@@ -82,3 +82,13 @@ def test_driver_error_of_jaxprunes_kernels_is_jaxprunes_best_iterate_error(block
     error = block.output_error(y, block.mlp_output(ours["weights"], x))
     assert error == pytest.approx(min(ours["iterate_errors"]), rel=1e-3)
     assert block.output_error(y, y) == 0.0 and block.output_error(y, 0 * y) == pytest.approx(1.0)
+
+
+def test_variants_add_each_refit_ridge_to_every_option_set(block):
+    named = block.variants([1e-4, 1e-8])
+    assert len(named) == 3 * len(block.BASE)
+    assert named["defaults"] == {}
+    assert named["like_original_s_frozen@refit_percdamp=1e-08"] == {
+        **block.LIKE_ORIGINAL, "s_steps": 0, "refit_percdamp": 1e-8,
+    }  # fmt: skip
+    assert block.variants([]) == block.BASE

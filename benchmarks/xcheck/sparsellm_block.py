@@ -15,8 +15,8 @@ then
 * runs jaxprune's ``sparsellm.prune_mlp`` on the same ``X`` and ``Y = MLP(X)`` with the
   original's hyper-parameters (α = β = γ, 4 iterations, 2 ``s`` steps), with ``s`` frozen
   (``s_steps = 0``, what the original does at ``--s-lr 0``), and with jaxprune's defaults; each
-  with the refits' ridge at jaxprune's default (``refit_percdamp`` 0.01) and light (1e-4; the
-  original refits by undamped pseudo-inverse);
+  with the refits' ridge at jaxprune's default (``refit_percdamp`` 0.01) and at each value of
+  ``--refit-percdamp`` (default 1e-4; the original refits by undamped pseudo-inverse);
 
 and reports each result's output error ``‖Y − MLP_pruned(X)‖² / ‖Y‖²`` on those tokens. jaxprune
 records the error of every iterate, so its last iterate (what the original keeps) is set beside
@@ -41,17 +41,24 @@ from benchmarks.xcheck.sparsellm import SPARSELLM, import_model_utils
 
 # jaxprune's option sets beside the original (only the ratios of alpha, beta, gamma matter).
 LIKE_ORIGINAL = {"alpha": 1.0, "beta": 1.0, "gamma": 1.0, "iterations": 4, "s_steps": 2}
-# Each also with the refits' ridge at 1e-4 of the Gram's mean diagonal instead of 0.01 (the
-# original's refits are undamped pseudo-inverses).
-LIGHT = {"refit_percdamp": 1e-4}
-VARIANTS: dict[str, dict[str, Any]] = {
+BASE: dict[str, dict[str, Any]] = {
     "like_original": LIKE_ORIGINAL,
     "like_original_s_frozen": {**LIKE_ORIGINAL, "s_steps": 0},
     "defaults": {},
-    "like_original_light_refit": {**LIKE_ORIGINAL, **LIGHT},
-    "like_original_s_frozen_light_refit": {**LIKE_ORIGINAL, "s_steps": 0, **LIGHT},
-    "defaults_light_refit": LIGHT,
 }
+
+
+def variants(ridges: list[float]) -> dict[str, dict[str, Any]]:
+    """Each base option set as it is (the refits' ridge at jaxprune's default) and with each
+    ``refit_percdamp`` in ``ridges`` (the original refits by undamped pseudo-inverse), named
+    ``"<base>@refit_percdamp=<value>"``."""
+    named = dict(BASE)
+    for ridge in ridges:
+        for name, options in BASE.items():
+            named[f"{name}@refit_percdamp={ridge:g}"] = {**options, "refit_percdamp": ridge}
+    return named
+
+
 ROLES = {"gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
 
 
@@ -197,8 +204,17 @@ def main() -> None:
     parser.add_argument(
         "--s-lr", type=float, help="the original's s learning rate (its code: 0.01), as there"
     )
+    parser.add_argument(
+        "--refit-percdamp",
+        type=float,
+        nargs="*",
+        default=[1e-4],
+        help="also run every option set with these refit ridges (jaxprune's default: 0.01)",
+    )
     protocol.add_protocol_args(parser)
     args = parser.parse_args()
+    if not all(r > 0 for r in args.refit_percdamp):
+        parser.error(f"--refit-percdamp values must be positive, got {args.refit_percdamp}")
     if args.s_lr is not None and not args.s_lr >= 0:
         parser.error(f"--s-lr must be 0 or more, got {args.s_lr}")
     utils = import_model_utils(args.repo_dir, args.s_lr)
@@ -229,7 +245,7 @@ def main() -> None:
                 "seconds": theirs["seconds"],
             },
         }
-        for name, options in VARIANTS.items():
+        for name, options in variants(args.refit_percdamp).items():
             ours = jaxprune_block(dense, x, y, args.sparsity, options)
             row[name] = {
                 "options": options,
