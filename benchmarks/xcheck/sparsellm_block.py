@@ -23,7 +23,7 @@ records the error of every iterate, so its last iterate (what the original keeps
 the best one (what jaxprune keeps); iterate 0 is per-layer SparseGPT.
 
     python -m benchmarks.xcheck.sparsellm_block --repo-dir /tmp/SparseLLM --s-lr 0 \\
-        --blocks 2 11 20 --out benchmarks/results/sparsellm_block_cpu.json
+        --blocks 2 11 20 27 --out benchmarks/results/sparsellm_block_slr0_cpu.json
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repo-dir", required=True, help="checkout of BaiTheBest/SparseLLM")
     parser.add_argument("--sparsity", type=float, default=0.7)
-    parser.add_argument("--blocks", type=int, nargs="+", default=[2, 11, 20])
+    parser.add_argument("--blocks", type=int, nargs="+", default=[2, 11, 20, 27])
     parser.add_argument(
         "--s-lr", type=float, help="the original's s learning rate (its code: 0.01), as there"
     )
@@ -217,6 +217,8 @@ def main() -> None:
         parser.error(f"--refit-percdamp values must be positive, got {args.refit_percdamp}")
     if args.s_lr is not None and not args.s_lr >= 0:
         parser.error(f"--s-lr must be 0 or more, got {args.s_lr}")
+    if min(args.blocks) < 0:
+        parser.error(f"--blocks must be block indices (0 or more), got {args.blocks}")
     utils = import_model_utils(args.repo_dir, args.s_lr)
 
     import jaxprune as jp
