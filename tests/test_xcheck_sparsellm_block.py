@@ -92,3 +92,11 @@ def test_variants_add_each_refit_ridge_to_every_option_set(block):
         **block.LIKE_ORIGINAL, "s_steps": 0, "refit_percdamp": 1e-8,
     }  # fmt: skip
     assert block.variants([]) == block.BASE
+
+
+def test_gram_diagonal_stats_on_a_known_diagonal(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks.xcheck import sparsellm_gram
+
+    stats = sparsellm_gram.diagonal_stats(np.array([1.0, 1.0, 2.0, 96.0]))
+    assert stats == {"top_share": 0.96, "max_over_mean": 3.84, "median_over_mean": 0.06}
