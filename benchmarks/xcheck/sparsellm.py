@@ -76,16 +76,12 @@ def recorded_jaxprune(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def original_sparsellm(args, tm, calib, evalw) -> dict[str, Any]:
-    """The original ``llama_sparsellm`` on a fresh torch model; its ppl and sparsity."""
-    import torch
-
-    utils = import_model_utils(args.repo_dir, args.s_lr)
-    model = tm.load()
-    model.seqlen = args.seqlen
-    options = types.SimpleNamespace(
-        nsamples=len(calib),
-        sparsity=args.sparsity,
+def original_options(nsamples: int, sparsity: float) -> types.SimpleNamespace:
+    """The ``args`` ``llama_sparsellm`` reads: ``llama_main.py``'s defaults (percdamp 0.01,
+    blocksize 128, no quantisation, every layer, ``true_sequential`` off), unstructured."""
+    return types.SimpleNamespace(
+        nsamples=nsamples,
+        sparsity=sparsity,
         prunen=0,
         prunem=0,
         percdamp=0.01,
@@ -97,6 +93,16 @@ def original_sparsellm(args, tm, calib, evalw) -> dict[str, Any]:
         invert=False,
         true_sequential=False,
     )
+
+
+def original_sparsellm(args, tm, calib, evalw) -> dict[str, Any]:
+    """The original ``llama_sparsellm`` on a fresh torch model; its ppl and sparsity."""
+    import torch
+
+    utils = import_model_utils(args.repo_dir, args.s_lr)
+    model = tm.load()
+    model.seqlen = args.seqlen
+    options = original_options(len(calib), args.sparsity)
     windows = protocol.loader_batches(calib)
 
     printed = io.StringIO()

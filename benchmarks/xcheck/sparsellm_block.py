@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import argparse
 import time
-import types
 from typing import Any
 
 import numpy as np
 
 from benchmarks._common import write_json
 from benchmarks.xcheck import _protocol as protocol
-from benchmarks.xcheck.sparsellm import SPARSELLM, import_model_utils
+from benchmarks.xcheck.sparsellm import SPARSELLM, import_model_utils, original_options
 
 # jaxprune's option sets beside the original (only the ratios of alpha, beta, gamma matter).
 LIKE_ORIGINAL = {"alpha": 1.0, "beta": 1.0, "gamma": 1.0, "iterations": 4, "s_steps": 2}
@@ -136,20 +135,7 @@ def original_block(utils: Any, tm: Any, h: Any, block: int, sparsity: float) -> 
     model, batches = replay_model(tm.load(), h, block)
     nsamples, seqlen = h.shape[0], h.shape[1]
     model.seqlen = seqlen
-    options = types.SimpleNamespace(
-        nsamples=nsamples,
-        sparsity=sparsity,
-        prunen=0,
-        prunem=0,
-        percdamp=0.01,
-        blocksize=128,
-        wbits=16,
-        minlayer=-1,
-        maxlayer=1000,
-        prune_only="",
-        invert=False,
-        true_sequential=False,
-    )
+    options = original_options(nsamples, sparsity)
 
     def prune() -> None:
         with protocol.float16_casts_kept_float32():
