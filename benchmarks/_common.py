@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("jax", "jaxlib", "flax", "numpy", "optax")
+PACKAGES = ("jax", "jaxlib", "flax", "numpy", "scipy", "optax")
 # Recorded only when the run imported them (the cross-checks and the HF export paths do).
 OPTIONAL_PACKAGES = ("torch", "transformers", "lm_eval", "datasets")
 
@@ -68,6 +68,9 @@ def environment() -> dict[str, Any]:
         env["device"] = str(sys.modules["jax"].devices()[0].device_kind)
     if "jaxprune" in sys.modules:  # which tree ran (a snapshot may differ from this checkout)
         env["jaxprune_path"] = str(Path(sys.modules["jaxprune"].__file__).parent)
+        from jaxprune.pipeline.versions import lapack_kernels
+
+        env["lapack"] = lapack_kernels()  # the CPU kernels of the Cholesky factorisations
     return env
 
 
