@@ -62,3 +62,16 @@ def test_sparsellm_and_its_sparsegpt_baseline_run_at_the_smoke_shape(tmp_path):
     assert [(r["method"], r["sparsity"]) for r in rows] == [("sparsegpt", 0.7), ("sparsellm", 0.7)]
     assert rows[1]["joint_seconds"] > 0 and rows[0]["joint_seconds"] == 0
     assert "forward_seconds" in rows[0] and rows[0]["forward_seconds"] is None  # no --profile
+
+
+def test_factorisation_benchmark_times_both_paths_and_they_agree(tmp_path):
+    out = tmp_path / "factorisation.json"
+    script = SCRIPT.parent / "factorisation_cpu.py"
+    argv = [sys.executable, str(script), "--out", str(out), "--widths", "5", "130"]
+    done = subprocess.run(argv + ["--repeats", "1"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["width"] for row in rows] == [5, 130]
+    for row in rows:
+        assert row["lapack"]["median_s"] > 0 and row["blocked"]["median_s"] > 0
+        assert row["max_relative_difference"] < 1e-5

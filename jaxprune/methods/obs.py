@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxprune.methods import linalg
+
 _RETRIES = 4
 # The first retry's damping when the caller asked for none (0 × 10 would never change anything).
 _RETRY_BASE = 1e-3
@@ -33,9 +35,9 @@ def inverse_hessian_factor(
             percdamp,
             jnp.maximum(percdamp, _RETRY_BASE) * 10.0 ** tries.astype(jnp.float32),
         )
-        lower = jnp.linalg.cholesky(hessian + (damping * mean_diag) * eye)
-        inverse = jax.scipy.linalg.cho_solve((lower, True), eye)
-        upper = jnp.linalg.cholesky(inverse).T
+        lower = linalg.cholesky(hessian + (damping * mean_diag) * eye)
+        inverse = linalg.cho_solve(lower, eye)
+        upper = linalg.cholesky(inverse).T
         finite = jnp.all(jnp.isfinite(upper)) & jnp.all(jnp.diagonal(upper) > 0)
         return tries + 1, upper, finite, damping
 

@@ -34,9 +34,11 @@ TOKEN_CHUNK = 256
 """Tokens per partial product of every sum over tokens in fixed order (see :func:`token_sum`)."""
 
 FIXED_ORDER = "JAXPRUNE_FIXED_ORDER_SUMS"
-"""Environment variable: ``1`` sums over tokens in a fixed order (:func:`token_sum`), so a prune
-gives the same bits whatever number of threads XLA's CPU backend uses. Read when a statistic is
-traced, so set it before the first prune."""
+"""Environment variable: ``1`` sums over tokens in a fixed order (:func:`token_sum`) and, on CPU,
+runs the solvers' Cholesky factorisations in XLA instead of LAPACK
+(:mod:`jaxprune.methods.linalg`), so a prune gives the same bits whatever number of threads XLA's
+CPU backend uses and whichever kernels scipy's OpenBLAS picks for the CPU. Read when a statistic
+or solver is traced, so set it before the first prune."""
 
 
 def fixed_order() -> bool:
