@@ -160,3 +160,16 @@ def test_loader_batches_are_one_int64_row_per_window_without_targets():
     assert len(batches) == 3 and all(target is None for _, target in batches)
     assert all(ids.dtype == torch.int64 and ids.shape == (1, 4) for ids, _ in batches)
     np.testing.assert_array_equal(torch.cat([ids for ids, _ in batches]).numpy(), calib)
+
+
+def test_write_measurement_records_what_the_args_as_text_and_the_sections(tmp_path):
+    import argparse
+    import json
+
+    out = tmp_path / "measure.json"
+    args = argparse.Namespace(out=out, blocks=[2, 11], alpha=0.5)
+    protocol.write_measurement(str(out), "diagonal spread", args, rows=[{"block": 2}])
+    written = json.loads(out.read_text())
+    assert written["what"] == "diagonal spread"
+    assert written["args"] == {"out": str(out), "blocks": "[2, 11]", "alpha": "0.5"}
+    assert written["rows"] == [{"block": 2}] and "environment" in written

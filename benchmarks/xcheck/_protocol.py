@@ -259,6 +259,11 @@ def comparison_row(config: str, ours: dict[str, Any], theirs: dict[str, Any]) ->
     }
 
 
+def args_text(args: argparse.Namespace) -> dict[str, str]:
+    """The driver's arguments as text, for its result file."""
+    return {k: str(v) for k, v in vars(args).items()}
+
+
 def provenance(original: tuple[str, str], args: argparse.Namespace) -> dict[str, Any]:
     """``{"original": url, commit and the checkout's git state, "args": the driver's args}``."""
     from benchmarks._common import git_commit
@@ -266,8 +271,16 @@ def provenance(original: tuple[str, str], args: argparse.Namespace) -> dict[str,
     url, commit = original
     return {
         "original": {"url": url, "commit": commit, "checkout": git_commit(args.repo_dir)},
-        "args": {k: str(v) for k, v in vars(args).items()},
+        "args": args_text(args),
     }
+
+
+def write_measurement(path: str, what: str, args: argparse.Namespace, **sections: Any) -> None:
+    """Write ``{"what", "args": the driver's args as text, **sections}`` (atomically, with the
+    environment) to ``path``: the result file of a measurement-only driver."""
+    from benchmarks._common import write_json
+
+    write_json(path, {"what": what, "args": args_text(args), **sections})
 
 
 def capture_layer_kwargs(model: Any, window: np.ndarray) -> list[dict[str, Any]]:

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import write_json
 from benchmarks.xcheck import _protocol as protocol
 from benchmarks.xcheck.sparsellm_block import block_inputs
 
@@ -65,13 +64,11 @@ def main() -> None:
             }
         )
         print(rows[-1], flush=True)
-    write_json(
+    protocol.write_measurement(
         args.out,
-        {
-            "what": f"{args.model}: diagonal spread of SparseLLM's refit Gram matrices per block",
-            "args": {k: str(v) for k, v in vars(args).items()},
-            "rows": rows,
-        },
+        f"{args.model}: diagonal spread of SparseLLM's refit Gram matrices per block",
+        args,
+        rows=rows,
     )
 
 

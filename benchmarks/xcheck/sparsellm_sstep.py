@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import write_json
 from benchmarks.xcheck import _protocol as protocol
 
 
@@ -105,13 +104,11 @@ def main() -> None:
         factor = step_factor(s, z, alpha=args.alpha, gamma=args.gamma, lr=args.lr)
         blocks.append({"block": index, **block_stats(factor, z)})
         print(blocks[-1], flush=True)
-    write_json(
+    protocol.write_measurement(
         args.out,
-        {
-            "what": f"{args.model}: lr·k of the original SparseLLM's s step on the dense MLPs",
-            "args": {k: str(v) for k, v in vars(args).items()},
-            "blocks": blocks,
-        },
+        f"{args.model}: lr·k of the original SparseLLM's s step on the dense MLPs",
+        args,
+        blocks=blocks,
     )
 
 

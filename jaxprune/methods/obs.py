@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxprune.methods import linalg
+from jaxprune.methods.linalg import cho_solve, cholesky
 
 _RETRIES = 4
 # The first retry's damping when the caller asked for none (0 × 10 would never change anything).
@@ -35,9 +35,9 @@ def inverse_hessian_factor(
             percdamp,
             jnp.maximum(percdamp, _RETRY_BASE) * 10.0 ** tries.astype(jnp.float32),
         )
-        lower = linalg.cholesky(hessian + (damping * mean_diag) * eye)
-        inverse = linalg.cho_solve(lower, eye)
-        upper = linalg.cholesky(inverse).T
+        lower = cholesky(hessian + (damping * mean_diag) * eye)
+        inverse = cho_solve(lower, eye)
+        upper = cholesky(inverse).T
         finite = jnp.all(jnp.isfinite(upper)) & jnp.all(jnp.diagonal(upper) > 0)
         return tries + 1, upper, finite, damping
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxprune.core.deprecation import renamed
-from jaxprune.methods import linalg
+from jaxprune.methods.linalg import cho_solve, cholesky
 
 # The roles of each MLP kind, its output projection last.
 ROLES = {"gated": ("gate", "up", "down"), "relu": ("in", "out")}
@@ -74,8 +74,8 @@ def gram(a: jax.Array, b: jax.Array) -> jax.Array:
 def damped_solve(gram: jax.Array, rhs: jax.Array, percdamp: jax.Array) -> jax.Array:
     """``(G + λI)⁻¹ rhs`` by Cholesky, λ = percdamp·mean(diag G) plus a floor for G = 0."""
     damp = percdamp * jnp.mean(jnp.diagonal(gram)) + 1e-8
-    lower = linalg.cholesky(gram + damp * jnp.eye(gram.shape[0], dtype=gram.dtype))
-    return linalg.cho_solve(lower, rhs)
+    lower = cholesky(gram + damp * jnp.eye(gram.shape[0], dtype=gram.dtype))
+    return cho_solve(lower, rhs)
 
 
 def pre_activations(kind: str, x: jax.Array, kernels, biases):
@@ -118,7 +118,7 @@ def p_system(w_down: jax.Array, beta: jax.Array, gamma: jax.Array):
     """``WᵀW`` and the lower Cholesky factor of ``WᵀW + (γ/β)I`` (``d × d``, positive definite)."""
     wtw = matmul_highest(w_down.T, w_down)
     eye = jnp.eye(wtw.shape[0], dtype=wtw.dtype)
-    return wtw, linalg.cholesky(wtw + (gamma / beta) * eye)
+    return wtw, cholesky(wtw + (gamma / beta) * eye)
 
 
 @functools.partial(jax.jit, static_argnames=("kind", "act", "s_steps", "update"))
@@ -144,7 +144,7 @@ def chunk_pass(kind, act, x, y, s, z, p, kernels, biases, system, coef, *, s_ste
     last = ROLES[kind][-1]
     a = activation(kind, act, s, z)
     a_out = output_projection(kind, a, kernels, biases)
-    c = linalg.cho_solve(factor, (y - a_out).T).T
+    c = cho_solve(factor, (y - a_out).T).T
     p = a + matmul_highest(c, kernels[last].T)
     y_hat = a_out + matmul_highest(c, wtw)  # = p W + b, without another (T, f) × (f, d) product
     if kind == "relu":
