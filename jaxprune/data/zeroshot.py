@@ -47,7 +47,7 @@ class Example:
       contexts: the prompt scored before each choice (equal for all but winogrande's).
       continuations: the text whose log-likelihood is summed, one per choice.
       gold: index of the right choice.
-      choices: the choice strings (their UTF-8 length normalises ``acc_norm``).
+      choices: the choice strings (their length in characters normalises ``acc_norm``).
     """
 
     contexts: tuple[str, ...]

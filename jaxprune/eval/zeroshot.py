@@ -10,12 +10,14 @@ starts the context only when given (the pipeline gives it for families that expe
 as the harness does); a request longer than the model's window keeps its last ``max_length + 1``
 tokens.
 
-Requests are sorted by length, padded on the right to one of a few lengths (the causal mask
-keeps padding from touching real positions) and scored ``batch_size`` requests per forward pass
-under ``jit``, so a task compiles a handful of programs. A pass holds ``batch_size × length ×
-vocabulary`` float32 logits (Gemma's 262k vocabulary: 1 GB for 8 requests of 128 tokens).
-Examples are any objects with ``contexts``, ``continuations``, ``choices`` and ``gold``
-(:class:`jaxprune.data.zeroshot.Example`).
+Requests are sorted by length, padded on the right to a multiple of 16 tokens (32 past 128, 64
+past 256, 128 past 512; the causal mask keeps padding from touching real positions) and scored
+``batch_size`` requests per forward pass under ``jit``, one compiled program per padded length.
+The blocks run over every position, the head (the vocabulary-wide product and log-softmax) only
+over the continuation's: a pass holds ``batch_size × width × vocabulary`` float32 logits, the
+width being the batch's longest continuation rounded up to a power of two (a model without
+``hidden_states`` and ``head`` gets the head over every position). Examples are any objects with
+``contexts``, ``continuations``, ``choices`` and ``gold`` (:class:`jaxprune.data.zeroshot.Example`).
 """
 
 from __future__ import annotations
@@ -27,10 +29,6 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-# Padded lengths: about 1.5x apart, so a task compiles a handful of programs and wastes at most a
-# third of a batch on padding; longer requests round up to a multiple of 1024.
-_BUCKETS = (64, 128, 192, 256, 384, 512, 768, 1024)
 
 
 class MultipleChoice(Protocol):
@@ -68,12 +66,41 @@ def encode_pair(
 
 
 @functools.partial(jax.jit, static_argnames="model")
-def _sum_logprobs(model: Any, params: Any, tokens: jax.Array, weights: jax.Array) -> jax.Array:
-    """Per row, the summed log-probabilities of the tokens where ``weights`` (shifted) is 1."""
+def _hidden(model: Any, params: Any, tokens: jax.Array) -> jax.Array:
+    return model.hidden_states(params, tokens)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "width"))
+def _sum_scored(
+    model: Any,
+    params: Any,
+    hidden: jax.Array,
+    tokens: jax.Array,
+    starts: jax.Array,
+    counts: jax.Array,
+    width: int,
+) -> jax.Array:
+    """Per row ``r``, the summed log-probabilities of ``tokens[r, starts[r] + 1 + j]``, ``j <
+    counts[r]``, from ``hidden[r, starts[r] + j]``: the head sees ``width`` positions a row."""
+    offsets = jnp.arange(width)
+    positions = jnp.minimum(starts[:, None] + offsets, hidden.shape[1] - 1)
+    scored = jnp.take_along_axis(hidden, positions[..., None], axis=1)
+    logp = jax.nn.log_softmax(model.head(params, scored).astype(jnp.float32), axis=-1)
+    targets = jnp.take_along_axis(tokens, positions + 1, axis=1)
+    picked = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    return jnp.sum(jnp.where(offsets < counts[:, None], picked, 0.0), axis=1)
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _sum_logprobs(
+    model: Any, params: Any, tokens: jax.Array, starts: jax.Array, counts: jax.Array
+) -> jax.Array:
+    """:func:`_sum_scored` for a model with ``logits`` only: the head over every position."""
     logits = model.logits(params, tokens[:, :-1]).astype(jnp.float32)
     logp = jax.nn.log_softmax(logits, axis=-1)
     picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
-    return jnp.sum(picked * weights, axis=1)
+    offsets = jnp.arange(picked.shape[1]) - starts[:, None]
+    return jnp.sum(jnp.where((offsets >= 0) & (offsets < counts[:, None]), picked, 0.0), axis=1)
 
 
 def loglikelihoods(
@@ -88,7 +115,8 @@ def loglikelihoods(
     """Summed log-likelihood of each ``(context ids, continuation ids)`` request's continuation.
 
     Args:
-      model: anything with ``logits(params, tokens)`` (a :class:`jaxprune.models.LanguageModel`).
+      model: a :class:`jaxprune.models.LanguageModel`, or anything with ``logits(params,
+        tokens)`` (slower: the head then runs over every position).
       params: its params.
       requests: token ids; every continuation must be non-empty.
       batch_size: requests per forward pass (the last batch is padded with empty rows).
@@ -115,32 +143,49 @@ def loglikelihoods(
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc="zero-shot", unit="batch", leave=False)
-    for idx, tokens, weights in batches:
-        sums = _sum_logprobs(model, params, jnp.asarray(tokens), jnp.asarray(weights))
+    split = hasattr(model, "hidden_states") and hasattr(model, "head")
+    for idx, tokens, starts, counts in batches:
+        tokens, starts, counts = jnp.asarray(tokens), jnp.asarray(starts), jnp.asarray(counts)
+        if split:
+            hidden = _hidden(model, params, tokens[:, :-1])
+            width = min(_scored_width(int(counts.max())), hidden.shape[1])
+            sums = _sum_scored(model, params, hidden, tokens, starts, counts, width)
+        else:
+            sums = _sum_logprobs(model, params, tokens, starts, counts)
         out[idx] = np.asarray(sums, np.float64)[: len(idx)]
     return out
 
 
 def _padded_length(n: int) -> int:
-    return next((b for b in _BUCKETS if b >= n), -(-n // 1024) * 1024)
+    """``n`` rounded up to a multiple of 16 (32 past 128 tokens, 64 past 256, 128 past 512)."""
+    step = 16 if n <= 128 else 32 if n <= 256 else 64 if n <= 512 else 128
+    return -(-n // step) * step
+
+
+def _scored_width(n: int) -> int:
+    """The head's positions per row: ``n`` rounded up to a power of two."""
+    return 1 << max(0, n - 1).bit_length()
 
 
 def _batches(order: list[int], rows: list[tuple[np.ndarray, int]], size: int):
-    """``(request indices, padded tokens, weights)`` batches of ``size`` rows and one length each.
+    """``(request indices, padded tokens, starts, counts)`` batches of ``size`` rows, one length.
 
-    Requests come longest first, so a batch's first request sets its padded length.
+    Row ``r`` scores ``counts[r]`` tokens predicted from positions ``starts[r]`` on (empty
+    padding rows score none). Requests come longest first, so a batch's first request sets its
+    padded length.
     """
     start = 0
     while start < len(order):
         length = _padded_length(len(rows[order[start]][0]))
         idx = order[start : start + size]
         tokens = np.zeros((size, length), np.int32)
-        weights = np.zeros((size, length - 1), np.float32)
+        starts = np.zeros(size, np.int32)
+        counts = np.zeros(size, np.int32)
         for r, i in enumerate(idx):
             full, n_cont = rows[i]
             tokens[r, : len(full)] = full
-            weights[r, len(full) - 1 - n_cont : len(full) - 1] = 1.0
-        yield np.asarray(idx), tokens, weights
+            starts[r], counts[r] = len(full) - 1 - n_cont, n_cont
+        yield np.asarray(idx), tokens, starts, counts
         start += size
 
 

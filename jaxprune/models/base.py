@@ -331,6 +331,19 @@ class LanguageModel:
     def logits(self, params: Params, tokens: jax.Array) -> jax.Array:
         return self.module(params)(tokens)
 
+    def hidden_states(self, params: Params, tokens: jax.Array) -> jax.Array:
+        """The last block's output: ``logits(params, t) == head(params, hidden_states(params, t))``.
+
+        Scoring a few positions of long rows applies the head (a vocabulary-wide product) to
+        those positions only (:mod:`jaxprune.eval.zeroshot`).
+        """
+        module = self.module(params)
+        positions = jnp.arange(tokens.shape[-1])
+        x = module.embed(tokens)
+        for i, layer in enumerate(module.layers):
+            x = layer(x, positions, layer=i)
+        return x
+
     def embed(self, params: Params, tokens: jax.Array) -> jax.Array:
         return self.module(params).embed(tokens)
 

@@ -97,6 +97,28 @@ def test_trailing_context_space_moves_to_the_continuation(trained_tokenizer):
     assert head + tail == tokenizer.encode("Answer: yes")
 
 
+def test_a_continuation_filling_the_row_is_scored_whole(setup):
+    # the head's width (a power of two) is capped at the row: every token still counts
+    model, params, tokenizer = setup
+    context, continuation = "To", " be, or not to be, that is the question: whether"
+    head, tail = encode_pair(tokenizer, context, continuation)
+    assert len(tail) > 8 * len(head) and len(head + tail) not in (16, 32)
+    (got,) = loglikelihoods(model, params, [(head, tail)])
+    np.testing.assert_allclose(
+        got, by_hand(model, params, tokenizer, context, continuation), rtol=1e-5, atol=1e-4
+    )
+
+
+def test_padded_lengths_and_head_widths():
+    from jaxprune.eval.zeroshot import _padded_length, _scored_width
+
+    assert [_padded_length(n) for n in (1, 16, 17, 129, 257, 513, 779)] == [
+        16, 16, 32, 160, 320, 640, 896,
+    ]  # fmt: skip
+    assert all(n <= _padded_length(n) < n + 128 for n in range(1, 2000))
+    assert [_scored_width(n) for n in (1, 2, 3, 8, 9)] == [1, 2, 4, 8, 16]
+
+
 def test_long_requests_keep_their_last_tokens(setup):
     model, params, _ = setup
     context, continuation = list(range(5, 45)), [7, 8, 9]
@@ -129,25 +151,51 @@ def test_acc_norm_divides_by_characters_as_the_harness():
 
 
 @dataclasses.dataclass(frozen=True)
-class ShapeRecorder:
-    """A model that records the shapes of the token batches it is called with."""
+class LogitsOnly:
+    """A model with ``logits`` only, recording the shapes of the token batches it is given."""
 
     model: LanguageModel
 
     def logits(self, params, tokens):
-        SEEN.append(tokens.shape)
+        SEEN.append(("logits", tokens.shape))
         return self.model.logits(params, tokens)
 
 
-SEEN: list[tuple[int, ...]] = []
+@dataclasses.dataclass(frozen=True)
+class SplitRecorder(LogitsOnly):
+    """A model with ``hidden_states`` and ``head`` too, recording what each is given."""
+
+    def hidden_states(self, params, tokens):
+        SEEN.append(("blocks", tokens.shape))
+        return self.model.hidden_states(params, tokens)
+
+    def head(self, params, hidden):
+        SEEN.append(("head", hidden.shape))
+        return self.model.head(params, hidden)
+
+
+SEEN: list[tuple[str, tuple[int, ...]]] = []
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
-def test_batch_size_is_the_number_of_requests_per_forward_pass(setup, batch_size):
+@pytest.mark.parametrize("wrapper", [LogitsOnly, SplitRecorder])
+def test_batch_size_is_the_number_of_requests_per_forward_pass(setup, batch_size, wrapper):
     model, params, tokenizer = setup
     SEEN.clear()
-    score = score_examples(ShapeRecorder(model), params, tokenizer, EXAMPLES, batch_size=batch_size)
-    assert SEEN and all(shape[0] == batch_size for shape in SEEN)
+    score = score_examples(wrapper(model), params, tokenizer, EXAMPLES, batch_size=batch_size)
+    assert SEEN and all(shape[0] == batch_size for _, shape in SEEN)
+    if wrapper is SplitRecorder:  # the head sees the continuations only, the blocks every token
+        assert {what for what, _ in SEEN} == {"blocks", "head"}
+        longest = max(
+            len(encode_pair(tokenizer, c, k)[1])
+            for ex in EXAMPLES
+            for c, k in zip(ex.contexts, ex.continuations, strict=True)
+        )
+        widths = [shape[1] for what, shape in SEEN if what == "head"]
+        lengths = [shape[1] for what, shape in SEEN if what == "blocks"]
+        assert max(widths) < 2 * longest and max(widths) < max(lengths)
+    else:
+        assert {what for what, _ in SEEN} == {"logits"}
     reference = score_examples(model, params, tokenizer, EXAMPLES, batch_size=8)
     np.testing.assert_allclose(
         sum(score.loglikelihoods, []), sum(reference.loglikelihoods, []), atol=1e-4

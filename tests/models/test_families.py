@@ -53,6 +53,13 @@ def test_load_pretrained_gives_transformers_logits(family):
     assert relative_error(_logits(family.loaded, family.loaded.params, ids), expected) < TOLERANCE
 
 
+def test_head_of_hidden_states_is_the_logits(family):
+    # the zero-shot scorer applies the head to a few positions of hidden_states' output
+    model, params, ids = family.loaded.model, family.loaded.params, jnp.asarray(tokens())
+    split = model.head(params, model.hidden_states(params, ids))
+    np.testing.assert_array_equal(np.asarray(split), _logits(family.loaded, params, ids))
+
+
 @pytest.mark.slow
 def test_export_hf_round_trips_through_transformers(family, tmp_path):
     export_hf(tmp_path / "out", family.loaded.model, family.loaded.params)
