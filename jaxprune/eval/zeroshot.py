@@ -145,10 +145,10 @@ def loglikelihoods(
         batches = tqdm(batches, desc="zero-shot", unit="batch", leave=False)
     split = hasattr(model, "hidden_states") and hasattr(model, "head")
     for idx, tokens, starts, counts in batches:
+        width = min(_scored_width(int(counts.max())), tokens.shape[1] - 1)
         tokens, starts, counts = jnp.asarray(tokens), jnp.asarray(starts), jnp.asarray(counts)
         if split:
             hidden = _hidden(model, params, tokens[:, :-1])
-            width = min(_scored_width(int(counts.max())), hidden.shape[1])
             sums = _sum_scored(model, params, hidden, tokens, starts, counts, width)
         else:
             sums = _sum_logprobs(model, params, tokens, starts, counts)
