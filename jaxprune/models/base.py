@@ -337,12 +337,7 @@ class LanguageModel:
         Scoring a few positions of long rows applies the head (a vocabulary-wide product) to
         those positions only (:mod:`jaxprune.eval.zeroshot`).
         """
-        module = self.module(params)
-        positions = jnp.arange(tokens.shape[-1])
-        x = module.embed(tokens)
-        for i, layer in enumerate(module.layers):
-            x = layer(x, positions, layer=i)
-        return x
+        return self.module(params).hidden_states(tokens)
 
     def embed(self, params: Params, tokens: jax.Array) -> jax.Array:
         return self.module(params).embed(tokens)

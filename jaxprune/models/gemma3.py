@@ -209,12 +209,16 @@ class Gemma3ForCausalLM(nnx.Module):
         cap = self.config.final_logit_softcapping
         return logits if cap is None else cap * jnp.tanh(logits / cap)
 
-    def __call__(self, tokens: jax.Array) -> jax.Array:
+    def hidden_states(self, tokens: jax.Array) -> jax.Array:
+        """The last block's output (before the final norm and the head)."""
         positions = jnp.arange(tokens.shape[-1])
         x = self.embed(tokens)
         for i, layer in enumerate(self.layers):
             x = layer(x, positions, layer=i)
-        return self.head(x)
+        return x
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        return self.head(self.hidden_states(tokens))
 
 
 # --- Hugging Face checkpoints -------------------------------------------------------------------

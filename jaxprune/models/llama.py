@@ -241,12 +241,16 @@ class LlamaForCausalLM(nnx.Module):
             return self.embed_tokens.attend(hidden)
         return self.lm_head(hidden)
 
-    def __call__(self, tokens: jax.Array) -> jax.Array:
+    def hidden_states(self, tokens: jax.Array) -> jax.Array:
+        """The last block's output (before the final norm and the head)."""
         positions = jnp.arange(tokens.shape[-1])
         x = self.embed(tokens)
         for layer in self.layers:
             x = layer(x, positions)
-        return self.head(x)
+        return x
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        return self.head(self.hidden_states(tokens))
 
 
 # --- Hugging Face checkpoints -------------------------------------------------------------------

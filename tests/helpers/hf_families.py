@@ -137,3 +137,13 @@ def write_gguf(path: Path, model: torch.nn.Module, arch: str) -> Path:
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def assert_head_of_hidden_states_is_the_logits(pretrained) -> None:
+    """The zero-shot scorer applies the head to a few positions of ``hidden_states``' output:
+    ``head(hidden_states(t))`` must be the logits, bit for bit."""
+    import jax.numpy as jnp
+
+    model, params, ids = pretrained.model, pretrained.params, jnp.asarray(tokens())
+    split = model.head(params, model.hidden_states(params, ids))
+    np.testing.assert_array_equal(np.asarray(split), np.asarray(model.logits(params, ids)))

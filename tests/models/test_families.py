@@ -17,7 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from hf_families import FAMILIES, hf_model, relative_error, tokens, torch_logits
+from hf_families import (
+    FAMILIES,
+    assert_head_of_hidden_states_is_the_logits,
+    hf_model,
+    relative_error,
+    tokens,
+    torch_logits,
+)
 from transformers import AutoModelForCausalLM
 
 import jaxprune as jp
@@ -54,10 +61,7 @@ def test_load_pretrained_gives_transformers_logits(family):
 
 
 def test_head_of_hidden_states_is_the_logits(family):
-    # the zero-shot scorer applies the head to a few positions of hidden_states' output
-    model, params, ids = family.loaded.model, family.loaded.params, jnp.asarray(tokens())
-    split = model.head(params, model.hidden_states(params, ids))
-    np.testing.assert_array_equal(np.asarray(split), _logits(family.loaded, params, ids))
+    assert_head_of_hidden_states_is_the_logits(family.loaded)
 
 
 @pytest.mark.slow

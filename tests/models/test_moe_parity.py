@@ -12,7 +12,12 @@ import types
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hf_families import relative_error, tokens, torch_logits
+from hf_families import (
+    assert_head_of_hidden_states_is_the_logits,
+    relative_error,
+    tokens,
+    torch_logits,
+)
 from hf_moe import MOE_FAMILIES, hf_moe_model
 from transformers import AutoModelForCausalLM
 
@@ -55,10 +60,7 @@ def test_load_pretrained_gives_transformers_logits(family):
 
 
 def test_head_of_hidden_states_is_the_logits(family):
-    # the zero-shot scorer applies the head to a few positions of hidden_states' output
-    model, params, ids = family.loaded.model, family.loaded.params, jnp.asarray(tokens())
-    split = model.head(params, model.hidden_states(params, ids))
-    np.testing.assert_array_equal(np.asarray(split), _logits(family.loaded, params, ids))
+    assert_head_of_hidden_states_is_the_logits(family.loaded)
 
 
 def test_export_round_trips_through_transformers(family, tmp_path):
