@@ -13,22 +13,32 @@ tokens.
 Requests are sorted by length, padded on the right to a multiple of 16 tokens (32 past 128, 64
 past 256, 128 past 512; the causal mask keeps padding from touching real positions) and scored
 ``batch_size`` requests per forward pass under ``jit``, one compiled program per padded length.
-The blocks run over every position, the head (the vocabulary-wide product and log-softmax) only
-over the continuation's: a pass holds ``batch_size × width × vocabulary`` float32 logits, the
-width being the batch's longest continuation rounded up to a power of two (a model without
-``hidden_states`` and ``head`` gets the head over every position). Examples are any objects with
-``contexts``, ``continuations``, ``choices`` and ``gold`` (:class:`jaxprune.data.zeroshot.Example`).
+The head (the vocabulary-wide product and log-softmax) runs only over the continuation's
+positions: a pass holds ``batch_size × width × vocabulary`` float32 logits, the width being the
+batch's longest continuation rounded up (a model without ``hidden_states`` and ``head`` gets the
+head over every position). By default each distinct context of a batch runs through the blocks
+once and its choices' continuations attend to its cached keys and values
+(:mod:`jaxprune.eval.shared_context`; the harness runs the context once per choice: same
+conditioning, fewer tokens) when that pads fewer tokens than running the requests whole; a
+request whose context no other request shares (WinoGrande's), one cut to the window or with an
+empty context, and models whose attention does not read the cache are scored whole, context and
+continuation in one row.
+Examples are any objects with ``contexts``, ``continuations``, ``choices`` and ``gold``
+(:class:`jaxprune.data.zeroshot.Example`).
 """
 
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxprune.eval import shared_context
 
 
 class MultipleChoice(Protocol):
@@ -111,6 +121,7 @@ def loglikelihoods(
     batch_size: int = 8,
     max_length: int | None = None,
     progress: bool = False,
+    share_context: bool = True,
 ) -> np.ndarray:
     """Summed log-likelihood of each ``(context ids, continuation ids)`` request's continuation.
 
@@ -122,6 +133,8 @@ def loglikelihoods(
       batch_size: requests per forward pass (the last batch is padded with empty rows).
       max_length: the model's window (default ``model.config.max_position_embeddings``).
       progress: show a progress bar.
+      share_context: run a context shared by several requests once per batch (where the model
+        supports it); ``False`` runs every request whole, as the harness does.
 
     Returns:
       float64 array, one entry per request, in the given order.
@@ -130,21 +143,34 @@ def loglikelihoods(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if max_length is None:
         max_length = getattr(getattr(model, "config", None), "max_position_embeddings", 2048)
-    rows = []
+    pairs, rows = [], []
     for i, (context, continuation) in enumerate(requests):
         if not continuation:
             raise ValueError(f"request {i} has an empty continuation: nothing to score")
+        pairs.append((np.asarray(context, np.int32), np.asarray(continuation, np.int32)))
         full = (list(context) + list(continuation))[-(max_length + 1) :]
         rows.append((np.asarray(full, np.int32), min(len(continuation), len(full) - 1)))
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
+    shared = _shareable(pairs, max_length) if share_context else []
+    plan = list(shared_context.batches(pairs, shared, batch_size, _padded_length))
+    if shared and (
+        sum(b.context_tokens.size + b.inputs.size for b in plan)
+        >= sum(t.size for _, t, _, _ in _batches(_longest_first(shared, rows), rows, batch_size))
+        or not shared_context.supported(model, params)
+    ):  # no fewer padded tokens (short contexts, long continuations: PIQA), or not possible
+        shared, plan = [], []
+    whole = sorted(set(range(len(requests))) - set(shared))
     out = np.zeros(len(rows), np.float64)
-    batches = list(_batches(order, rows, batch_size))
+    batches = [*_batches(_longest_first(whole, rows), rows, batch_size), *plan]
     if progress:
         from tqdm.auto import tqdm
 
         batches = tqdm(batches, desc="zero-shot", unit="batch", leave=False)
     split = hasattr(model, "hidden_states") and hasattr(model, "head")
-    for idx, tokens, starts, counts in batches:
+    for batch in batches:
+        if isinstance(batch, shared_context.Batch):
+            out[batch.rows] = shared_context.batch_sums(model, params, batch)[: len(batch.rows)]
+            continue
+        idx, tokens, starts, counts = batch
         width = min(_scored_width(int(counts.max())), tokens.shape[1] - 1)
         tokens, starts, counts = jnp.asarray(tokens), jnp.asarray(starts), jnp.asarray(counts)
         if split:
@@ -154,6 +180,17 @@ def loglikelihoods(
             sums = _sum_logprobs(model, params, tokens, starts, counts)
         out[idx] = np.asarray(sums, np.float64)[: len(idx)]
     return out
+
+
+def _shareable(pairs: Sequence[tuple[np.ndarray, np.ndarray]], max_length: int) -> list[int]:
+    """Requests whose context another request shares, non-empty and not cut to the window."""
+    fits = [i for i, (c, k) in enumerate(pairs) if 0 < len(c) and len(c) + len(k) <= max_length + 1]
+    uses = Counter(pairs[i][0].tobytes() for i in fits)
+    return [i for i in fits if uses[pairs[i][0].tobytes()] > 1]
+
+
+def _longest_first(indices: Sequence[int], rows: list[tuple[np.ndarray, int]]) -> list[int]:
+    return sorted(indices, key=lambda i: -len(rows[i][0]))
 
 
 def _padded_length(n: int) -> int:

@@ -115,8 +115,11 @@ class Attention(nnx.Module):
         scores = scores * c.query_pre_attn_scalar**-0.5
         # Causal, and within the window on sliding layers: key j is seen from query i if
         # i - window < j <= i.
-        distance = positions[:, None] - key_positions[None, :]
+        # Positions are (t,) or, scoring continuations of several contexts, (b, t) per row.
+        distance = positions[..., :, None] - key_positions[None, :]
         visible = (distance >= 0) & (~sliding | (distance < c.sliding_window))
+        if visible.ndim == 3:
+            visible = visible[:, None, None]
         scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
         out = jnp.einsum("bhgqk,bkhd->bqhgd", probs, v).reshape(b, t, -1)

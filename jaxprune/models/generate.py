@@ -51,7 +51,7 @@ def _decode(model, params, token: jax.Array, position: jax.Array, keys: list, va
     return logits[0, 0].astype(jnp.float32), cache.keys, cache.values
 
 
-def _uses_cache(model: LanguageModel, params: Params) -> bool:
+def reads_cache(model: LanguageModel, params: Params) -> bool:
     """Whether every block's attention reads the cache and positions come only from the blocks."""
     if "embed_positions" in params:  # learned absolute positions added by the embedding (OPT)
         return False
@@ -70,7 +70,7 @@ class _Decoder:
         self.buffer = np.zeros(padded, dtype=np.int32)
         self.buffer[: len(prompt)] = prompt
         self.length = len(prompt)
-        self.cached = _uses_cache(model, params)
+        self.cached = reads_cache(model, params)
         if self.cached:
             width = -(-len(prompt) // _BUCKET) * _BUCKET
             tokens = jnp.asarray(self.buffer[None, :width])

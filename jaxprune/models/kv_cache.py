@@ -8,7 +8,9 @@ The cache is a trace-time context, so the families' attention code needs no cach
 decoding function enters :func:`decoding` inside ``jit``, and every attention call of the forward
 pass (in block order) hands its new keys and values to :meth:`KVCache.extend`, which writes them
 at the sequence's current offset and returns the whole buffer with each slot's position. Slots
-not written yet have positions after every query, so the causal mask hides them.
+not written yet have positions after every query, so the causal mask hides them. The offset is
+one for the batch (decoding) or one per row (scoring continuations of contexts of different
+lengths, :mod:`jaxprune.eval.zeroshot`): the queries' positions are then ``(batch, new)``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ class KVCache:
 
     Attributes:
       keys, values: one buffer per layer (``None`` until the first pass creates it).
-      start: the position of the first token of the current pass (a traced int32).
+      start: the position of the first token of the current pass: a traced int32, or one per
+        row ``(batch,)``.
       length: the buffer length (static).
       layers_seen: how many attention calls this pass made (one per block when every block's
         attention reads the cache).
@@ -47,15 +50,27 @@ class KVCache:
             shape = (k.shape[0], self.length, *k.shape[2:])
             self.keys.append(jnp.zeros(shape, k.dtype))
             self.values.append(jnp.zeros(shape, v.dtype))
-        at = (0, self.start, 0, 0)
-        self.keys[i] = lax.dynamic_update_slice(self.keys[i], k.astype(self.keys[i].dtype), at)
-        self.values[i] = lax.dynamic_update_slice(
-            self.values[i], v.astype(self.values[i].dtype), at
-        )
+        self.keys[i] = self._write(self.keys[i], k)
+        self.values[i] = self._write(self.values[i], v)
         return self.keys[i], self.values[i], jnp.arange(self.length)
 
+    def _write(self, buffer: jax.Array, new: jax.Array) -> jax.Array:
+        new = new.astype(buffer.dtype)
+        if jnp.ndim(self.start) == 0:
+            return lax.dynamic_update_slice(buffer, new, (0, self.start, 0, 0))
+        row = lambda b, n, s: lax.dynamic_update_slice(b, n, (s, 0, 0))  # noqa: E731
+        return jax.vmap(row)(buffer, new, self.start)
+
     def query_positions(self, t: int) -> jax.Array:
-        return self.start + jnp.arange(t)
+        """Positions of this pass's ``t`` new tokens: ``(t,)``, or ``(batch, t)`` per row."""
+        return jnp.asarray(self.start)[..., None] + jnp.arange(t)
+
+
+def visible_mask(query_positions: jax.Array, key_positions: jax.Array) -> jax.Array:
+    """Causal visibility ``key <= query``, shaped to broadcast over ``(b, heads, group, q, k)``
+    logits: ``(q, k)`` for shared positions, ``(b, 1, 1, q, k)`` for per-row ones."""
+    visible = key_positions[None, :] <= query_positions[..., :, None]
+    return visible[:, None, None] if visible.ndim == 3 else visible
 
 
 def active() -> KVCache | None:
@@ -79,12 +94,13 @@ def cached_attention(q, k, v, scale, cache: KVCache) -> jax.Array:
     b, t, heads, d = q.shape
     kv_heads = keys.shape[2]
     q = q.reshape(b, t, kv_heads, heads // kv_heads, d)
-    logits = jnp.einsum("bqhgd,bkhd->bhgqk", q, keys).astype(jnp.float32)
+    wide = jnp.promote_types(q.dtype, jnp.float32)  # float32 logits, float64 kept
+    logits = jnp.einsum("bqhgd,bkhd->bhgqk", q, keys).astype(wide)
     logits = logits * (d**-0.5 if scale is None else scale)
-    visible = key_positions[None, :] <= cache.query_positions(t)[:, None]
-    logits = jnp.where(visible, logits, jnp.finfo(jnp.float32).min)
+    visible = visible_mask(cache.query_positions(t), key_positions)
+    logits = jnp.where(visible, logits, jnp.finfo(wide).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
     return jnp.einsum("bhgqk,bkhd->bqhgd", probs, values).reshape(b, t, heads, d)
 
 
-__all__ = ["KVCache", "active", "cached_attention", "decoding"]
+__all__ = ["KVCache", "active", "cached_attention", "decoding", "visible_mask"]

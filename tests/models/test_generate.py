@@ -7,7 +7,7 @@ import pytest
 from family_configs import FAMILY_CONFIGS
 
 from jaxprune.models import LanguageModel, LlamaConfig
-from jaxprune.models.generate import _decode, _uses_cache, greedy_generate
+from jaxprune.models.generate import _decode, reads_cache, greedy_generate
 
 CONFIG = LlamaConfig(
     vocab_size=50,
@@ -48,7 +48,7 @@ def test_greedy_matches_unpadded_reference(model_and_params, prompt):
     model, params = model_and_params
     expected = reference_greedy(model, params, prompt, 10)
     assert len(set(expected)) > 1  # not a degenerate repeat of one token
-    assert _uses_cache(model, params)  # one token per step through the blocks, keys cached
+    assert reads_cache(model, params)  # one token per step through the blocks, keys cached
     assert greedy_generate(model, params, prompt, 10) == expected
 
 
@@ -92,5 +92,5 @@ def test_cached_generation_equals_uncached_greedy_on_other_families(family):
     prompt = [7, 1, 4, 1, 5, 9]
     expected = reference_greedy(model, params, prompt, 12)
     assert len(set(expected)) > 1
-    assert _uses_cache(model, params) == (family == "gemma3")
+    assert reads_cache(model, params) == (family == "gemma3")
     assert greedy_generate(model, params, prompt, 12) == expected
