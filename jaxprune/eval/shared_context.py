@@ -1,41 +1,30 @@
-"""Log-likelihoods of continuations with each context run through the blocks once.
+"""Batches for scoring continuations with each context run through the model once.
 
 A multiple-choice example's requests share their context (lm-evaluation-harness runs it again
-for every choice). Here the distinct contexts of a batch run through a block once and keep that
-block's keys and values (a :class:`~jaxprune.models.kv_cache.KVCache`); each request's
-continuation then runs through the same block alone, at its true positions (each row's offset is
-its context's length), attending to its context's keys and values and to its own. The first
-continuation token is scored from the context's last position, the others from the
-continuation's own positions, so every log-probability is conditioned on exactly the tokens the
-harness conditions it on.
-
-The blocks run one at a time under ``jit`` with the block index traced, so blocks of one shape
-share a compiled step (:func:`batch_sums` lists the shapes). Contexts are
-padded on the right to :func:`jaxprune.eval.zeroshot`'s lengths and continuations to multiples
-of 16 tokens; the causal mask keeps padding from touching real positions. Models whose
-attention does not read the cache (learned absolute positions, OPT) are not supported
-(:func:`supported`); :func:`jaxprune.eval.zeroshot.loglikelihoods` scores them the plain way.
+for every choice). :func:`batches` plans passes of ``size`` requests in which each distinct
+context appears once; the model (:meth:`jaxprune.models.LanguageModel.continuation_sums`, in
+:mod:`jaxprune.models.continuations`) runs the contexts through each block once, keeps their keys
+and values, and runs each request's continuation after its context at its true positions, so
+every log-probability is conditioned on exactly the tokens the harness conditions it on.
+Contexts are padded on the right to :mod:`jaxprune.eval.zeroshot`'s lengths, continuations to a
+few widths (:func:`_width`); the causal mask keeps padding from touching real positions. A model
+that cannot (:func:`supported` is false: OPT, whose embedding adds learned positions) is scored
+whole by :func:`jaxprune.eval.zeroshot.loglikelihoods`.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-
-import jaxprune.models.kv_cache as kv_cache
-from jaxprune.models.generate import reads_cache
-
-_NEEDS = ("embed", "block", "block_params", "head", "num_blocks")
 
 
 def supported(model: Any, params: Any) -> bool:
-    """Whether ``model`` runs block by block and every block's attention reads the cache."""
-    return all(hasattr(model, name) for name in _NEEDS) and reads_cache(model, params)
+    """Whether ``model`` can score continuations after shared contexts
+    (:meth:`jaxprune.models.LanguageModel.continuation_sums`; not OPT, whose embedding adds
+    learned positions)."""
+    return hasattr(model, "continuation_sums") and model.shares_contexts(params)
 
 
 class Batch(NamedTuple):
@@ -113,95 +102,17 @@ def batches(
         )
 
 
-@functools.partial(jax.jit, static_argnames="model")
-def _embed(model: Any, params: Any, tokens: jax.Array) -> jax.Array:
-    return model.embed(params, tokens)
-
-
-@functools.partial(jax.jit, static_argnames="model")
-def _context_block(model: Any, block_params: Any, hidden: jax.Array, index: jax.Array):
-    """The contexts through one block: its output and the block's keys and values."""
-    cache = kv_cache.KVCache([], [], jnp.int32(0), hidden.shape[1])
-    with kv_cache.decoding(cache):
-        out = model.block(block_params, hidden, index=index)
-    return out, cache.keys[0], cache.values[0]
-
-
-@functools.partial(jax.jit, static_argnames="length")
-def _per_row(keys: jax.Array, values: jax.Array, owners: jax.Array, length: int):
-    """Row ``r``'s context's keys and values (context ``owners[r]``), padded to ``length``."""
-    pad = ((0, 0), (0, length - keys.shape[1]), (0, 0), (0, 0))
-    return jnp.pad(keys[owners], pad), jnp.pad(values[owners], pad)
-
-
-@functools.partial(jax.jit, static_argnames="model")
-def _continuation_block(
-    model: Any,
-    block_params: Any,
-    hidden: jax.Array,
-    keys: jax.Array,
-    values: jax.Array,
-    starts: jax.Array,
-    index: jax.Array,
-) -> jax.Array:
-    """The continuations through one block after their contexts' keys and values: row ``r``'s
-    context fills its first ``starts[r]`` slots."""
-    width = hidden.shape[1]
-    cache = kv_cache.KVCache([keys], [values], starts, keys.shape[1])
-    positions = cache.query_positions(width)
-    with kv_cache.decoding(cache):
-        return model.block(block_params, hidden, index=index, positions=positions)
-
-
-@jax.jit
-def _last(hidden: jax.Array, lengths: jax.Array, owners: jax.Array) -> jax.Array:
-    """Per row, its context's last hidden state ``(rows, 1, dim)``."""
-    return jnp.take_along_axis(hidden, (lengths - 1)[:, None, None], axis=1)[owners]
-
-
-@functools.partial(jax.jit, static_argnames="model")
-def _sums(
-    model: Any,
-    params: Any,
-    last: jax.Array,
-    following: jax.Array | None,
-    targets: jax.Array,
-    counts: jax.Array,
-) -> jax.Array:
-    """Per row, the summed log-probabilities of ``targets[r, :counts[r]]``, the first predicted
-    from ``last``, the others from ``following``."""
-    scored = last if following is None else jnp.concatenate([last, following], axis=1)
-    logp = jax.nn.log_softmax(model.head(params, scored).astype(jnp.float32), axis=-1)
-    picked = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    return jnp.sum(jnp.where(jnp.arange(targets.shape[1]) < counts[:, None], picked, 0.0), axis=1)
-
-
 def batch_sums(model: Any, params: Any, batch: Batch) -> np.ndarray:
-    """The summed continuation log-likelihood of each row of ``batch`` (padding rows: 0).
-
-    Compiled shapes: a block of contexts per (contexts, context length); a block of
-    continuations per (rows, width, key slots), the slots rounded up to a power of two; the head
-    per (rows, width).
-    """
-    lengths = jnp.asarray(batch.context_lengths)
-    owners = jnp.asarray(batch.owners)
-    starts = lengths[owners]
-    hidden = _embed(model, params, jnp.asarray(batch.context_tokens))
-    width = batch.inputs.shape[1]
-    following = _embed(model, params, jnp.asarray(batch.inputs)) if width else None
-    slots = _power_of_two(batch.context_tokens.shape[1] + width)
-    for i in range(model.num_blocks):
-        block_params = model.block_params(params, i)
-        index = jnp.int32(i)
-        hidden, keys, values = _context_block(model, block_params, hidden, index)
-        if following is not None:
-            keys, values = _per_row(keys, values, owners, slots)
-            following = _continuation_block(
-                model, block_params, following, keys, values, starts, index
-            )
-    last = _last(hidden, lengths, owners)
-    targets, counts = jnp.asarray(batch.targets), jnp.asarray(batch.counts)
-    return np.asarray(_sums(model, params, last, following, targets, counts), np.float64)
+    """The summed continuation log-likelihood of each row of ``batch`` (padding rows: 0)."""
+    return model.continuation_sums(
+        params,
+        batch.context_tokens,
+        batch.context_lengths,
+        batch.owners,
+        batch.inputs,
+        batch.targets,
+        batch.counts,
+    )
 
 
 __all__ = ["Batch", "batch_sums", "batches", "supported"]

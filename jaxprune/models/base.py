@@ -339,6 +339,18 @@ class LanguageModel:
         """
         return self.module(params).hidden_states(tokens)
 
+    def shares_contexts(self, params: Params) -> bool:
+        """Whether :meth:`continuation_sums` works (every block's attention reads the KV cache)."""
+        from jaxprune.models.generate import reads_cache
+
+        return reads_cache(self, params)
+
+    def continuation_sums(self, params: Params, *batch: np.ndarray) -> np.ndarray:
+        """:func:`jaxprune.models.continuations.continuation_sums` of this model."""
+        from jaxprune.models.continuations import continuation_sums
+
+        return continuation_sums(self, params, *batch)
+
     def embed(self, params: Params, tokens: jax.Array) -> jax.Array:
         return self.module(params).embed(tokens)
 
