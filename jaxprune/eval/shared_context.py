@@ -8,8 +8,8 @@ and values, and runs each request's continuation after its context at its true p
 every log-probability is conditioned on exactly the tokens the harness conditions it on.
 Contexts are padded on the right to :mod:`jaxprune.eval.zeroshot`'s lengths, continuations to a
 few widths (:func:`_width`); the causal mask keeps padding from touching real positions. A model
-that cannot (:func:`supported` is false: OPT, whose embedding adds learned positions) is scored
-whole by :func:`jaxprune.eval.zeroshot.loglikelihoods`.
+that cannot (:func:`supported` is false: OPT, whose embedding adds learned positions, or blocks
+of different shapes) is scored whole by :func:`jaxprune.eval.zeroshot.loglikelihoods`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ import numpy as np
 
 
 def supported(model: Any, params: Any) -> bool:
-    """Whether ``model`` can score continuations after shared contexts
-    (:meth:`jaxprune.models.LanguageModel.continuation_sums`; not OPT, whose embedding adds
-    learned positions)."""
+    """Whether ``model`` scores continuations after shared contexts
+    (:meth:`jaxprune.models.LanguageModel.shares_contexts`)."""
     return hasattr(model, "continuation_sums") and model.shares_contexts(params)
 
 

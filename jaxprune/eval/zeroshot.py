@@ -21,8 +21,8 @@ once and its choices' continuations attend to its cached keys and values
 (:mod:`jaxprune.eval.shared_context`; the harness runs the context once per choice: same
 conditioning, fewer tokens) when that pads fewer tokens than running the requests whole; a
 request whose context no other request shares (WinoGrande's), one cut to the window or with an
-empty context, and models whose attention does not read the cache are scored whole, context and
-continuation in one row.
+empty context, models whose attention does not read the cache and models whose blocks differ in
+shape (uneven structured pruning) are scored whole, context and continuation in one row.
 Examples are any objects with ``contexts``, ``continuations``, ``choices`` and ``gold``
 (:class:`jaxprune.data.zeroshot.Example`).
 """

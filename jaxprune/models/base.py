@@ -340,10 +340,13 @@ class LanguageModel:
         return self.module(params).hidden_states(tokens)
 
     def shares_contexts(self, params: Params) -> bool:
-        """Whether :meth:`continuation_sums` works (every block's attention reads the KV cache)."""
+        """Whether :meth:`continuation_sums` applies: every block's attention reads the KV cache,
+        and the blocks share one shape (it compiles one step per block shape)."""
         from jaxprune.models.generate import reads_cache
 
-        return reads_cache(self, params)
+        blocks = (self.block_params(params, i) for i in range(self.num_blocks))
+        shapes = {str(jax.tree.map(jnp.shape, block)) for block in blocks}
+        return len(shapes) == 1 and reads_cache(self, params)
 
     def continuation_sums(self, params: Params, *batch: np.ndarray) -> np.ndarray:
         """:func:`jaxprune.models.continuations.continuation_sums` of this model."""

@@ -90,6 +90,27 @@ def record_shared_batches(monkeypatch) -> list:
     return calls
 
 
+def test_blocks_of_different_widths_are_scored_whole(monkeypatch):
+    # A structurally pruned model with uneven MLP widths: one compiled step per block shape
+    # would cost more than the shared contexts save, so it runs whole.
+    model, params = random_model("llama")
+    mlp = params["layers"][1]["mlp"]
+    narrow = {
+        "gate_proj": {"kernel": mlp["gate_proj"]["kernel"][:, :40]},
+        "up_proj": {"kernel": mlp["up_proj"]["kernel"][:, :40]},
+        "down_proj": {"kernel": mlp["down_proj"]["kernel"][:40]},
+    }
+    layers = {**params["layers"], 1: {**params["layers"][1], "mlp": narrow}}
+    params = {**params, "layers": layers}
+    assert model.shares_contexts(random_model("llama")[1]) and not model.shares_contexts(params)
+    calls = record_shared_batches(monkeypatch)
+    requests = random_requests()[:8]
+    got = loglikelihoods(model, params, requests)
+    assert not calls
+    expected = [by_hand(model, params, c, k) for c, k in requests]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-4)
+
+
 def test_requests_cut_to_the_window_alone_or_without_context_are_scored_whole(monkeypatch):
     model, params = random_model("llama")
     long_context, short = list(range(5, 65)), [3, 4]
