@@ -92,3 +92,27 @@ def test_tokenizer_encodes_like_transformers_and_round_trips(gemma, reference):
         assert tok.decode(ids) == text
     assert tok.encode("<start_of_turn>") == [105]
     assert tok.encode("\n\n") == [108]  # user-defined pieces stay whole
+
+
+def test_shared_contexts_score_like_whole_rows_beyond_the_sliding_window(gemma, monkeypatch):
+    # Continuations after 530- and 600-token contexts (BOS first): their queries see keys past
+    # the 512-token sliding window, at per-row positions (jaxprune.models.continuations).
+    import jaxprune.eval.shared_context as shared_context
+    from jaxprune.eval.zeroshot import loglikelihoods
+
+    rows = []
+    original = shared_context.batch_sums
+    monkeypatch.setattr(
+        shared_context, "batch_sums", lambda *a: rows.extend(a[2].rows) or original(*a)
+    )
+
+    ids = gemma.tokenizer.encode(hamlet_text()[:20000])
+    bos = gemma.bos_token(True)
+    requests = [([bos, *ids[:599]], ids[599 + k : 609 + 2 * k]) for k in range(3)]
+    requests += [([bos, *ids[:529]], ids[529 + k : 535 + k]) for k in range(2)]
+    assert gemma.model.shares_contexts(gemma.params)
+    shared = loglikelihoods(gemma.model, gemma.params, requests, batch_size=4)
+    assert sorted(rows) == list(range(5))  # every request went the shared way
+    whole = loglikelihoods(gemma.model, gemma.params, requests, batch_size=4, share_context=False)
+    np.testing.assert_allclose(shared, whole, rtol=1e-5, atol=3e-4)
+    assert np.ptp(whole) > 1.0
