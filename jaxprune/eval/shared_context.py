@@ -14,7 +14,7 @@ of different shapes) is scored whole by :func:`jaxprune.eval.zeroshot.loglikelih
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -61,7 +61,7 @@ def batches(
     requests: Sequence[tuple[np.ndarray, np.ndarray]],
     indices: Sequence[int],
     size: int,
-    padded_length,
+    padded_length: Callable[[int], int],
 ) -> Iterator[Batch]:
     """Batches of ``size`` rows over ``requests[i]`` = (context ids, continuation ids), ``i`` in
     ``indices``: longest contexts first, the requests of one context next to each other.
@@ -75,12 +75,15 @@ def batches(
     )
     for start in range(0, len(order), size):
         rows = order[start : start + size]
-        keys: dict[bytes, int] = {}
+        index: dict[bytes, int] = {}
+        distinct: list[np.ndarray] = []
         owners = np.zeros(size, np.int32)
         for r, i in enumerate(rows):
-            owners[r] = keys.setdefault(requests[i][0].tobytes(), len(keys))
-        contexts = [requests[i][0] for i in rows]
-        distinct = [contexts[list(owners[: len(rows)]).index(c)] for c in range(len(keys))]
+            key = requests[i][0].tobytes()
+            if key not in index:
+                index[key] = len(distinct)
+                distinct.append(requests[i][0])
+            owners[r] = index[key]
         length = padded_length(max(len(c) for c in distinct))
         context_tokens = np.zeros((_power_of_two(len(distinct)), length), np.int32)
         context_lengths = np.ones(len(context_tokens), np.int32)
