@@ -10,7 +10,7 @@ pass (in block order) hands its new keys and values to :meth:`KVCache.extend`, w
 at the sequence's current offset and returns the whole buffer with each slot's position. Slots
 not written yet have positions after every query, so the causal mask hides them. The offset is
 one for the batch (decoding) or one per row (scoring continuations of contexts of different
-lengths, :mod:`jaxprune.eval.zeroshot`): the queries' positions are then ``(batch, new)``.
+lengths, :mod:`jaxprune.models.continuations`): the queries' positions are then ``(batch, new)``.
 """
 
 from __future__ import annotations
