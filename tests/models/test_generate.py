@@ -7,7 +7,7 @@ import pytest
 from family_configs import FAMILY_CONFIGS
 
 from jaxprune.models import LanguageModel, LlamaConfig
-from jaxprune.models.generate import _decode, reads_cache, greedy_generate
+from jaxprune.models.generate import _decode, greedy_generate, reads_cache
 
 CONFIG = LlamaConfig(
     vocab_size=50,
