@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxprune.eval import shared_context
+import jaxprune.eval.shared_context as shared_context
 
 
 class MultipleChoice(Protocol):

@@ -21,6 +21,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec
 
+import jaxprune.models.continuations as continuations
+
 Params = dict[str, Any]
 
 _BLOCK_PATH = re.compile(r"layers/(\d+)/(.+)")
@@ -342,17 +344,13 @@ class LanguageModel:
     def shares_contexts(self, params: Params) -> bool:
         """Whether :meth:`continuation_sums` applies: every block's attention reads the KV cache,
         and the blocks share one shape (it compiles one step per block shape)."""
-        from jaxprune.models.generate import reads_cache
-
         blocks = (self.block_params(params, i) for i in range(self.num_blocks))
         shapes = {str(jax.tree.map(jnp.shape, block)) for block in blocks}
-        return len(shapes) == 1 and reads_cache(self, params)
+        return len(shapes) == 1 and continuations.reads_cache(self, params)
 
     def continuation_sums(self, params: Params, *batch: np.ndarray) -> np.ndarray:
         """:func:`jaxprune.models.continuations.continuation_sums` of this model."""
-        from jaxprune.models.continuations import continuation_sums
-
-        return continuation_sums(self, params, *batch)
+        return continuations.continuation_sums(self, params, *batch)
 
     def embed(self, params: Params, tokens: jax.Array) -> jax.Array:
         return self.module(params).embed(tokens)

@@ -24,7 +24,23 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxprune.models.kv_cache as kv_cache
-from jaxprune.models.base import LanguageModel, Params
+
+
+def reads_cache(model: Any, params: Any) -> bool:
+    """Whether every block's attention reads the cache and positions come only from the blocks
+    (not OPT's learned positions, added by its embedding)."""
+    if "embed_positions" in params:
+        return False
+
+    def keys(p):
+        cache = kv_cache.KVCache([], [], jnp.int32(0), 1)
+        with kv_cache.decoding(cache):
+            hidden = model.embed(p, jnp.zeros((1, 1), jnp.int32))
+            for i in range(model.num_blocks):
+                hidden = model.block(model.block_params(p, i), hidden, index=i)
+        return cache.keys
+
+    return len(jax.eval_shape(keys, params)) == model.num_blocks
 
 
 @functools.partial(jax.jit, static_argnames="model")
@@ -91,8 +107,8 @@ def _sums(
 
 
 def continuation_sums(
-    model: LanguageModel,
-    params: Params,
+    model: Any,
+    params: Any,
     contexts: np.ndarray,
     context_lengths: np.ndarray,
     owners: np.ndarray,
@@ -130,4 +146,4 @@ def continuation_sums(
     return np.asarray(sums, np.float64)
 
 
-__all__ = ["continuation_sums"]
+__all__ = ["continuation_sums", "reads_cache"]

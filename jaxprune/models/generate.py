@@ -22,6 +22,7 @@ import numpy as np
 
 import jaxprune.models.kv_cache as kv_cache
 from jaxprune.models.base import LanguageModel, Params
+from jaxprune.models.continuations import reads_cache
 
 _BUCKET = 32
 
@@ -49,16 +50,6 @@ def _decode(model, params, token: jax.Array, position: jax.Array, keys: list, va
     with kv_cache.decoding(cache):
         logits = _forward(model, params, token.reshape(1, 1), position[None])
     return logits[0, 0].astype(jnp.float32), cache.keys, cache.values
-
-
-def reads_cache(model: LanguageModel, params: Params) -> bool:
-    """Whether every block's attention reads the cache and positions come only from the blocks."""
-    if "embed_positions" in params:  # learned absolute positions added by the embedding (OPT)
-        return False
-    shapes = jax.eval_shape(
-        lambda p: _prefill.__wrapped__(model, p, jnp.zeros((1, 1), jnp.int32), 1), params
-    )
-    return len(shapes[1]) == model.num_blocks
 
 
 class _Decoder:
