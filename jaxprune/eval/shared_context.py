@@ -48,12 +48,14 @@ def _width(n: int) -> int:
     up to 64, of 16 past (0 stays 0). Continuations are short (a few tokens on ARC), so a
     coarse step would mostly pad; one block compiles per width, which is cheap."""
     if n <= 4:
-        return 0 if n == 0 else 1 << (n - 1).bit_length()
+        return 0 if n == 0 else power_of_two(n)
     step = 4 if n <= 32 else 8 if n <= 64 else 16
     return -(-n // step) * step
 
 
-def _power_of_two(n: int) -> int:
+def power_of_two(n: int) -> int:
+    """The least power of two at least ``n`` (1 for ``n <= 1``): padded sizes that keep the
+    number of compiled shapes logarithmic."""
     return 1 << max(0, n - 1).bit_length()
 
 
@@ -85,7 +87,7 @@ def batches(
                 distinct.append(requests[i][0])
             owners[r] = index[key]
         length = padded_length(max(len(c) for c in distinct))
-        context_tokens = np.zeros((_power_of_two(len(distinct)), length), np.int32)
+        context_tokens = np.zeros((power_of_two(len(distinct)), length), np.int32)
         context_lengths = np.ones(len(context_tokens), np.int32)
         for c, ids in enumerate(distinct):
             context_tokens[c, : len(ids)] = ids

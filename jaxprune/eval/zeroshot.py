@@ -95,10 +95,8 @@ def _sum_scored(
     offsets = jnp.arange(width)
     positions = jnp.minimum(starts[:, None] + offsets, hidden.shape[1] - 1)
     scored = jnp.take_along_axis(hidden, positions[..., None], axis=1)
-    logp = jax.nn.log_softmax(model.head(params, scored).astype(jnp.float32), axis=-1)
     targets = jnp.take_along_axis(tokens, positions + 1, axis=1)
-    picked = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    return jnp.sum(jnp.where(offsets < counts[:, None], picked, 0.0), axis=1)
+    return logprob_sums(model.head(params, scored), targets, offsets < counts[:, None])
 
 
 @functools.partial(jax.jit, static_argnames="model")
@@ -106,11 +104,17 @@ def _sum_logprobs(
     model: Any, params: Any, tokens: jax.Array, starts: jax.Array, counts: jax.Array
 ) -> jax.Array:
     """:func:`_sum_scored` for a model with ``logits`` only: the head over every position."""
-    logits = model.logits(params, tokens[:, :-1]).astype(jnp.float32)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
-    offsets = jnp.arange(picked.shape[1]) - starts[:, None]
-    return jnp.sum(jnp.where((offsets >= 0) & (offsets < counts[:, None]), picked, 0.0), axis=1)
+    logits = model.logits(params, tokens[:, :-1])
+    offsets = jnp.arange(logits.shape[1]) - starts[:, None]
+    return logprob_sums(logits, tokens[:, 1:], (offsets >= 0) & (offsets < counts[:, None]))
+
+
+def logprob_sums(logits: jax.Array, targets: jax.Array, keep: jax.Array) -> jax.Array:
+    """Per row, the float32 log-probabilities of ``targets`` under ``logits`` (rows, positions,
+    vocabulary), summed over the positions where ``keep`` is true."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    picked = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    return jnp.sum(jnp.where(keep, picked, 0.0), axis=1)
 
 
 def loglikelihoods(
@@ -171,7 +175,7 @@ def loglikelihoods(
             out[batch.rows] = shared_context.batch_sums(model, params, batch)[: len(batch.rows)]
             continue
         idx, tokens, starts, counts = batch
-        width = min(_scored_width(int(counts.max())), tokens.shape[1] - 1)
+        width = min(shared_context.power_of_two(int(counts.max())), tokens.shape[1] - 1)
         tokens, starts, counts = jnp.asarray(tokens), jnp.asarray(starts), jnp.asarray(counts)
         if split:
             hidden = _hidden(model, params, tokens[:, :-1])
@@ -197,11 +201,6 @@ def _padded_length(n: int) -> int:
     """``n`` rounded up to a multiple of 16 (32 past 128 tokens, 64 past 256, 128 past 512)."""
     step = 16 if n <= 128 else 32 if n <= 256 else 64 if n <= 512 else 128
     return -(-n // step) * step
-
-
-def _scored_width(n: int) -> int:
-    """The head's positions per row: ``n`` rounded up to a power of two."""
-    return 1 << max(0, n - 1).bit_length()
 
 
 def _batches(order: list[int], rows: list[tuple[np.ndarray, int]], size: int):

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import jaxprune.eval.shared_context as shared_context
+import jaxprune.eval.zeroshot as zeroshot
 import jaxprune.models.kv_cache as kv_cache
 
 
@@ -101,9 +103,8 @@ def _sums(
     """Per row, the summed log-probabilities of ``targets[r, :counts[r]]``, the first predicted
     from ``last``, the others from ``following``."""
     scored = last if following is None else jnp.concatenate([last, following], axis=1)
-    logp = jax.nn.log_softmax(model.head(params, scored).astype(jnp.float32), axis=-1)
-    picked = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-    return jnp.sum(jnp.where(jnp.arange(targets.shape[1]) < counts[:, None], picked, 0.0), axis=1)
+    keep = jnp.arange(targets.shape[1]) < counts[:, None]
+    return zeroshot.logprob_sums(model.head(params, scored), targets, keep)
 
 
 def continuation_sums(
@@ -131,7 +132,7 @@ def continuation_sums(
     hidden = _embed(model, params, jnp.asarray(contexts))
     width = inputs.shape[1]
     following = _embed(model, params, jnp.asarray(inputs)) if width else None
-    slots = 1 << (contexts.shape[1] + width - 1).bit_length()
+    slots = shared_context.power_of_two(contexts.shape[1] + width)
     for i in range(model.num_blocks):
         block_params = model.block_params(params, i)
         index = jnp.int32(i)

@@ -110,13 +110,33 @@ def test_a_continuation_filling_the_row_is_scored_whole(setup):
 
 
 def test_padded_lengths_and_head_widths():
-    from jaxprune.eval.zeroshot import _padded_length, _scored_width
+    from jaxprune.eval.shared_context import power_of_two
+    from jaxprune.eval.zeroshot import _padded_length
 
     assert [_padded_length(n) for n in (1, 16, 17, 129, 257, 513, 779)] == [
         16, 16, 32, 160, 320, 640, 896,
     ]  # fmt: skip
     assert all(n <= _padded_length(n) < n + 128 for n in range(1, 2000))
-    assert [_scored_width(n) for n in (1, 2, 3, 8, 9)] == [1, 2, 4, 8, 16]
+    assert [power_of_two(n) for n in (0, 1, 2, 3, 8, 9)] == [1, 1, 2, 4, 8, 16]
+
+
+def test_logprob_sums_against_numpy():
+    """bfloat16 logits are summed in float32, only where ``keep`` holds (float64 reference)."""
+    from jaxprune.eval.zeroshot import logprob_sums
+
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(3, 5, 11)) * 4, jnp.bfloat16)
+    targets = rng.integers(0, 11, size=(3, 5))
+    keep = rng.random((3, 5)) < 0.6
+    keep[:, 0] = True
+    z = np.asarray(logits.astype(jnp.float32), np.float64)
+    logp = z - z.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    picked = np.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    want = np.where(keep, picked, 0.0).sum(1)
+    got = logprob_sums(logits, jnp.asarray(targets), jnp.asarray(keep))
+    assert got.dtype == jnp.float32 and keep.any(axis=1).all()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_long_requests_keep_their_last_tokens(setup):
